@@ -1,0 +1,37 @@
+"""Shared fixtures: BFCL data from the installed bfcl-eval wheel, the shared evaluation folder."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def bfcl_records():
+    """All BFCL single-turn records with possible answers (skips when bfcl-eval is missing)."""
+    if importlib.util.find_spec("bfcl_eval") is None:
+        pytest.skip("bfcl-eval is not installed (scripts/setup.sh installs it)")
+    from toolrm_rl.data.bfcl import load_bfcl
+
+    return load_bfcl()
+
+
+@pytest.fixture(scope="session")
+def bfcl_oracle(bfcl_records):
+    """bfcl-eval's own ast_checker."""
+    from toolrm_rl.data.bfcl import load_bfcl_checker
+
+    return load_bfcl_checker()
+
+
+@pytest.fixture(scope="session")
+def shared_failures_path():
+    """../shared/data/bfcl_failures_dev.jsonl, or a skip when the folder is absent."""
+    path = SHARED_DATA / "bfcl_failures_dev.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the product must not need ../shared)")
+    return path

@@ -1,0 +1,372 @@
+"""Ground-truth matching: BFCL possible-answer semantics, and equality of concrete call lists.
+
+A BFCL *possible answer* lists, per function and parameter, the acceptable values
+(``[{"f": {"a": [1, 1.0], "unit": ["km", ""]}}]``; ``""`` means the parameter may be omitted).
+:func:`match_bfcl` returns BFCL's verdict and its exact ``error_type`` string
+(``simple_function_checker:missing_required``, ``value_error:string``, ...), reproducing the
+official checker's order of checks, string normalisation, one-level nested type checks,
+greedy order-free matching of parallel calls and Java/JavaScript literal decoding.
+
+Answers are compiled once (:class:`GroundTruth`): in GRPO the same question is checked for every
+rollout, so normalising the acceptable values per check (as the reference checker does) is waste.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Iterable, Sequence
+
+from toolrm_rl.core.bfcl_types import (
+    COLLECTION_TYPES, JAVA_TYPES, JS_TYPES, PY_TYPES, UnsupportedLiteral, decode_java, decode_js,
+    language_of_category,
+)
+from toolrm_rl.core.calls import ToolCall, ToolCatalog, ToolSpec, calls_from_bfcl, load_json_field
+
+__all__ = ["MatchResult", "GroundTruth", "match_bfcl", "normalize_answer", "standardize_string",
+           "calls_equal", "canonical_calls"]
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """BFCL's verdict: ``valid`` and, when invalid, its ``error_type`` and a readable ``message``."""
+
+    valid: bool
+    error_type: str = ""
+    message: str = ""
+
+
+_OK = MatchResult(True)
+_STD_RE = re.compile(r"[ ,./\-_*^]")
+
+
+@lru_cache(maxsize=1 << 16)  # rollouts of one prompt repeat the same strings many times
+def standardize_string(text: str) -> str:
+    """BFCL's string normalisation: drop spaces and ``,./-_*^``, lower-case, ``'`` -> ``"``.
+
+    >>> standardize_string("April 1, 2024") == standardize_string("april 1 2024")
+    True
+    """
+    return _STD_RE.sub("", text).lower().replace("'", '"')
+
+
+def _std(value: Any) -> Any:
+    return standardize_string(value) if type(value) is str else value
+
+
+def normalize_answer(answer: Any, catalog: ToolCatalog | None = None) -> list[dict[str, dict[str, list]]]:
+    """Bring a possible answer to the list form ``[{func: {param: [options]}}]``.
+
+    Accepts a JSON string, the list form, and the older dict form, whose parallel entries may carry
+    ``func_1``/``func_2`` suffixes (stripped when the bare name is in ``catalog``).
+    """
+    answer = load_json_field(answer, "ground_truth")
+    if answer is None:
+        return []
+    if isinstance(answer, dict):
+        answer = [{k: v} for k, v in answer.items()]
+    if not isinstance(answer, list):
+        raise ValueError(f"ground_truth: expected a list of {{function: {{param: [values]}}}}, got {type(answer).__name__}")
+    out = []
+    for i, item in enumerate(answer):
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ValueError(f"ground_truth[{i}]: expected one {{function: {{param: [values]}}}} entry")
+        (name, params), = item.items()
+        if catalog is not None and name not in catalog:
+            bare = re.sub(r"_\d+$", "", name)
+            name = bare if bare in catalog else name
+        if not isinstance(params, dict):
+            raise ValueError(f"ground_truth[{i}].{name}: parameters must be an object")
+        out.append({name: params})
+    return out
+
+
+class _Param:
+    """One parameter's acceptable values, with everything BFCL recomputes per check precomputed."""
+
+    __slots__ = ("options", "optional", "first_type", "std_strings", "std_lists")
+
+    def __init__(self, options: list) -> None:
+        if not isinstance(options, list):
+            options = [options]
+        self.options = options
+        self.optional = "" in options
+        self.first_type = next((type(o) for o in options if o != ""), None)
+        self.std_strings = {standardize_string(o) for o in options if type(o) is str}
+        # BFCL iterates every option as a sequence (``""`` becomes ``[]``, so an empty list matches
+        # an omittable parameter).
+        self.std_lists = [[_std(x) for x in o] if isinstance(o, (list, str, tuple)) else None for o in options]
+
+
+class _Answer:
+    __slots__ = ("name", "params")
+
+    def __init__(self, name: str, params: dict[str, list]) -> None:
+        self.name = name
+        self.params = {p: _Param(v) for p, v in params.items()}
+
+
+class GroundTruth:
+    """A compiled possible answer for one question: ``GroundTruth(...).check(calls) -> MatchResult``.
+
+    Args:
+        catalog: the question's functions (anything :meth:`ToolCatalog.load` accepts).
+        answer: the possible answer (see :func:`normalize_answer`).
+        category: BFCL test category; ``parallel*`` matches order-free, ``multiple*`` wants one call
+            of the answer's function, anything else is BFCL's ``simple`` checker.
+        language: ``python``, ``java`` or ``javascript`` (default: from ``category``). For Java and
+            JavaScript, argument values are source literals (strings), as in BFCL.
+        dot_to_underscore: accept ``a_b`` for a function named ``a.b`` (models whose API forbids dots).
+    """
+
+    def __init__(self, catalog: Any, answer: Any, category: str = "simple", language: str | None = None,
+                 dot_to_underscore: bool = False) -> None:
+        self.catalog = ToolCatalog.load(catalog)
+        self.category = category
+        self.language = language or language_of_category(category)
+        if self.language not in ("python", "java", "javascript"):
+            raise ValueError(f"language must be python, java or javascript, not {self.language!r}")
+        self.dot_to_underscore = dot_to_underscore
+        self.answers = [_Answer(*next(iter(a.items()))) for a in normalize_answer(answer, self.catalog)]
+        self._types = {"python": PY_TYPES, "java": JAVA_TYPES, "javascript": JS_TYPES}[self.language]
+        self._collections = COLLECTION_TYPES[self.language]
+        self._fields_cache: dict[str, tuple] = {}
+        self._type_cache: dict[int, tuple] = {}  # keyed by id(schema); the tuple keeps the schema alive
+        specs = list(self.catalog)
+        self._first_spec = specs[0] if specs else None
+
+    # -- public -----------------------------------------------------------------------------------
+    def check(self, calls: Sequence[ToolCall] | Any) -> MatchResult:
+        """BFCL's verdict on ``calls`` (a ``list[ToolCall]`` or BFCL decoded-output dicts)."""
+        if type(calls) is not list or (calls and type(calls[0]) is not ToolCall):
+            calls = calls_from_bfcl(calls)
+        if "parallel" in self.category:
+            return self._parallel(calls)
+        if "multiple" in self.category:
+            if len(calls) != len(self.answers):
+                return MatchResult(False, "multiple_function_checker:wrong_count", "wrong number of calls")
+            return self._single(self._spec_for(self.answers[0].name), calls[0], self.answers[0])
+        if len(calls) != 1:
+            return MatchResult(False, "simple_function_checker:wrong_count", "wrong number of calls")
+        if not self.answers:
+            return MatchResult(False, "simple_function_checker:wrong_count", "no call expected")
+        return self._single(self._first_spec, calls[0], self.answers[0])
+
+    # -- checkers ---------------------------------------------------------------------------------
+    def _spec_for(self, name: str) -> ToolSpec | None:
+        return self.catalog.get(name)
+
+    def _parallel(self, calls: Sequence[ToolCall]) -> MatchResult:
+        if len(calls) != len(self.answers):
+            return MatchResult(False, "parallel_function_checker_no_order:wrong_count", "wrong number of calls")
+        matched: set[int] = set()
+        for i, answer in enumerate(self.answers):
+            spec = self._spec_for(answer.name)
+            last = None
+            for j, call in enumerate(calls):  # greedy, first unmatched call that fits (as BFCL)
+                if j in matched:
+                    continue
+                last = self._single(spec, call, answer)
+                if last.valid:
+                    matched.add(j)
+                    break
+            if last is None or not last.valid:
+                detail = f" (closest: {last.error_type}: {last.message})" if last else ""
+                return MatchResult(False, "parallel_function_checker_no_order:cannot_find_match",
+                                   f"no call matches expected call {i} ({answer.name}){detail}")
+        return _OK
+
+    def _single(self, spec: ToolSpec | None, call: ToolCall, answer: _Answer) -> MatchResult:
+        if spec is None:
+            return MatchResult(False, "simple_function_checker:wrong_func_name",
+                               f"function {answer.name!r} is not in the catalog")
+        expected = spec.name
+        if self.dot_to_underscore and "." in expected:
+            expected = expected.replace(".", "_")
+        if call.name != expected:
+            return MatchResult(False, "simple_function_checker:wrong_func_name",
+                               f"expected function {expected!r}, got {call.name!r}")
+        args = call.arguments
+        required, props = self._spec_fields(spec)
+        for name in required:
+            if name not in args:
+                return MatchResult(False, "simple_function_checker:missing_required",
+                                   f"missing required parameter {name!r}")
+        for name, value in args.items():
+            if name not in props or name not in answer.params:
+                return MatchResult(False, "simple_function_checker:unexpected_param", f"unexpected parameter {name!r}")
+            bad = self._param(name, value, props[name], answer.params[name])
+            if bad is not None:
+                return bad
+        for name, param in answer.params.items():
+            if name not in args and not param.optional:
+                return MatchResult(False, "simple_function_checker:missing_optional",
+                                   f"parameter {name!r} is expected but was not given")
+        return _OK
+
+    def _spec_fields(self, spec: ToolSpec) -> tuple[tuple[str, ...], dict]:
+        fields = self._fields_cache.get(spec.name)
+        if fields is None:
+            fields = self._fields_cache[spec.name] = (tuple(spec.required), spec.properties)
+        return fields
+
+    def _param_types(self, schema: Any) -> tuple:
+        """(type name, Python type, element type name, element Python type) of a parameter schema."""
+        key = id(schema)
+        info = self._type_cache.get(key)
+        if info is None:
+            type_name = schema.get("type") if isinstance(schema, dict) else None
+            expected = self._types.get(type_name, str)  # unknown types: compared as text
+            nested_name = nested_type = None
+            if type_name in self._collections:
+                nested_name = (schema.get("items") or {}).get("type")
+                nested_type = self._types.get(nested_name, str) if nested_name else None
+            info = self._type_cache[key] = (type_name, expected, nested_name, nested_type, schema)
+        return info
+
+    def _param(self, name: str, value: Any, schema: dict, param: _Param) -> MatchResult | None:
+        type_name, expected, nested_name, nested_type, _ = self._param_types(schema)
+        if self.language != "python":
+            if type(value) is not str:
+                kind = "java" if self.language == "java" else "js"
+                return MatchResult(False, f"type_error:{kind}",
+                                   f"{name}: expected a {self.language} source literal (string), got {type(value).__name__}")
+            decode = decode_java if self.language == "java" else decode_js
+            try:
+                value = decode(value, type_name, nested_name) if nested_type else decode(value, type_name)
+            except UnsupportedLiteral as err:
+                return MatchResult(False, "type_error:simple", f"{name}: {err}")
+        if type_name == "tuple" and type(value) is tuple:
+            value = list(value)
+        if self.language == "python" and type_name == "float" and type(value) is int:
+            value = float(value)
+
+        is_variable = param.first_type is not None and param.first_type is not expected
+        if type(value) is expected:
+            if nested_type is not None and not _nested_types_ok(value, param.options, nested_type):
+                if param.first_type is not None and type(value) is param.first_type:
+                    return MatchResult(False, "type_error:nested",
+                                       f"{name}: elements of {value!r:.60} are not {nested_type.__name__}")
+                return MatchResult(False, "type_error:simple", f"{name}: wrong type")
+        elif param.first_type is not None and type(value) is param.first_type:
+            is_variable = True  # a variable name where the answer holds the value's text
+        else:
+            return MatchResult(False, "type_error:simple",
+                               f"{name}: expected {type_name}, got {type(value).__name__} ({value!r:.60})")
+
+        if not is_variable:
+            if expected is dict:
+                return _check_dict(name, value, param.options)
+            if expected is list and nested_type is dict:
+                return _check_list_of_dicts(name, value, param.options)
+            if expected is str:
+                if standardize_string(value) not in param.std_strings:
+                    return MatchResult(False, "value_error:string",
+                                       f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+                return None
+            if expected is list:
+                std_value = [_std(x) for x in value]
+                if std_value not in param.std_lists:
+                    return MatchResult(False, "value_error:list/tuple",
+                                       f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+                return None
+        if value not in param.options:
+            return MatchResult(False, "value_error:others", f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+        return None
+
+
+def _nested_types_ok(value: list, options: list, nested_type: type) -> bool:
+    """BFCL's one-level element type check: some option (or an omittable ``""``) accepts all elements."""
+    for option in options:
+        if type(option) is not list:
+            return True  # BFCL skips non-list options, which therefore accept anything
+        inner_first = next((type(o) for o in option if o != ""), None)
+        if all(type(v) is nested_type or (inner_first is not None and type(v) is inner_first) for v in value):
+            return True
+    return False
+
+
+def _check_dict(name: str, value: dict, options: list) -> MatchResult | None:
+    result = MatchResult(False, "dict_checker:unclear", f"{name}: no acceptable dictionary")
+    for option in options:
+        if option == "":
+            continue
+        result = None
+        for key, item in value.items():
+            if key not in option:
+                result = MatchResult(False, "value_error:dict_key", f"{name}: unexpected key {key!r}")
+                break
+            if _std(item) not in [_std(o) for o in option[key]]:
+                result = MatchResult(False, "value_error:dict_value", f"{name}[{key!r}]: {item!r:.60} not acceptable")
+                break
+        for key, acceptable in option.items():  # BFCL runs this even after a failure above
+            if key not in value and "" not in acceptable:
+                result = MatchResult(False, "value_error:dict_key", f"{name}: missing key {key!r}")
+                break
+        if result is None:
+            return None
+    return result
+
+
+def _check_list_of_dicts(name: str, value: list, options: list) -> MatchResult | None:
+    result = MatchResult(False, "list_dict_checker:unclear", f"{name}: no acceptable list")
+    for option in options:
+        if len(value) != len(option):
+            result = MatchResult(False, "value_error:list_dict_count", f"{name}: wrong number of dictionaries")
+            continue
+        for item, item_option in zip(value, option):
+            if not isinstance(item, dict):
+                result = MatchResult(False, "value_error:dict_value", f"{name}: element {item!r:.40} is not a dict")
+                break
+            result = _check_dict(name, item, [item_option])
+            if result is not None:
+                break
+        else:
+            return None
+    return result
+
+
+def match_bfcl(calls: Any, catalog: Any, answer: Any, category: str = "simple", language: str | None = None,
+               dot_to_underscore: bool = False) -> MatchResult:
+    """One-shot BFCL check; build a :class:`GroundTruth` instead to check many outputs of one question.
+
+    >>> tools = [{"name": "f", "parameters": {"type": "dict", "properties": {"x": {"type": "float"}}, "required": ["x"]}}]
+    >>> match_bfcl([{"f": {"x": 2}}], tools, [{"f": {"x": [2.0]}}])
+    MatchResult(valid=True, error_type='', message='')
+    >>> match_bfcl([{"f": {"x": "2"}}], tools, [{"f": {"x": [2.0]}}]).error_type
+    'type_error:simple'
+    """
+    return GroundTruth(catalog, answer, category, language, dot_to_underscore).check(calls)
+
+
+# -- equality of concrete call lists ----------------------------------------------------------------
+
+def _canon(value: Any) -> Any:
+    if type(value) is str:
+        return ("s", standardize_string(value))
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, (int, float)):
+        return ("n", float(value))
+    if isinstance(value, (list, tuple)):
+        return ("l", tuple(_canon(v) for v in value))
+    if isinstance(value, dict):
+        return ("d", tuple(sorted((str(k), _canon(v)) for k, v in value.items())))
+    return ("o", repr(value))
+
+
+def canonical_calls(calls: Iterable[ToolCall], ordered: bool = False) -> tuple:
+    """A hashable normal form of a call list: BFCL string normalisation, 1 == 1.0, key order ignored,
+    call order ignored unless ``ordered``."""
+    keys = [(c.name, _canon(c.arguments)) for c in calls]
+    return tuple(keys) if ordered else tuple(sorted(keys, key=repr))
+
+
+def calls_equal(a: Iterable[ToolCall], b: Iterable[ToolCall], ordered: bool = False) -> bool:
+    """True when two concrete call lists are the same after normalisation (see :func:`canonical_calls`).
+
+    >>> calls_equal([ToolCall("f", {"u": "US Dollar"}), ToolCall("g")], [ToolCall("g"), ToolCall("f", {"u": "us-dollar"})])
+    True
+    """
+    return canonical_calls(a, ordered) == canonical_calls(b, ordered)

@@ -1,0 +1,1 @@
+"""Data layer: records, loaders, source adapters and the synthesis pipeline (imports only the core)."""

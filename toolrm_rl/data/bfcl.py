@@ -1,0 +1,159 @@
+"""BFCL data and checker shipped offline by the ``bfcl-eval`` wheel (installed ``--no-deps``).
+
+- :func:`load_bfcl` reads the single-turn records (question, functions, possible answer) of the
+  categories asked for. These are *evaluation* data: BFCL single-turn questions must never enter
+  training data (FC-RewardBench is built from them).
+- :func:`ground_truth_calls` writes a possible answer as one concrete model output (first
+  acceptable value per parameter; Java/JavaScript values as source literals, as BFCL decodes them).
+- :func:`load_bfcl_checker` returns BFCL's own ``ast_checker`` for differential tests and benchmarks,
+  importing it with the standard library only (its model registry pulls every API client).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from toolrm_rl.core.bfcl_types import encode_java, encode_js, language_of_category
+from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.match import normalize_answer
+
+__all__ = ["SINGLE_TURN_CATEGORIES", "BfclRecord", "bfcl_data_dir", "load_bfcl", "ground_truth_calls",
+           "load_bfcl_checker"]
+
+# The single-turn categories with possible answers (what FC-RewardBench and BFCL's AST track use).
+SINGLE_TURN_CATEGORIES = (
+    "simple_python", "simple_java", "simple_javascript", "multiple", "parallel", "parallel_multiple",
+    "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple",
+)
+
+
+@dataclass
+class BfclRecord:
+    """One BFCL single-turn question with its functions and possible answer."""
+
+    id: str
+    category: str
+    conversation: list[dict[str, Any]]
+    catalog: ToolCatalog
+    answer: list[dict[str, dict[str, list]]]
+    functions: list[dict[str, Any]]
+
+    @property
+    def language(self) -> str:
+        """``python``, ``java`` or ``javascript``."""
+        return language_of_category(self.category)
+
+
+def bfcl_data_dir() -> Path:
+    """The ``data/`` folder of the installed ``bfcl_eval`` package (raises if it is not installed)."""
+    spec = importlib.util.find_spec("bfcl_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("bfcl-eval is not installed: run scripts/setup.sh (it installs bfcl-eval --no-deps)")
+    return Path(spec.submodule_search_locations[0]) / "data"
+
+
+def _read_jsonl(path: Path) -> Iterator[dict]:
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
+
+
+def load_bfcl(categories: tuple[str, ...] | list[str] = SINGLE_TURN_CATEGORIES, data_dir: Path | None = None) -> list[BfclRecord]:
+    """Load BFCL v4 single-turn records (question + possible answer) for ``categories``."""
+    data_dir = Path(data_dir) if data_dir else bfcl_data_dir()
+    records = []
+    for category in categories:
+        if category not in SINGLE_TURN_CATEGORIES:
+            raise ValueError(f"unknown BFCL single-turn category {category!r}; choose from {SINGLE_TURN_CATEGORIES}")
+        answers = {r["id"]: r["ground_truth"] for r in _read_jsonl(data_dir / "possible_answer" / f"BFCL_v4_{category}.json")}
+        for row in _read_jsonl(data_dir / f"BFCL_v4_{category}.json"):
+            if row["id"] not in answers:
+                continue
+            catalog = ToolCatalog.load(row["function"])
+            turns = row["question"]
+            conversation = [m for turn in turns for m in turn] if turns and isinstance(turns[0], list) else turns
+            records.append(BfclRecord(row["id"], category, conversation, catalog,
+                                      normalize_answer(answers[row["id"]], catalog), row["function"]))
+    return records
+
+
+def _first_value(options: list) -> tuple[bool, Any]:
+    for option in options:
+        if option != "":
+            return True, option
+    return False, None
+
+
+_DICT_TYPES = ("dict", "HashMap")
+
+
+def _concrete(option: Any, type_name: str | None, nested: str | None) -> Any:
+    """Options of a dict are per-key option lists (BFCL's dict checker): take the first of each."""
+    if type_name in _DICT_TYPES and isinstance(option, dict):
+        return {k: v for k, (ok, v) in ((k, _first_value(opts)) for k, opts in option.items()) if ok}
+    if nested in _DICT_TYPES and isinstance(option, list):
+        return [_concrete(o, nested, None) for o in option]
+    return option
+
+
+def ground_truth_calls(record: BfclRecord) -> list[ToolCall]:
+    """The possible answer as one concrete output: the first acceptable value of every parameter,
+    omittable-only parameters left out; Java/JavaScript values written as source literals."""
+    calls = []
+    for item in record.answer:
+        (name, params), = item.items()
+        spec = record.catalog.get(name)
+        props = spec.properties if spec else {}
+        args = {}
+        for param, options in params.items():
+            present, value = _first_value(options if isinstance(options, list) else [options])
+            if not present or (param not in props and "" in options):
+                continue
+            schema = props.get(param) or {}
+            type_name, nested = schema.get("type"), (schema.get("items") or {}).get("type")
+            value = _concrete(value, type_name, nested)
+            if record.language == "java":
+                value = encode_java(value, type_name, nested)
+            elif record.language == "javascript":
+                value = encode_js(value, type_name, nested)
+            args[param] = value
+        calls.append(ToolCall(name, args))
+    return calls
+
+
+def load_bfcl_checker() -> Callable[[list, list, list, str], dict]:
+    """BFCL's reference checker as ``check(functions, decoded_output, possible_answer, category) -> dict``.
+
+    ``bfcl_eval.constants.model_config`` imports every API client; a stand-in module that answers
+    "no model converts dots to underscores" replaces it, so the checker imports with the standard library.
+    """
+    name = "bfcl_eval.constants.model_config"
+    if name not in sys.modules:
+        stub = types.ModuleType(name)
+        stub.MODEL_CONFIG_MAPPING = _NoDotConversion()  # type: ignore[attr-defined]
+        sys.modules[name] = stub
+    from bfcl_eval.constants.enums import Language
+    from bfcl_eval.eval_checker.ast_eval.ast_checker import ast_checker
+
+    languages = {"python": Language.PYTHON, "java": Language.JAVA, "javascript": Language.JAVASCRIPT}
+
+    def check(functions: list, decoded_output: list, possible_answer: list, category: str) -> dict:
+        return ast_checker(functions, decoded_output, possible_answer, languages[language_of_category(category)],
+                           category, "toolrm")
+
+    return check
+
+
+class _NoDotConversion(dict):
+    def __missing__(self, key: str) -> Any:
+        return types.SimpleNamespace(underscore_to_dot=False)
