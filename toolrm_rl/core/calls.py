@@ -51,7 +51,7 @@ BFCL_TO_JSON_TYPE: dict[str, str] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)  # slots: created for every parsed call of every rollout
 class ToolCall:
     """One function call: ``name`` and its keyword ``arguments`` (JSON-like values).
 

@@ -28,9 +28,11 @@ __all__ = ["MatchResult", "GroundTruth", "match_bfcl", "normalize_answer", "stan
            "calls_equal", "canonical_calls"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses are slow to build, and this is the RL hot path
 class MatchResult:
-    """BFCL's verdict: ``valid`` and, when invalid, its ``error_type`` and a readable ``message``."""
+    """BFCL's verdict: ``valid`` and, when invalid, its ``error_type`` and a readable ``message``.
+
+    Treat it as read-only (the valid result is a shared instance)."""
 
     valid: bool
     error_type: str = ""
@@ -38,6 +40,9 @@ class MatchResult:
 
 
 _OK = MatchResult(True)
+# BFCL's Python type table plus the standard JSON-schema names it lacks (BFCL's own checker fails
+# on them), so OpenAI-style catalogs match with the same semantics.
+_PY_AND_JSON_TYPES = {**PY_TYPES, "number": float, "object": dict}
 _STD_RE = re.compile(r"[ ,./\-_*^]")
 
 
@@ -83,11 +88,13 @@ def normalize_answer(answer: Any, catalog: ToolCatalog | None = None) -> list[di
 
 
 class _Param:
-    """One parameter's acceptable values, with everything BFCL recomputes per check precomputed."""
+    """One parameter: its acceptable values and its schema types, with everything BFCL recomputes
+    per check precomputed."""
 
-    __slots__ = ("options", "optional", "first_type", "std_strings", "std_lists")
+    __slots__ = ("options", "optional", "first_type", "std_strings", "std_lists", "in_schema",
+                 "type_name", "expected", "nested_name", "nested_type", "fast")
 
-    def __init__(self, options: list) -> None:
+    def __init__(self, options: list, schema: Any, types: dict[str, type], collections: tuple, python: bool) -> None:
         if not isinstance(options, list):
             options = [options]
         self.options = options
@@ -97,14 +104,33 @@ class _Param:
         # BFCL iterates every option as a sequence (``""`` becomes ``[]``, so an empty list matches
         # an omittable parameter).
         self.std_lists = [[_std(x) for x in o] if isinstance(o, (list, str, tuple)) else None for o in options]
+        self.in_schema = isinstance(schema, dict)
+        self.type_name = schema.get("type") if self.in_schema else None
+        self.expected = types.get(self.type_name, str)  # unknown types: compared as text
+        self.nested_name = self.nested_type = None
+        if self.type_name in collections:
+            self.nested_name = (schema.get("items") or {}).get("type")
+            self.nested_type = types.get(self.nested_name, str) if self.nested_name else None
+        # Shortcuts for the common Python cases, taken only when the full path would decide the same.
+        not_variable = self.first_type is None or self.first_type is self.expected
+        self.fast = None
+        if python and not_variable and self.nested_type is None:
+            if self.expected is str:
+                self.fast = "str"
+            elif self.expected in (int, bool, float):
+                self.fast = "scalar"
 
 
 class _Answer:
-    __slots__ = ("name", "params")
+    __slots__ = ("name", "params", "spec", "required", "props")
 
-    def __init__(self, name: str, params: dict[str, list]) -> None:
+    def __init__(self, name: str, params: dict[str, list], spec: ToolSpec | None, types: dict, collections: tuple,
+                 python: bool) -> None:
         self.name = name
-        self.params = {p: _Param(v) for p, v in params.items()}
+        self.spec = spec
+        self.required = tuple(spec.required) if spec else ()
+        self.props = spec.properties if spec else {}
+        self.params = {p: _Param(v, self.props.get(p), types, collections, python) for p, v in params.items()}
 
 
 class GroundTruth:
@@ -128,13 +154,16 @@ class GroundTruth:
         if self.language not in ("python", "java", "javascript"):
             raise ValueError(f"language must be python, java or javascript, not {self.language!r}")
         self.dot_to_underscore = dot_to_underscore
-        self.answers = [_Answer(*next(iter(a.items()))) for a in normalize_answer(answer, self.catalog)]
-        self._types = {"python": PY_TYPES, "java": JAVA_TYPES, "javascript": JS_TYPES}[self.language]
-        self._collections = COLLECTION_TYPES[self.language]
-        self._fields_cache: dict[str, tuple] = {}
-        self._type_cache: dict[int, tuple] = {}  # keyed by id(schema); the tuple keeps the schema alive
-        specs = list(self.catalog)
-        self._first_spec = specs[0] if specs else None
+        types = {"python": _PY_AND_JSON_TYPES, "java": JAVA_TYPES, "javascript": JS_TYPES}[self.language]
+        collections = COLLECTION_TYPES[self.language]
+        # BFCL's simple checker judges against the catalog's first function; the others look the
+        # answer's function up by name.
+        simple = "parallel" not in category and "multiple" not in category
+        first = next(iter(self.catalog), None)
+        self.answers = [
+            _Answer(name, params, first if simple else self.catalog.get(name), types, collections, self.language == "python")
+            for name, params in (next(iter(a.items())) for a in normalize_answer(answer, self.catalog))
+        ]
 
     # -- public -----------------------------------------------------------------------------------
     def check(self, calls: Sequence[ToolCall] | Any) -> MatchResult:
@@ -146,28 +175,24 @@ class GroundTruth:
         if "multiple" in self.category:
             if len(calls) != len(self.answers):
                 return MatchResult(False, "multiple_function_checker:wrong_count", "wrong number of calls")
-            return self._single(self._spec_for(self.answers[0].name), calls[0], self.answers[0])
+            return self._single(calls[0], self.answers[0])
         if len(calls) != 1:
             return MatchResult(False, "simple_function_checker:wrong_count", "wrong number of calls")
         if not self.answers:
             return MatchResult(False, "simple_function_checker:wrong_count", "no call expected")
-        return self._single(self._first_spec, calls[0], self.answers[0])
+        return self._single(calls[0], self.answers[0])
 
     # -- checkers ---------------------------------------------------------------------------------
-    def _spec_for(self, name: str) -> ToolSpec | None:
-        return self.catalog.get(name)
-
     def _parallel(self, calls: Sequence[ToolCall]) -> MatchResult:
         if len(calls) != len(self.answers):
             return MatchResult(False, "parallel_function_checker_no_order:wrong_count", "wrong number of calls")
         matched: set[int] = set()
         for i, answer in enumerate(self.answers):
-            spec = self._spec_for(answer.name)
             last = None
             for j, call in enumerate(calls):  # greedy, first unmatched call that fits (as BFCL)
                 if j in matched:
                     continue
-                last = self._single(spec, call, answer)
+                last = self._single(call, answer)
                 if last.valid:
                     matched.add(j)
                     break
@@ -177,7 +202,8 @@ class GroundTruth:
                                    f"no call matches expected call {i} ({answer.name}){detail}")
         return _OK
 
-    def _single(self, spec: ToolSpec | None, call: ToolCall, answer: _Answer) -> MatchResult:
+    def _single(self, call: ToolCall, answer: _Answer) -> MatchResult:
+        spec = answer.spec
         if spec is None:
             return MatchResult(False, "simple_function_checker:wrong_func_name",
                                f"function {answer.name!r} is not in the catalog")
@@ -188,45 +214,39 @@ class GroundTruth:
             return MatchResult(False, "simple_function_checker:wrong_func_name",
                                f"expected function {expected!r}, got {call.name!r}")
         args = call.arguments
-        required, props = self._spec_fields(spec)
-        for name in required:
+        for name in answer.required:
             if name not in args:
                 return MatchResult(False, "simple_function_checker:missing_required",
                                    f"missing required parameter {name!r}")
+        params = answer.params
         for name, value in args.items():
-            if name not in props or name not in answer.params:
+            param = params.get(name)
+            if param is None or not param.in_schema:
                 return MatchResult(False, "simple_function_checker:unexpected_param", f"unexpected parameter {name!r}")
-            bad = self._param(name, value, props[name], answer.params[name])
+            fast = param.fast
+            if fast is not None:  # inlined common cases of _param()
+                vtype = type(value)
+                if fast == "str" and vtype is str:
+                    if standardize_string(value) in param.std_strings:
+                        continue
+                    return MatchResult(False, "value_error:string",
+                                       f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+                if fast == "scalar" and vtype is param.expected:
+                    if value in param.options:
+                        continue
+                    return MatchResult(False, "value_error:others",
+                                       f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+            bad = self._param(name, value, param)
             if bad is not None:
                 return bad
-        for name, param in answer.params.items():
+        for name, param in params.items():
             if name not in args and not param.optional:
                 return MatchResult(False, "simple_function_checker:missing_optional",
                                    f"parameter {name!r} is expected but was not given")
         return _OK
 
-    def _spec_fields(self, spec: ToolSpec) -> tuple[tuple[str, ...], dict]:
-        fields = self._fields_cache.get(spec.name)
-        if fields is None:
-            fields = self._fields_cache[spec.name] = (tuple(spec.required), spec.properties)
-        return fields
-
-    def _param_types(self, schema: Any) -> tuple:
-        """(type name, Python type, element type name, element Python type) of a parameter schema."""
-        key = id(schema)
-        info = self._type_cache.get(key)
-        if info is None:
-            type_name = schema.get("type") if isinstance(schema, dict) else None
-            expected = self._types.get(type_name, str)  # unknown types: compared as text
-            nested_name = nested_type = None
-            if type_name in self._collections:
-                nested_name = (schema.get("items") or {}).get("type")
-                nested_type = self._types.get(nested_name, str) if nested_name else None
-            info = self._type_cache[key] = (type_name, expected, nested_name, nested_type, schema)
-        return info
-
-    def _param(self, name: str, value: Any, schema: dict, param: _Param) -> MatchResult | None:
-        type_name, expected, nested_name, nested_type, _ = self._param_types(schema)
+    def _param(self, name: str, value: Any, param: _Param) -> MatchResult | None:
+        type_name, expected, nested_type = param.type_name, param.expected, param.nested_type
         if self.language != "python":
             if type(value) is not str:
                 kind = "java" if self.language == "java" else "js"
@@ -234,12 +254,12 @@ class GroundTruth:
                                    f"{name}: expected a {self.language} source literal (string), got {type(value).__name__}")
             decode = decode_java if self.language == "java" else decode_js
             try:
-                value = decode(value, type_name, nested_name) if nested_type else decode(value, type_name)
+                value = decode(value, type_name, param.nested_name) if nested_type else decode(value, type_name)
             except UnsupportedLiteral as err:
                 return MatchResult(False, "type_error:simple", f"{name}: {err}")
         if type_name == "tuple" and type(value) is tuple:
             value = list(value)
-        if self.language == "python" and type_name == "float" and type(value) is int:
+        if self.language == "python" and expected is float and type(value) is int:
             value = float(value)
 
         is_variable = param.first_type is not None and param.first_type is not expected

@@ -5,7 +5,8 @@ unknown parameter, wrong type, value outside an enum, other JSON-schema constrai
 category that maps onto BFCL's error families (:data:`BFCL_FAMILY`).
 
 Types follow JSON schema and BFCL's extensions (``float``, ``tuple``, ``any``, ``dict``, Java and
-JavaScript names): an int is accepted where a float/number is expected, a bool is never a number.
+JavaScript names): an int is accepted where a float/number is expected, a bool is never a number,
+and ``null`` for an optional parameter means "not set" (clients and BFCL answers send it so).
 The common keywords (``type``, ``properties``, ``required``, ``items``, ``enum``) are checked by a
 compiled fast path, because a GRPO step checks thousands of rollouts; parameter schemas that use
 any other validation keyword (``minimum``, ``pattern``, ``anyOf``, ...) are additionally validated
@@ -15,6 +16,7 @@ with :mod:`jsonschema`, and its findings are reported as ``constraint`` violatio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Sequence
 
 from toolrm_rl.core.calls import BFCL_TO_JSON_TYPE, ToolCall, ToolCatalog, ToolSpec
@@ -37,7 +39,7 @@ CATEGORIES = tuple(BFCL_FAMILY)
 
 @dataclass(slots=True)
 class Violation:
-    """One rule violation in call ``call_index`` (``param`` is a dotted path, or None)."""
+    """One rule violation in call ``call_index`` of ``function`` (``param`` is a dotted path, or None)."""
 
     call_index: int
     function: str
@@ -70,7 +72,7 @@ class SchemaReport:
 
     def summary(self) -> str:
         """One line for logs: ``ok`` or the violations joined by ``; ``."""
-        return "ok" if self.ok else "; ".join(f"[{v.call_index}] {v.message}" for v in self.violations)
+        return "ok" if self.ok else "; ".join(f"[{v.call_index}] {v.function}: {v.message}" for v in self.violations)
 
 
 # -- compiled fast path -------------------------------------------------------------------------------
@@ -84,9 +86,16 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def _allowed_types(type_name: Any) -> frozenset | None:
+    if isinstance(type_name, list):
+        return _allowed_types_cached(tuple(t if isinstance(t, str) else repr(t) for t in type_name))
+    return _allowed_types_cached(type_name if isinstance(type_name, str) or type_name is None else repr(type_name))
+
+
+@lru_cache(maxsize=None)  # a handful of distinct type names across all catalogs
+def _allowed_types_cached(type_name: str | tuple | None) -> frozenset | None:
     if type_name is None or type_name in ("any", "Any"):
         return None
-    names = type_name if isinstance(type_name, list) else [type_name]
+    names = type_name if isinstance(type_name, tuple) else [type_name]
     allowed: set = set()
     for name in names:
         types = _PY_TYPES.get(BFCL_TO_JSON_TYPE.get(name, name)) if isinstance(name, str) else None
@@ -99,7 +108,7 @@ def _allowed_types(type_name: Any) -> frozenset | None:
 class _ValueCheck:
     """One (nested) parameter schema compiled to set look-ups: no dict walking per check."""
 
-    __slots__ = ("type_name", "types", "enum", "items", "props", "required", "leaf")
+    __slots__ = ("type_name", "types", "enum", "items", "props", "required", "leaf", "nullable")
 
     def __init__(self, schema: dict, depth: int = 0) -> None:
         self.type_name = schema.get("type")
@@ -112,34 +121,51 @@ class _ValueCheck:
         self.props = ({k: _ValueCheck(v, depth + 1) for k, v in props.items() if isinstance(v, dict)}
                       if deeper and isinstance(props, dict) else None)
         req = schema.get("required")
-        self.required = tuple(r for r in req if isinstance(r, str)) if isinstance(req, list) and self.props is not None else ()
-        self.leaf = self.enum is None and self.items is None and self.props is None
+        self.required = tuple(r for r in req if isinstance(r, str)) if isinstance(req, list) else ()
+        self.leaf = self.enum is None and self.items is None and self.props is None and not self.required
+        # null where the schema's own default is null means "not set" (BFCL answers list None then)
+        self.nullable = schema.get("nullable") is True or ("default" in schema and schema["default"] is None)
 
     def check(self, value: Any, path: str, literal_strings: bool, out: list, depth: int) -> None:
         vtype = type(value)
         if self.leaf and (self.types is None or vtype in self.types):
             return  # the common case: a scalar of the right type
+        if value is None and self.nullable:
+            return
         if self.types is not None and vtype not in self.types and not (literal_strings and vtype is str):
             out.append(("type" if depth == 0 else "nested_type", path,
                         f"{path}: expected {self.type_name}, got {vtype.__name__} ({value!r:.40})"))
             return
         if self.enum is not None and not (literal_strings and vtype is str):
-            try:
-                if value not in self.enum:
-                    out.append(("enum", path, f"{path}: {value!r:.40} is not one of {self.enum!r:.80}"))
+            try:  # Python's ``in`` first; JSON equality (a bool is not a number) only for non-strings
+                known = value in self.enum and (vtype is str or any(_json_equal(value, e) for e in self.enum))
             except TypeError:  # unhashable/uncomparable value against the enum
+                known = False
+            if not known:
                 out.append(("enum", path, f"{path}: {value!r:.40} is not one of {self.enum!r:.80}"))
         if self.items is not None and (vtype is list or vtype is tuple):
             for i, item in enumerate(value):
                 self.items.check(item, f"{path}[{i}]", literal_strings, out, depth + 1)
-        if self.props is not None and vtype is dict:
+        if vtype is dict:
             for req in self.required:
                 if req not in value:
                     out.append(("missing_required", f"{path}.{req}", f"{path}: missing required key {req!r}"))
-            for key, item in value.items():
-                sub = self.props.get(key)
-                if sub is not None:
-                    sub.check(item, f"{path}.{key}", literal_strings, out, depth + 1)
+            if self.props is not None:
+                for key, item in value.items():
+                    sub = self.props.get(key)
+                    if sub is not None:
+                        sub.check(item, f"{path}.{key}", literal_strings, out, depth + 1)
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """JSON-schema equality (as jsonschema's ``enum``): Python's, except that a bool never equals a number."""
+    if type(a) is bool or type(b) is bool:
+        return type(a) is type(b) and a == b
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(map(_json_equal, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(v, b[k]) for k, v in a.items())
+    return a == b
 
 
 class _CompiledSpec:
@@ -169,23 +195,33 @@ def _needs_jsonschema(schema: Any) -> bool:
 
 def _jsonschema_validator(spec: ToolSpec):
     import jsonschema  # only catalogs with extra constraint keywords pay for it
+    from referencing import Registry
 
     schema = spec.json_schema()
     try:
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
         cls.check_schema(schema)
-        return cls(schema)
-    except jsonschema.SchemaError:
+        # An empty registry: ``$ref`` resolves within the schema only, never by fetching a URL.
+        return cls(schema, registry=Registry())
+    except Exception:  # SchemaError, or a ``$schema`` that is not even a string
         return None  # a broken schema cannot judge calls; the fast path still runs
 
 
-def compile_catalog(catalog: ToolCatalog) -> dict[str, _CompiledSpec]:
-    """Compiled checkers for a catalog, cached on the catalog object (reuse it across checks)."""
+def compile_catalog(catalog: ToolCatalog) -> dict[str, _CompiledSpec | None]:
+    """The catalog's compiled checkers, cached on the catalog object and filled lazily per function
+    (a question's catalog often lists many functions and the calls use one): reuse the object."""
     cache = getattr(catalog, "_compiled", None)
     if cache is None:
-        cache = {spec.name: _CompiledSpec(spec) for spec in catalog}
-        catalog._compiled = cache  # type: ignore[attr-defined]
+        cache = catalog._compiled = {}  # type: ignore[attr-defined]
     return cache
+
+
+def _compiled_spec(catalog: ToolCatalog, cache: dict, name: str) -> _CompiledSpec | None:
+    compiled = cache.get(name, False)
+    if compiled is False:
+        spec = catalog.get(name)
+        compiled = cache[name] = _CompiledSpec(spec) if spec is not None else None
+    return compiled
 
 
 def check_calls(calls: Sequence[ToolCall], catalog: Any, *, language: str = "python",
@@ -212,28 +248,33 @@ def check_calls(calls: Sequence[ToolCall], catalog: Any, *, language: str = "pyt
     if not calls and not allow_no_call:
         add(Violation(0, "", None, "no_call", "no tool call where one was required"))
     for i, call in enumerate(calls):
-        spec = compiled.get(call.name)
+        spec = compiled.get(call.name) or _compiled_spec(catalog, compiled, call.name)
         if spec is None:
             add(Violation(i, call.name, None, "unknown_function", f"unknown function {call.name!r}"))
             continue
         args = call.arguments if isinstance(call.arguments, dict) else {}
         for name in spec.required:
             if name not in args:
-                add(Violation(i, call.name, name, "missing_required", f"{call.name}: missing required parameter {name!r}"))
+                add(Violation(i, call.name, name, "missing_required", f"missing required parameter {name!r}"))
         n_before = len(report.violations)
         found: list = []
         for name, value in args.items():
             check = spec.params.get(name)
             if check is None:
                 found.append(("unexpected_param", name, f"unknown parameter {name!r}"))
-            else:
+            elif check.leaf and (check.types is None or type(value) in check.types):
+                continue  # inlined common case of check.check()
+            elif value is not None or name in spec.required:  # null for an optional one: "not set"
                 check.check(value, name, literal_strings, found, 0)
         for category, path, message in found:
-            add(Violation(i, call.name, path, category, f"{call.name}: {message}"))
+            add(Violation(i, call.name, path, category, message))
         if spec.validator is not None and not literal_strings and len(report.violations) == n_before:
-            for err in spec.validator.iter_errors(args):
-                if err.validator in ("type", "required", "additionalProperties", "enum"):
-                    continue  # reported by the fast path above
-                path = ".".join(str(p) for p in err.absolute_path) or None
-                add(Violation(i, call.name, path, "constraint", f"{call.name}: {err.message[:160]}"))
+            try:
+                for err in spec.validator.iter_errors(args):
+                    if err.validator in ("type", "required", "additionalProperties", "enum"):
+                        continue  # reported by the fast path above
+                    path = ".".join(str(p) for p in err.absolute_path) or None
+                    add(Violation(i, call.name, path, "constraint", err.message[:160]))
+            except Exception:  # a ``$ref`` that resolves nowhere (or loops): the schema cannot judge the call
+                pass
     return report

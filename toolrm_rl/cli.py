@@ -1,0 +1,154 @@
+"""The ``toolrm`` command line: a thin typer layer over the library.
+
+Groups: ``core`` (parse, check and match tool calls; demonstrate the core on real BFCL data).
+Later layers add their commands here (reward-model training, data synthesis, evaluation, the verl
+plugin and the scoring server); each command only parses options and calls library functions.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+import toolrm_rl
+
+app = typer.Typer(name="toolrm", help="ToolRM: outcome reward models for tool-calling LLMs, for verl RL training.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+core_app = typer.Typer(help="The tool-call core: parse model outputs, check them against schemas and ground truth.",
+                       no_args_is_help=True)
+app.add_typer(core_app, name="core")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"toolrm-rl {toolrm_rl.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """ToolRM: outcome reward models for tool-calling LLMs, for verl RL training."""
+
+
+def _read_arg(value: str) -> str:
+    """An option given as text, ``@path`` (file contents) or ``-`` (standard input)."""
+    if value == "-":
+        return sys.stdin.read()
+    if value.startswith("@"):
+        path = Path(value[1:])
+        if not path.exists():
+            raise typer.BadParameter(f"file not found: {path}")
+        return path.read_text(encoding="utf-8")
+    return value
+
+
+@core_app.command("check")
+def core_check(
+    output: str = typer.Option(..., "--output", "-o", help="Model output text, @FILE or - for stdin."),
+    tools: str = typer.Option(..., "--tools", "-t", help="Tool catalog as JSON (OpenAI, plain or BFCL docs) or @FILE."),
+    answer: Optional[str] = typer.Option(None, "--answer", "-a", help="BFCL possible answer as JSON or @FILE (optional)."),
+    fmt: str = typer.Option("auto", "--format", "-f", help="Output format: auto, hermes, json, pythonic, openai."),
+    category: str = typer.Option("simple", "--category", "-c", help="BFCL category for matching (simple, multiple, parallel, ...)."),
+) -> None:
+    """Parse one model output, check it against the tool schemas and (optionally) a ground truth; print JSON."""
+    from toolrm_rl.core import CatalogError, ToolCatalog
+    from toolrm_rl.core.bfcl_types import language_of_category
+    from toolrm_rl.core.match import GroundTruth
+    from toolrm_rl.core.parse import parse
+    from toolrm_rl.core.schema import check_calls
+
+    try:
+        catalog = ToolCatalog.load(_read_arg(tools))
+        truth = GroundTruth(catalog, _read_arg(answer), category) if answer else None
+    except (CatalogError, ValueError) as err:
+        raise typer.BadParameter(str(err)) from None
+    result = parse(_read_arg(output), fmt)
+    report = check_calls(result.calls, catalog, language=language_of_category(category))
+    out = {
+        "format": result.format,
+        "parse_error": None if result.ok else {"kind": result.error.kind, "message": result.error.message},
+        "calls": [c.to_bfcl() for c in result.calls],
+        "schema_ok": report.ok,
+        "violations": [{"call": v.call_index, "function": v.function, "param": v.param, "category": v.category,
+                        "bfcl_error_type": v.bfcl_error_type, "message": v.message} for v in report.violations],
+    }
+    if truth is not None:
+        verdict = truth.check(result.calls)
+        out["match"] = {"valid": verdict.valid, "error_type": verdict.error_type, "message": verdict.message}
+    typer.echo(json.dumps(out, indent=2, ensure_ascii=False, default=repr))
+
+
+@core_app.command("demo")
+def core_demo(
+    questions: int = typer.Option(300, help="How many BFCL questions to use (spread over all single-turn categories)."),
+    seed: int = typer.Option(0, help="Seed for question sampling and mutations."),
+    show_render: bool = typer.Option(True, help="Also print one reward-model input rendered for a 512-token encoder."),
+) -> None:
+    """Demonstrate the core on real BFCL data: mutate ground-truth calls, then parse, schema-check and match them."""
+    import random
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from toolrm_rl.core.match import GroundTruth
+    from toolrm_rl.core.parse import parse_hermes, to_hermes
+    from toolrm_rl.core.schema import check_calls
+    from toolrm_rl.data.bfcl import ground_truth_calls, load_bfcl
+    from toolrm_rl.data.mutate import mutate
+
+    console = Console()
+    try:
+        records = load_bfcl()
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err)) from None
+    rng = random.Random(seed)
+    sample = rng.sample(records, min(questions, len(records)))
+    by_op: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    error_types: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for k, rec in enumerate(sample):
+        truth = GroundTruth(rec.catalog, rec.answer, rec.category)
+        gold = ground_truth_calls(rec)
+        variants = [("ground_truth", gold)] + mutate(gold, rec.catalog, seed=seed + k, literal_values=rec.language != "python")
+        for op, calls in variants:
+            parsed = parse_hermes(to_hermes(calls))  # through text, as a policy's output would arrive
+            report = check_calls(parsed.calls, rec.catalog, language=rec.language)
+            verdict = truth.check(parsed.calls)
+            stats = by_op[op]
+            stats["n"] += 1
+            stats["parsed"] += parsed.ok
+            stats["schema_ok"] += report.ok
+            stats["bfcl_valid"] += verdict.valid
+            stats["schema_ok_but_wrong"] += report.ok and not verdict.valid
+            error_types[op][verdict.error_type or "valid"] += 1
+
+    table = Table(title=f"Tool-call core on {len(sample)} BFCL questions: ground truth and its mutations")
+    for col in ("variant", "outputs", "parsed", "schema ok", "BFCL valid", "schema ok but wrong", "most common BFCL verdict"):
+        table.add_column(col, justify="left" if col in ("variant", "most common BFCL verdict") else "right")
+    for op, s in sorted(by_op.items(), key=lambda kv: (kv[0] != "ground_truth", kv[0])):
+        top, cnt = error_types[op].most_common(1)[0]
+        table.add_row(op, str(s["n"]), f"{s['parsed'] / s['n']:.0%}", f"{s['schema_ok'] / s['n']:.0%}",
+                      f"{s['bfcl_valid'] / s['n']:.0%}", f"{s['schema_ok_but_wrong'] / s['n']:.0%}",
+                      f"{top} ({cnt / s['n']:.0%})")
+    console.print(table)
+    console.print("[dim]'schema ok but wrong': outputs no schema rule can reject, which only a reward model "
+                  "(or ground truth) can judge.[/dim]")
+    if show_render:
+        from toolrm_rl.core.render import RenderSpec, render
+
+        rec = max(sample, key=lambda r: len(json.dumps(r.functions)))
+        rendered = render(rec.catalog, rec.conversation, ground_truth_calls(rec),
+                          spec=RenderSpec(mode="plain", max_tokens=512, sep="\n[SEP]\n"))
+        console.rule(f"Reward-model input for {rec.id} ({len(rec.catalog)} functions, plain mode, 512-token budget)")
+        console.print(rendered.text, markup=False, highlight=False)
+        console.print(f"[dim]~{rendered.n_tokens} tokens (estimate without a tokenizer); "
+                      f"truncation: {rendered.truncation}[/dim]")
+
+
+if __name__ == "__main__":
+    app()

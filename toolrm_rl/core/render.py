@@ -1,0 +1,420 @@
+"""Rendering (tool catalog, conversation, candidate calls) into the reward model's input text.
+
+Two paths, chosen by :attr:`RenderSpec.mode`:
+
+- ``chat_template`` (decoder backbones): ``tokenizer.apply_chat_template(conversation + candidate,
+  tools=...)``; the candidate is the final assistant message, with ``tool_calls`` (arguments as
+  dicts, which Qwen-style templates render as JSON inside ``<tool_call>`` blocks) or, for an
+  abstention, with the candidate text as content.
+- ``plain`` (encoder backbones such as BERT with 512 positions): compact segments joined by
+  :attr:`RenderSpec.sep`, the CANDIDATE FIRST (so a hard cut at the end can never remove it), then the
+  schemas of the called functions, the conversation, and the rest of the catalog (near misses first).
+
+With a token budget, cuts follow one policy and are listed in :class:`TruncationReport`: shorten
+descriptions, then remove them, then drop conversation turns (oldest first, never the last user
+turn), then drop functions (catalog order, last first). The functions the candidate calls and their
+near misses (similar names) are kept, with shortened descriptions, until the rest of the catalog is
+gone. The candidate is never cut. No torch or transformers import here: the tokenizer is duck-typed
+(``apply_chat_template``, ``__call__`` or ``encode``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import json
+import math
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolrm_rl.core.calls import ToolCall, ToolCatalog, calls_from_openai, load_json_field
+
+__all__ = ["MODES", "RenderSpec", "RenderedInput", "TruncationReport", "format_calls", "render"]
+
+MODES = ("chat_template", "plain")
+_MAX_PASSES = 4  # exact counts of a chosen text; after an overshoot the next choice aims lower
+_NOT_IN_CATALOG = "(not in the catalog)"
+_Count = Callable[[list[str], bool], list[int]]  # texts, final -> token counts
+
+
+def _help(default: Any, text: str) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class RenderSpec:
+    """How reward-model inputs are rendered; saved in a checkpoint's ``toolrm.json`` via :meth:`to_dict`
+    so that training, evaluation and RL reward workers all render identically."""
+
+    mode: str = _help("plain", "'chat_template' (apply_chat_template, tools=) or 'plain' (compact, candidate first).")
+    max_tokens: int | None = _help(512, "Budget for the whole input, special tokens included; None: no truncation.")
+    sep: str = _help("\n", "Plain mode: separator between segments, e.g. '\\n' or the sep token ' [SEP] '.")
+    max_description_chars: int = _help(160, "First cut: function descriptions are shortened to this length.")
+    max_param_description_chars: int = _help(60, "First cut: parameter descriptions are shortened to this length.")
+    near_miss_ratio: float = _help(0.8, "Names with difflib ratio >= this to a called name are kept with it.")
+    max_near_misses: int = _help(3, "Near misses kept per called name (closest names if it is not in the catalog).")
+    chars_per_token: float = _help(4.0, "Without a tokenizer, n_tokens = ceil(len(text) / chars_per_token).")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), _spec_hints()[f.name])
+        if self.mode not in MODES:
+            raise ValueError(f"RenderSpec.mode: expected one of {MODES}, got {self.mode!r}")
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise ValueError("RenderSpec.max_tokens: must be positive or None")
+        if min(self.max_description_chars, self.max_param_description_chars, self.max_near_misses) < 0:
+            raise ValueError("RenderSpec: description limits and max_near_misses must be >= 0")
+        if not 0.0 <= self.near_miss_ratio <= 1.0 or self.chars_per_token <= 0:
+            raise ValueError("RenderSpec: near_miss_ratio must be in [0, 1] and chars_per_token > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON-able dict (field name -> value)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RenderSpec:
+        """Rebuild a spec from :meth:`to_dict` output; unknown keys are ignored (written by a newer
+        version), missing keys take defaults, a wrong type raises ``TypeError`` naming the field."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"RenderSpec.from_dict: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@functools.cache
+def _spec_hints() -> dict[str, Any]:
+    return typing.get_type_hints(RenderSpec)  # resolves the string annotations once
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    allowed = typing.get_args(hint) or (hint,)
+    if float in allowed:
+        allowed = allowed + (int,)
+    if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+        names = " or ".join("None" if a is type(None) else a.__name__ for a in allowed)
+        raise TypeError(f"RenderSpec.{name}: expected {names}, got {type(value).__name__} {value!r:.60}")
+
+
+@dataclass
+class TruncationReport:
+    """Exactly what was cut to meet the budget. Description paths are ``"f"`` for function ``f``'s
+    description and ``"f.p"`` for its parameter ``p`` (``"f.p.q"`` nested, ``"f.p[]"`` array items)."""
+
+    shortened_descriptions: list[str] = field(default_factory=list)
+    removed_descriptions: list[str] = field(default_factory=list)
+    dropped_turns: list[int] = field(default_factory=list)  # indices into the (flattened) conversation
+    dropped_tools: list[str] = field(default_factory=list)
+    fits: bool = True  # False: still over budget after every allowed cut
+
+    @property
+    def truncated(self) -> bool:
+        """True when anything at all was shortened, removed or dropped."""
+        return bool(self.shortened_descriptions or self.removed_descriptions or self.dropped_turns
+                    or self.dropped_tools)
+
+
+@dataclass
+class RenderedInput:
+    """The rendered text, its length in tokens and what was cut.
+
+    ``n_tokens`` is exact when a tokenizer was given (plain mode counts the special tokens the
+    tokenizer adds, chat mode counts the templated text as is); otherwise it is the estimate
+    ``ceil(len(text) / spec.chars_per_token)`` and ``n_tokens_exact`` is False.
+    """
+
+    text: str
+    n_tokens: int
+    n_tokens_exact: bool
+    truncation: TruncationReport
+    mode: str
+
+
+def format_calls(calls: Sequence[ToolCall]) -> str:
+    """Compact one-line form of calls, ``f(a=1) ; g(b="x")`` (values as JSON)."""
+    return " ; ".join(f"{c.name}(" + ", ".join(f"{k}={_val(v)}" for k, v in c.arguments.items()) + ")"
+                      for c in calls)
+
+
+def render(catalog: Any, conversation: Any, candidate: Sequence[ToolCall], *, spec: RenderSpec | None = None,
+           tokenizer: Any = None, candidate_text: str | None = None) -> RenderedInput:
+    """Render one reward-model input.
+
+    :param catalog: a :class:`ToolCatalog` or anything :meth:`ToolCatalog.load` accepts.
+    :param conversation: list of ``{role, content}`` dicts (assistant turns may carry ``tool_calls``,
+        ``tool`` turns are observations), its JSON string, or BFCL's list of turns of messages
+        (flattened; ``TruncationReport.dropped_turns`` indexes the flattened list).
+    :param candidate: the scored answer, ``list[ToolCall]``; empty = no call (abstention).
+    :param spec: rendering options (default ``RenderSpec()``).
+    :param tokenizer: needed for ``chat_template`` mode; in ``plain`` mode it makes ``n_tokens`` exact.
+    :param candidate_text: the candidate's text content: the abstention answer (both modes); in chat
+        mode also shown before the calls.
+    :returns: :class:`RenderedInput`. Raises ``ValueError`` for chat mode without a tokenizer or an
+        unreadable conversation, ``TypeError`` for a candidate that is not a list of ToolCall,
+        :class:`~toolrm_rl.core.calls.CatalogError` for an unreadable catalog.
+    """
+    spec = spec if spec is not None else RenderSpec()
+    calls = list(candidate)
+    if not all(isinstance(c, ToolCall) for c in calls):
+        raise TypeError("candidate: expected a list of ToolCall")
+    if spec.mode == "chat_template" and not hasattr(tokenizer, "apply_chat_template"):
+        raise ValueError("RenderSpec.mode 'chat_template' needs a tokenizer with apply_chat_template")
+    lay = _Layout(ToolCatalog.load(catalog), _messages(conversation), calls, candidate_text, spec, tokenizer)
+    count, exact = _counter(tokenizer, spec, lay.chat)
+    levels, dropped = {n: 0 for n in lay.names}, set()
+    text = lay.text(levels, dropped)
+    if spec.max_tokens is None or len(text) <= spec.max_tokens * spec.chars_per_token:
+        n_tok = count([text], True)[0]  # likely fits: one exact count is all most inputs need
+        if spec.max_tokens is None or n_tok <= spec.max_tokens:
+            return RenderedInput(text, n_tok, exact, TruncationReport(), spec.mode)
+    text, n_tok, levels, dropped = _fit(lay, count, spec.max_tokens)
+    report = TruncationReport(
+        shortened_descriptions=[p for n in lay.names if levels[n] == 1 for p in lay.tool(n, 1)[1]],
+        removed_descriptions=[p for n in lay.names if levels[n] == 2 for p in lay.tool(n, 2)[1]],
+        dropped_turns=sorted(dropped), dropped_tools=[n for n in lay.names if levels[n] == 3],
+        fits=n_tok <= spec.max_tokens)
+    return RenderedInput(text, n_tok, exact, report, spec.mode)
+
+
+class _Layout:
+    """The text for a cut state (description level per function: 0 full, 1 shortened, 2 removed,
+    3 dropped; set of dropped turn indices), and the texts of the cuttable pieces for the cost model."""
+
+    def __init__(self, cat: ToolCatalog, msgs: list[dict[str, Any]], calls: list[ToolCall],
+                 candidate_text: str | None, spec: RenderSpec, tokenizer: Any) -> None:
+        self.cat, self.msgs, self.spec, self.tokenizer = cat, msgs, spec, tokenizer
+        self.chat, self.names = spec.mode == "chat_template", cat.names()
+        self.top = _relevant(cat, calls, spec)
+        self.order = self.top + [n for n in self.names if n not in self.top]  # most worth keeping first
+        self.called = [n for n in dict.fromkeys(c.name for c in calls) if n in cat]
+        self.last_user = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=None)
+        self.candidate = _candidate_message(calls, candidate_text)
+        if self.chat:  # a turn's cost: its content and calls (role markers stay in the fixed part)
+            self.turns = [m["content"] + "".join(_val(tc["function"]) for tc in m.get("tool_calls", ())) for m in msgs]
+        else:
+            self.head = [_plain_candidate(calls, candidate_text)] + [
+                f"function {n}: {_NOT_IN_CATALOG}" for n in dict.fromkeys(c.name for c in calls) if n not in cat]
+            self.turns = [_plain_turn(m) for m in msgs]
+        self._variants: dict[tuple[str, int], tuple[str, list[str], dict[str, Any]]] = {}
+
+    def tool(self, name: str, level: int) -> tuple[str, list[str], dict[str, Any]]:
+        """(rendered schema, description paths changed, OpenAI dict) of a function at a level."""
+        if (name, level) not in self._variants:  # built lazily: most inputs fit and need level 0 only
+            full = self.tool(name, 0)[2] if level else self.cat[name].to_openai()
+            t, changed = _tool_variant(full, name, level, self.spec) if level else (full, [])
+            self._variants[name, level] = (_val(t) if self.chat else _plain_tool(t), changed, t)
+        return self._variants[name, level]
+
+    def piece(self, text: str) -> str:
+        """A piece as it appears in the text: with its separator (the template writes one tool a line)."""
+        return "\n" + text if self.chat else text + self.spec.sep
+
+    def text(self, levels: dict[str, int], dropped: set[int]) -> str:
+        """The full input text for a cut state."""
+        if self.chat:
+            tools = [self.tool(n, levels[n])[2] for n in self.names if levels[n] < 3]
+            messages = [m for i, m in enumerate(self.msgs) if i not in dropped] + [self.candidate]
+            return self.tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False)
+        segs = self.head + [self.tool(n, levels[n])[0] for n in self.called if levels[n] < 3]
+        segs += [t for i, t in enumerate(self.turns) if i not in dropped]
+        segs += [self.tool(n, levels[n])[0] for n in self.order if n not in self.called and levels[n] < 3]
+        return self.spec.sep.join(segs)
+
+
+def _fit(lay: _Layout, count: _Count, max_tokens: int) -> tuple[str, int, dict[str, int], set[int]]:
+    """Choose the cuts for the budget: (text, n_tokens, level per function, dropped turns).
+
+    Cost model: every cuttable piece counted in one batch (functions with and without descriptions;
+    the shortened level interpolated by length), the protected rest once. It is additive, so choosing
+    never re-tokenizes; the chosen text is counted exactly and re-chosen at most _MAX_PASSES times."""
+    names, nn = lay.names, len(lay.names)
+    droppable = [i for i in range(len(lay.msgs)) if i != lay.last_user]
+    c = count([lay.piece(lay.tool(n, lv)[0]) for lv in (0, 2) for n in names]
+              + [lay.piece(lay.turns[i]) for i in droppable], False)
+    # Fixed part measured with one function kept, so that a template's tools header is included.
+    anchor = {n: 3 for n in names} | ({lay.order[0]: 2} if names else {})
+    fixed = count([lay.text(anchor, set(droppable))], True)[0] - (c[nn + names.index(lay.order[0])] if names else 0)
+    costs: dict[tuple[str, Any], list[int]] = {("turn", i): [c[2 * nn + k], 0] for k, i in enumerate(droppable)}
+    for j, n in enumerate(names):
+        (c0, c2), (l0, l1, l2) = (c[j], c[nn + j]), (len(lay.tool(n, lv)[0]) for lv in (0, 1, 2))
+        costs["tool", n] = [c0, math.ceil(c2 + (c0 - c2) * (l1 - l2) / max(l0 - l2, 1)), c2, 0]
+    # Policy order; within a stage the least relevant function goes first. Called functions and their
+    # near misses keep their shortened descriptions until the rest of the catalog is gone.
+    rest, top = ([("tool", n) for n in reversed(group)] for group in (lay.order[len(lay.top):], lay.top))
+    steps = ([(k, 0, 1) for k in rest + top] + [(k, 1, 2) for k in rest] + [(("turn", i), 0, 1) for i in droppable]
+             + [(k, 2, 3) for k in rest] + [(k, 1, 2) for k in top] + [(k, 2, 3) for k in top])
+    budget = max_tokens
+    for _ in range(_MAX_PASSES):
+        state, est, exhausted = _select(costs, steps, fixed, budget)
+        levels = {n: state["tool", n] for n in names}
+        dropped = {i for i in droppable if state["turn", i]}
+        text = lay.text(levels, dropped)
+        n_tok = count([text], True)[0]
+        if n_tok <= max_tokens or exhausted:
+            break
+        budget = min(budget - 1, max_tokens - (n_tok - est))  # the estimate was short: aim lower
+    return text, n_tok, levels, dropped
+
+
+def _select(costs: dict[Any, list[int]], steps: list[tuple[Any, int, int]], fixed: int,
+            budget: int) -> tuple[dict[Any, int], int, bool]:
+    """Apply cut steps in policy order until the estimate fits, then undo the ones that later (bigger)
+    cuts made unnecessary, most valuable first. Returns the level per piece, the estimated total and
+    whether the steps ran out before the estimate fit."""
+    state, applied = {k: 0 for k in costs}, []
+    total = fixed + sum(c[0] for c in costs.values())
+    for key, old, new in steps:
+        if total <= budget:
+            break
+        if state[key] == old:
+            state[key], total = new, total + costs[key][new] - costs[key][old]
+            applied.append((key, old, new))
+    exhausted = total > budget
+    for key, old, new in reversed(applied):
+        delta = costs[key][old] - costs[key][new]
+        if state[key] == new and total + delta <= budget:
+            state[key], total = old, total + delta
+    return state, total, exhausted
+
+
+def _counter(tokenizer: Any, spec: RenderSpec, chat: bool) -> tuple[_Count, bool]:
+    """``count(texts, final) -> token counts`` and whether counts are exact. ``final`` counts the
+    special tokens a plain-mode encoder adds ([CLS]/[SEP]); a chat template writes its own."""
+    if tokenizer is None:
+        return (lambda texts, final: [math.ceil(len(t) / spec.chars_per_token) for t in texts]), False
+
+    def count(texts: list[str], final: bool) -> list[int]:
+        if not texts:
+            return []
+        special = final and not chat
+        try:  # verbose=False: silence the "longer than model_max_length" warning for unsliced pieces
+            ids = tokenizer(texts, add_special_tokens=special, verbose=False)["input_ids"]
+        except TypeError:
+            ids = [tokenizer.encode(t, add_special_tokens=special) for t in texts]
+        return [len(x) for x in ids]
+    return count, True
+
+
+def _relevant(cat: ToolCatalog, calls: list[ToolCall], spec: RenderSpec) -> list[str]:
+    """Catalog names the candidate calls, then their near misses (kept before the rest)."""
+    names = cat.names()
+    top = [n for n in dict.fromkeys(c.name for c in calls) if n in cat]
+    for name in dict.fromkeys(c.name for c in calls):
+        # a name missing from the catalog gets its closest real names: what the model probably meant
+        cutoff = spec.near_miss_ratio if name in cat else 0.0
+        top += difflib.get_close_matches(name, [m for m in names if m != name], spec.max_near_misses, cutoff)
+    return list(dict.fromkeys(top))
+
+
+def _shorten(text: str, cap: int) -> str:
+    if len(text) <= cap:
+        return text
+    cut = text[:max(cap - 3, 0)].rsplit(" ", 1)[0]  # end on a word boundary
+    return cut + "..." if cut else ""
+
+
+def _tool_variant(base: dict[str, Any], name: str, level: int, rs: RenderSpec) -> tuple[dict[str, Any], list[str]]:
+    """A copy of the OpenAI tool dict ``base`` with descriptions shortened (level 1) or removed
+    (level 2), and the description paths that changed."""
+    changed: list[str] = []
+
+    def desc(text: Any, cap: int, path: str) -> Any:
+        new = (_shorten(text, cap) if level == 1 else "") if isinstance(text, str) else text
+        if new != text:
+            changed.append(path)
+        return new
+
+    def walk(schema: Any, path: str) -> Any:
+        if not isinstance(schema, dict):
+            return schema
+        out = dict(schema)  # shallow copies along the walked path: base stays untouched
+        if "description" in out:
+            out["description"] = desc(out["description"], rs.max_param_description_chars, path)
+            if out["description"] == "" and level == 2:
+                del out["description"]
+        if isinstance(out.get("properties"), dict):
+            out["properties"] = {k: walk(v, f"{path}.{k}") for k, v in out["properties"].items()}
+        if isinstance(out.get("items"), dict):
+            out["items"] = walk(out["items"], path + "[]")
+        return out
+
+    fn = base["function"]
+    description = desc(fn["description"], rs.max_description_chars, name)
+    params = dict(fn["parameters"])
+    params["properties"] = {k: walk(v, f"{name}.{k}") for k, v in params.get("properties", {}).items()}
+    return {**base, "function": {**fn, "description": description, "parameters": params}}, changed
+
+
+def _val(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _plain_param(name: str, schema: Any, required: bool) -> str:
+    schema = schema if isinstance(schema, dict) else {}
+    kind = schema.get("type", "any")
+    items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+    bits = [f"{kind} of {items['type']}" if kind == "array" and "type" in items else str(kind)]
+    bits += ["required"] if required else []
+    bits += ["one of " + "|".join(_val(v) for v in schema["enum"])] if isinstance(schema.get("enum"), list) else []
+    bits += ["default " + _val(schema["default"])] if "default" in schema else []
+    out = f"{name} ({', '.join(bits)})" + (f": {schema['description']}" if schema.get("description") else "")
+    sub = schema if isinstance(schema.get("properties"), dict) else items
+    if isinstance(sub.get("properties"), dict) and sub["properties"]:
+        req = set(sub.get("required") or [])
+        out += " {" + "; ".join(_plain_param(k, v, k in req) for k, v in sub["properties"].items()) + "}"
+    return out
+
+
+def _plain_tool(tool: dict[str, Any]) -> str:
+    """``function f: description | a (integer, required): ... | b (string, default "x")``."""
+    fn = tool["function"]
+    params = fn["parameters"]
+    req = set(params.get("required") or [])
+    parts = [f"function {fn['name']}:" + (f" {fn['description']}" if fn["description"] else "")]
+    parts += [_plain_param(k, v, k in req) for k, v in params.get("properties", {}).items()]
+    return " | ".join(parts)
+
+
+def _plain_turn(m: dict[str, Any]) -> str:
+    calls = calls_from_openai(m["tool_calls"]) if m.get("tool_calls") else []
+    body = " ".join(x for x in (m["content"], "call " + format_calls(calls) if calls else "") if x)
+    return f"{m['role']}: {body}"
+
+
+def _plain_candidate(calls: list[ToolCall], text: str | None) -> str:
+    if not calls:
+        return ("call: [no call] " + (text or "").strip()).rstrip()
+    return f"call: [{len(calls)} call{'s' if len(calls) != 1 else ''}] {format_calls(calls)}"
+
+
+def _candidate_message(calls: list[ToolCall], text: str | None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": text or ""}
+    if calls:  # arguments as dicts: templates apply tojson (a JSON string would be pasted verbatim)
+        msg["tool_calls"] = [{"type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                             for c in calls]
+    return msg
+
+
+def _messages(conversation: Any) -> list[dict[str, Any]]:
+    """Normalize a conversation to template-safe dicts: string content, OpenAI tool_calls with dict
+    arguments; BFCL's nested list of turns is flattened."""
+    conv = load_json_field(conversation, "conversation") or []
+    if isinstance(conv, Mapping):
+        conv = [conv]
+    if not isinstance(conv, list):
+        raise ValueError(f"conversation: expected a list of messages, got {type(conv).__name__}")
+    flat = [m for item in conv for m in (item if isinstance(item, list) else [item])]
+    out = []
+    for i, m in enumerate(flat):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+            raise ValueError(f"conversation[{i}]: expected a {{role, content}} dict, got {m!r:.80}")
+        content = m.get("content")
+        content = "" if content is None else content if isinstance(content, str) else _val(content)
+        msg: dict[str, Any] = {"role": m["role"], "content": content}
+        if m.get("tool_calls"):
+            msg["tool_calls"] = _candidate_message(calls_from_openai(m["tool_calls"]), None)["tool_calls"]
+        msg.update({k: m[k] for k in ("name", "tool_call_id") if k in m})
+        out.append(msg)
+    return out
