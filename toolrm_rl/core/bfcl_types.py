@@ -9,7 +9,9 @@ are the inverse used to write ground truth as BFCL-style model output (tests, be
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 from typing import Any
 
 __all__ = [
@@ -265,6 +267,8 @@ def encode_js(value: Any, js_type: str, nested: str | None = None) -> str:
         return "{" + ", ".join(f'"{k}": {_js_literal(v)}' for k, v in value.items()) + "}"
     if js_type == "String" and isinstance(value, str) and nested is None and value[:1] in "'\"":
         return f'"{value}"'  # a value that itself starts with a quote must be wrapped to survive
+    if js_type == "float" and type(value) is float and math.isfinite(value):
+        return format(Decimal(repr(value)), "f")  # BFCL reads no exponent: 1e-05 -> "0.00001"
     return str(value)
 
 

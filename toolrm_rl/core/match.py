@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from toolrm_rl.core.bfcl_types import (
-    COLLECTION_TYPES, JAVA_TYPES, JS_TYPES, PY_TYPES, UnsupportedLiteral, decode_java, decode_js,
+    COLLECTION_TYPES, JAVA_TYPES, JS_TYPES, PY_TYPES, decode_java, decode_js,
     language_of_category,
 )
 from toolrm_rl.core.calls import ToolCall, ToolCatalog, ToolSpec, calls_from_bfcl, load_json_field
@@ -28,15 +28,33 @@ __all__ = ["MatchResult", "GroundTruth", "match_bfcl", "normalize_answer", "stan
            "calls_equal", "canonical_calls"]
 
 
-@dataclass(slots=True)  # not frozen: frozen dataclasses are slow to build, and this is the RL hot path
 class MatchResult:
     """BFCL's verdict: ``valid`` and, when invalid, its ``error_type`` and a readable ``message``.
 
-    Treat it as read-only (the valid result is a shared instance)."""
+    The message may be given as a zero-argument callable: it is formatted only when read, since an
+    RL step checks thousands of rollouts and nobody reads most messages. Treat it as read-only.
+    """
 
-    valid: bool
-    error_type: str = ""
-    message: str = ""
+    __slots__ = ("valid", "error_type", "_message")
+
+    def __init__(self, valid: bool, error_type: str = "", message: "str | Callable[[], str]" = "") -> None:
+        self.valid = valid
+        self.error_type = error_type
+        self._message = message
+
+    @property
+    def message(self) -> str:
+        """Why the output is invalid ("" when valid)."""
+        if callable(self._message):
+            self._message = self._message()
+        return self._message
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MatchResult) and (self.valid, self.error_type, self.message) == \
+            (other.valid, other.error_type, other.message)
+
+    def __repr__(self) -> str:
+        return f"MatchResult(valid={self.valid!r}, error_type={self.error_type!r}, message={self.message!r})"
 
 
 _OK = MatchResult(True)
@@ -106,11 +124,14 @@ class _Param:
         self.std_lists = [[_std(x) for x in o] if isinstance(o, (list, str, tuple)) else None for o in options]
         self.in_schema = isinstance(schema, dict)
         self.type_name = schema.get("type") if self.in_schema else None
-        self.expected = types.get(self.type_name, str)  # unknown types: compared as text
+        # unknown types (and JSON-schema type lists, which BFCL cannot read): compared as text
+        self.expected = types.get(self.type_name, str) if isinstance(self.type_name, str) else str
         self.nested_name = self.nested_type = None
         if self.type_name in collections:
-            self.nested_name = (schema.get("items") or {}).get("type")
-            self.nested_type = types.get(self.nested_name, str) if self.nested_name else None
+            items = schema.get("items")
+            self.nested_name = items.get("type") if isinstance(items, dict) else None
+            self.nested_type = (types.get(self.nested_name, str) if isinstance(self.nested_name, str) else str
+                                ) if self.nested_name else None
         # Shortcuts for the common Python cases, taken only when the full path would decide the same.
         not_variable = self.first_type is None or self.first_type is self.expected
         self.fast = None
@@ -197,32 +218,32 @@ class GroundTruth:
                     matched.add(j)
                     break
             if last is None or not last.valid:
-                detail = f" (closest: {last.error_type}: {last.message})" if last else ""
                 return MatchResult(False, "parallel_function_checker_no_order:cannot_find_match",
-                                   f"no call matches expected call {i} ({answer.name}){detail}")
+                                   lambda: f"no call matches expected call {i} ({answer.name})"
+                                   + (f" (closest: {last.error_type}: {last.message})" if last else ""))
         return _OK
 
     def _single(self, call: ToolCall, answer: _Answer) -> MatchResult:
         spec = answer.spec
         if spec is None:
             return MatchResult(False, "simple_function_checker:wrong_func_name",
-                               f"function {answer.name!r} is not in the catalog")
+                               lambda: f"function {answer.name!r} is not in the catalog")
         expected = spec.name
         if self.dot_to_underscore and "." in expected:
             expected = expected.replace(".", "_")
         if call.name != expected:
             return MatchResult(False, "simple_function_checker:wrong_func_name",
-                               f"expected function {expected!r}, got {call.name!r}")
+                               lambda: f"expected function {expected!r}, got {call.name!r}")
         args = call.arguments
         for name in answer.required:
             if name not in args:
                 return MatchResult(False, "simple_function_checker:missing_required",
-                                   f"missing required parameter {name!r}")
+                                   lambda: f"missing required parameter {name!r}")
         params = answer.params
         for name, value in args.items():
             param = params.get(name)
             if param is None or not param.in_schema:
-                return MatchResult(False, "simple_function_checker:unexpected_param", f"unexpected parameter {name!r}")
+                return MatchResult(False, "simple_function_checker:unexpected_param", lambda: f"unexpected parameter {name!r}")
             fast = param.fast
             if fast is not None:  # inlined common cases of _param()
                 vtype = type(value)
@@ -230,19 +251,19 @@ class GroundTruth:
                     if standardize_string(value) in param.std_strings:
                         continue
                     return MatchResult(False, "value_error:string",
-                                       f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+                                       lambda: f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
                 if fast == "scalar" and vtype is param.expected:
                     if value in param.options:
                         continue
                     return MatchResult(False, "value_error:others",
-                                       f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+                                       lambda: f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
             bad = self._param(name, value, param)
             if bad is not None:
                 return bad
         for name, param in params.items():
             if name not in args and not param.optional:
                 return MatchResult(False, "simple_function_checker:missing_optional",
-                                   f"parameter {name!r} is expected but was not given")
+                                   lambda: f"parameter {name!r} is expected but was not given")
         return _OK
 
     def _param(self, name: str, value: Any, param: _Param) -> MatchResult | None:
@@ -255,8 +276,8 @@ class GroundTruth:
             decode = decode_java if self.language == "java" else decode_js
             try:
                 value = decode(value, type_name, param.nested_name) if nested_type else decode(value, type_name)
-            except UnsupportedLiteral as err:
-                return MatchResult(False, "type_error:simple", f"{name}: {err}")
+            except ValueError as err:  # UnsupportedLiteral, or a number too long for int() (BFCL crashes)
+                return MatchResult(False, "type_error:simple", f"{name}: {err}")  # ``err`` dies with this block
         if type_name == "tuple" and type(value) is tuple:
             value = list(value)
         if self.language == "python" and expected is float and type(value) is int:
@@ -267,13 +288,13 @@ class GroundTruth:
             if nested_type is not None and not _nested_types_ok(value, param.options, nested_type):
                 if param.first_type is not None and type(value) is param.first_type:
                     return MatchResult(False, "type_error:nested",
-                                       f"{name}: elements of {value!r:.60} are not {nested_type.__name__}")
-                return MatchResult(False, "type_error:simple", f"{name}: wrong type")
+                                       lambda: f"{name}: elements of {value!r:.60} are not {nested_type.__name__}")
+                return MatchResult(False, "type_error:simple", lambda: f"{name}: wrong type")
         elif param.first_type is not None and type(value) is param.first_type:
             is_variable = True  # a variable name where the answer holds the value's text
         else:
             return MatchResult(False, "type_error:simple",
-                               f"{name}: expected {type_name}, got {type(value).__name__} ({value!r:.60})")
+                               lambda: f"{name}: expected {type_name}, got {type(value).__name__} ({value!r:.60})")
 
         if not is_variable:
             if expected is dict:
@@ -283,16 +304,16 @@ class GroundTruth:
             if expected is str:
                 if standardize_string(value) not in param.std_strings:
                     return MatchResult(False, "value_error:string",
-                                       f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+                                       lambda: f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
                 return None
             if expected is list:
                 std_value = [_std(x) for x in value]
                 if std_value not in param.std_lists:
                     return MatchResult(False, "value_error:list/tuple",
-                                       f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+                                       lambda: f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
                 return None
         if value not in param.options:
-            return MatchResult(False, "value_error:others", f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+            return MatchResult(False, "value_error:others", lambda: f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
         return None
 
 
@@ -368,7 +389,10 @@ def _canon(value: Any) -> Any:
     if isinstance(value, bool):
         return ("b", value)
     if isinstance(value, (int, float)):
-        return ("n", float(value))
+        try:
+            return ("n", float(value) + 0.0)  # + 0.0 turns -0.0 into 0.0, which it equals
+        except OverflowError:  # an int beyond float range: compared exactly
+            return ("n", value)
     if isinstance(value, (list, tuple)):
         return ("l", tuple(_canon(v) for v in value))
     if isinstance(value, dict):

@@ -138,6 +138,23 @@ def format_calls(calls: Sequence[ToolCall]) -> str:
                       for c in calls)
 
 
+@dataclass
+class RMExample:
+    """What a reward model scores: the tool catalog, the conversation so far, and one candidate answer
+    (its calls; an empty list is an abstention, whose answer text goes in ``text``)."""
+
+    tools: Any
+    conversation: Any
+    calls: list[ToolCall]
+    text: str | None = None
+
+
+def render_example(example: RMExample, *, spec: RenderSpec | None = None, tokenizer: Any = None) -> RenderedInput:
+    """:func:`render` for an :class:`RMExample`."""
+    return render(example.tools, example.conversation, example.calls, spec=spec, tokenizer=tokenizer,
+                  candidate_text=example.text)
+
+
 def render(catalog: Any, conversation: Any, candidate: Sequence[ToolCall], *, spec: RenderSpec | None = None,
            tokenizer: Any = None, candidate_text: str | None = None) -> RenderedInput:
     """Render one reward-model input.

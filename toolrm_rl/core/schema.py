@@ -108,7 +108,7 @@ def _allowed_types_cached(type_name: str | tuple | None) -> frozenset | None:
 class _ValueCheck:
     """One (nested) parameter schema compiled to set look-ups: no dict walking per check."""
 
-    __slots__ = ("type_name", "types", "enum", "items", "props", "required", "leaf", "nullable")
+    __slots__ = ("type_name", "types", "enum", "items", "props", "required", "closed", "leaf", "nullable")
 
     def __init__(self, schema: dict, depth: int = 0) -> None:
         self.type_name = schema.get("type")
@@ -122,7 +122,10 @@ class _ValueCheck:
                       if deeper and isinstance(props, dict) else None)
         req = schema.get("required")
         self.required = tuple(r for r in req if isinstance(r, str)) if isinstance(req, list) else ()
-        self.leaf = self.enum is None and self.items is None and self.props is None and not self.required
+        # additionalProperties: false on a nested object: keys outside ``properties`` are unexpected
+        self.closed = schema.get("additionalProperties") is False
+        self.leaf = self.enum is None and self.items is None and self.props is None and not self.required \
+            and not self.closed
         # null where the schema's own default is null means "not set" (BFCL answers list None then)
         self.nullable = schema.get("nullable") is True or ("default" in schema and schema["default"] is None)
 
@@ -150,11 +153,14 @@ class _ValueCheck:
             for req in self.required:
                 if req not in value:
                     out.append(("missing_required", f"{path}.{req}", f"{path}: missing required key {req!r}"))
-            if self.props is not None:
+            if self.props is not None or self.closed:
+                props = self.props or {}
                 for key, item in value.items():
-                    sub = self.props.get(key)
+                    sub = props.get(key)
                     if sub is not None:
                         sub.check(item, f"{path}.{key}", literal_strings, out, depth + 1)
+                    elif self.closed:
+                        out.append(("unexpected_param", f"{path}.{key}", f"{path}: unexpected key {key!r}"))
 
 
 def _json_equal(a: Any, b: Any) -> bool:
