@@ -23,7 +23,7 @@ from toolrm_rl.core.bfcl_types import encode_java, encode_js, language_of_catego
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.match import normalize_answer
 
-__all__ = ["SINGLE_TURN_CATEGORIES", "BfclRecord", "bfcl_data_dir", "load_bfcl", "ground_truth_calls",
+__all__ = ["SINGLE_TURN_CATEGORIES", "BfclRecord", "bfcl_data_dir", "load_bfcl", "ground_truth_calls", "concrete_calls",
            "load_bfcl_checker"]
 
 # The single-turn categories with possible answers (what FC-RewardBench and BFCL's AST track use).
@@ -107,12 +107,17 @@ def _concrete(option: Any, type_name: str | None, nested: str | None) -> Any:
 
 
 def ground_truth_calls(record: BfclRecord) -> list[ToolCall]:
-    """The possible answer as one concrete output: the first acceptable value of every parameter,
+    """The record's possible answer as one concrete output (see :func:`concrete_calls`)."""
+    return concrete_calls(record.answer, record.catalog, record.language)
+
+
+def concrete_calls(answer: list[dict], catalog: ToolCatalog, language: str = "python") -> list[ToolCall]:
+    """A possible answer as one concrete output: the first acceptable value of every parameter,
     omittable-only parameters left out; Java/JavaScript values written as source literals."""
     calls = []
-    for item in record.answer:
+    for item in answer:
         (name, params), = item.items()
-        spec = record.catalog.get(name)
+        spec = catalog.get(name)
         props = spec.properties if spec else {}
         args = {}
         for param, options in params.items():
@@ -122,9 +127,9 @@ def ground_truth_calls(record: BfclRecord) -> list[ToolCall]:
             schema = props.get(param) or {}
             type_name, nested = schema.get("type"), (schema.get("items") or {}).get("type")
             value = _concrete(value, type_name, nested)
-            if record.language == "java":
+            if language == "java":
                 value = encode_java(value, type_name, nested)
-            elif record.language == "javascript":
+            elif language == "javascript":
                 value = encode_js(value, type_name, nested)
             args[param] = value
         calls.append(ToolCall(name, args))
