@@ -75,3 +75,35 @@ def test_example_script_runs():
                          capture_output=True, text=True, check=True).stdout
     assert "correct" in out and "bfcl=valid" in out.splitlines()[0]
     assert "value_error:string" in out
+
+
+def test_cli_train_print_config_and_bad_override():
+    runner = CliRunner()
+    recipe = str(ROOT / "recipes" / "rm" / "minilm_cpu.yaml")
+    result = runner.invoke(app, ["train", recipe, "--print-config", "train.max_minutes=2"])
+    assert result.exit_code == 0, result.output
+    assert "max_minutes: 2" in result.output and "name_or_path: embedded:minilm" in result.output
+    result = runner.invoke(app, ["train", recipe, "--print-config", "train.nope=1"])
+    assert result.exit_code != 0 and "nope" in result.output
+    result = runner.invoke(app, ["train", recipe, "--print-config", "not-an-override"])
+    assert result.exit_code != 0 and "key=value" in result.output
+
+
+def test_cli_eval_fc_rewardbench_rules_json(tmp_path):
+    rows = [{"tools": json.dumps([{"name": "f", "parameters": {"type": "dict", "properties": {"x": {"type": "integer"}},
+                                                                "required": ["x"]}}]),
+             "conversation": [{"role": "user", "content": "x is 1"}],
+             "chosen_output": json.dumps([{"f": {"x": 1}}]), "rejected_output": json.dumps([{"f": {"x": bad}}]),
+             "error_type": et, "model_name": "m", "test_category": "simple", "test_id": f"t{i}"}
+            for i, (bad, et) in enumerate([("1", "type_error:simple"), (2, "value_error:others")])]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    result = CliRunner().invoke(app, ["eval", "fc-rewardbench", "--data", str(data), "--scorer", "rules", "--json",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    last = json.loads(result.output.strip().splitlines()[-1])
+    assert last["n"] == 2 and last["ties"] == 1 and last["accuracy"] == 0.5
+    assert last["by_error_type"]["type_error:simple"]["accuracy"] == 1.0
+    assert (tmp_path / "out" / "report.json").exists() and "| overall (n=2) | 0.500 |" in (tmp_path / "out" / "report.md").read_text()
+    result = CliRunner().invoke(app, ["eval", "fc-rewardbench", "--data", str(data), "--scorer", "rm"])
+    assert result.exit_code != 0 and "--model" in result.output

@@ -14,7 +14,7 @@ from toolrm_rl.data.sources import SourceError, ToolExample, bind_positional, lo
 
 @pytest.fixture(scope="module")
 def examples(bfcl_records):  # bfcl_records: skips when bfcl-eval is absent
-    return [ex for name in ("bfcl_exec", "bfcl_sql", "bfcl_multi_turn") for ex in load_source(name)]
+    return [ex for name in ("bfcl_exec", "bfcl_sql", "bfcl_multi_turn", "nestful") for ex in load_source(name)]
 
 
 @pytest.mark.parametrize("name", ["simple_python", "live_multiple", "bfcl_parallel", "multiple", "simple_java"])
@@ -34,8 +34,8 @@ def test_sources_load_with_gold_calls(examples):
         by_source.setdefault(ex.source, []).append(ex)
         assert ex.gold and all(c.name in ex.tools for c in ex.gold), ex.id
         assert ex.conversation[-1]["role"] == "user"
-    assert {"bfcl_exec_simple", "bfcl_sql", "bfcl_multi_turn_base"} <= set(by_source)
-    assert len(examples) > 1500
+    assert {"bfcl_exec_simple", "bfcl_sql", "bfcl_multi_turn_base", "nestful_glaive", "nestful_sgd"} <= set(by_source)
+    assert len(examples) > 1800
 
 
 def test_multi_turn_history_carries_earlier_gold_calls(examples):
@@ -43,6 +43,15 @@ def test_multi_turn_history_carries_earlier_gold_calls(examples):
     assistant = [m for m in turn1.conversation if m["role"] == "assistant"]
     assert len(assistant) == 1 and assistant[0]["tool_calls"][0]["function"]["name"] == "cd"
     assert [c.name for c in turn1.gold] == ["cd", "grep"]
+
+
+def test_nestful_examples_keep_the_call_sequence_and_add_distractors(examples):
+    nestful = [ex for ex in examples if ex.source.startswith("nestful")]
+    assert len(nestful) >= 250
+    first = next(ex for ex in nestful if ex.id == "nestful_glaive_0")
+    assert [c.name for c in first.gold] == ["calculate_route", "find_song_lyrics", "calculate_pace"]
+    assert first.gold[2].arguments["distance"] == "$var1.distance$"  # references to earlier results stay
+    assert len(first.tools) == 3 + 4 and first.category == "sequential"
 
 
 def test_bind_positional_names_arguments_by_schema_order():

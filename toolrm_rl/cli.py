@@ -22,6 +22,8 @@ app = typer.Typer(name="toolrm", help="ToolRM: outcome reward models for tool-ca
 core_app = typer.Typer(help="The tool-call core: parse model outputs, check them against schemas and ground truth.",
                        no_args_is_help=True)
 app.add_typer(core_app, name="core")
+eval_app = typer.Typer(help="Evaluate scorers: FC-RewardBench pairwise accuracy.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 
 
 def _version(value: bool) -> None:
@@ -148,6 +150,80 @@ def core_demo(
         console.print(rendered.text, markup=False, highlight=False)
         console.print(f"[dim]~{rendered.n_tokens} tokens (estimate without a tokenizer); "
                       f"truncation: {rendered.truncation}[/dim]")
+
+
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train_cmd(
+    ctx: typer.Context,
+    recipe: Path = typer.Argument(..., exists=True, dir_okay=False, help="Recipe YAML (see recipes/rm/)."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+) -> None:
+    """Train ToolRM from a recipe YAML. Extra arguments are key=value overrides (train.max_minutes=5)."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from toolrm_rl.model.train import load_config, train
+
+    bad = [a for a in ctx.args if "=" not in a]
+    if bad:
+        raise typer.BadParameter(f"overrides must be key=value, got {bad}")
+    try:
+        cfg = load_config(recipe, ctx.args)
+    except Exception as err:  # omegaconf names the bad key
+        raise typer.BadParameter(f"{recipe}: {err}") from None
+    if print_config:
+        typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        raise typer.Exit()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    result = train(cfg)
+    ev = result.metrics.get("eval", {})
+    typer.echo(f"final model: {result.final_dir}")
+    if ev:
+        typer.echo(f"held-out pairwise accuracy: {ev.get('eval_accuracy', float('nan')):.3f} "
+                   f"(loss {ev.get('eval_loss', float('nan')):.3f})")
+    typer.echo(f"metrics: {Path(cfg.train.output_dir) / 'metrics.json'}")
+
+
+@eval_app.command("fc-rewardbench")
+def eval_fc_rewardbench(
+    data: str = typer.Option(..., "--data", help="FC-RewardBench-format pairs: a local file/dir or a hub id."),
+    scorer: list[str] = typer.Option(["rules"], "--scorer", help="rules, rm or hybrid (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", help="ToolRM checkpoint for rm/hybrid."),
+    split: Optional[str] = typer.Option(None, help="Dataset split (hub ids, DatasetDict dirs)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for report.json and report.md."),
+    as_json: bool = typer.Option(False, "--json", help="End standard output with one JSON line of the results."),
+    skip_bad_rows: bool = typer.Option(False, help="Count and skip malformed rows instead of failing."),
+) -> None:
+    """Pairwise accuracy (ties are not wins) overall, on the schema-valid subset, and by category."""
+    from toolrm_rl.data.records import load_pairs
+    from toolrm_rl.eval.fc_rewardbench import evaluate_pairs, markdown_table
+    from toolrm_rl.scoring import get_scorer
+
+    pairs, load_report = load_pairs(data, split=split, skip_bad_rows=skip_bad_rows)
+    rm = None
+    reports = []
+    for name in scorer:
+        if name in ("rm", "hybrid"):
+            if model is None:
+                raise typer.BadParameter(f"--scorer {name} needs --model")
+            if rm is None:
+                from toolrm_rl.scoring import RMScorer
+
+                rm = RMScorer(path=model)
+            reports.append(evaluate_pairs(rm if name == "rm" else get_scorer("hybrid", rm=rm), pairs))
+        else:
+            reports.append(evaluate_pairs(get_scorer(name), pairs))
+    table = markdown_table(reports)
+    typer.echo(f"{len(pairs)} pairs from {data} ({load_report.n_skipped} skipped)\n")
+    typer.echo(table)
+    result = {r.scorer: r.to_dict() for r in reports}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(result, indent=2))
+        (out / "report.md").write_text(table)
+    if as_json:
+        typer.echo(json.dumps(result if len(reports) > 1 else reports[0].to_dict()))
 
 
 if __name__ == "__main__":

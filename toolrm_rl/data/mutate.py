@@ -142,13 +142,14 @@ def _swap_values(calls, catalog, rng, literal, query) -> Iterator[Variant]:
 
 
 def _wrong_count(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """Too few calls (each one dropped in turn: real models often stop early), one too many, none."""
     if calls:
-        yield "duplicate_call", _copy(calls) + _copy(calls[-1:])
+        i = rng.randrange(len(calls))
+        yield "duplicate_call", _copy(calls[:i + 1]) + _copy(calls[i:])
         yield "no_call", []
     if len(calls) > 1:
-        out = _copy(calls)
-        del out[rng.randrange(len(out))]
-        yield "drop_call", out
+        for i in range(len(calls)):
+            yield "drop_call", _copy(calls[:i]) + _copy(calls[i + 1:])
         yield "swap_order", _copy(calls[::-1])
 
 

@@ -23,7 +23,7 @@ from toolrm_rl.data.mutate import mutate
 from toolrm_rl.data.records import PairRecord
 from toolrm_rl.data.sources import ToolExample
 
-__all__ = ["PairStats", "mutation_pairs"]
+__all__ = ["PairStats", "mutation_pairs", "OPERATOR_WEIGHTS"]
 
 
 @dataclass
@@ -46,6 +46,27 @@ def _last_user(conversation: list[dict]) -> str:
     return next((str(m.get("content") or "") for m in reversed(conversation) if m.get("role") == "user"), "")
 
 
+# Relative chance that an operator's variant is among an example's first picks.
+OPERATOR_WEIGHTS = {"no_call": 0.25, "duplicate_call": 0.4, "swap_order": 0.5, "drop_call": 1.5, "near_miss": 1.5,
+                    "query_swap": 1.5, "drop_optional": 1.5}
+
+
+def _spread(pool: list, rng: random.Random) -> list:
+    """Shuffle, then interleave operators round-robin: an example's few negatives come from different
+    operators instead of whichever operator yields the most variants (one per parameter)."""
+    by_op: dict[str, list] = collections.defaultdict(list)
+    for item in rng.sample(pool, len(pool)):
+        by_op[item[0]].append(item)
+    # weighted random order of operators (Efraimidis-Spirakis keys): every example can answer "no
+    # call" or repeat a call, so those would crowd out the value-level near misses
+    order = sorted(sorted(by_op), key=lambda op: -rng.random() ** (1.0 / OPERATOR_WEIGHTS.get(op, 1.0)))
+    queues = [by_op[op] for op in order]
+    out = []
+    while any(queues):
+        out.extend(q.pop() for q in queues if q)
+    return out
+
+
 def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: int = 3, schema_valid_share: float = 0.7,
                    seed: int = 0, operators: list[str] | None = None, show_progress: bool = False
                    ) -> tuple[list[PairRecord], PairStats]:
@@ -65,7 +86,7 @@ def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: in
     for ex in tqdm(examples, desc="mutation pairs", disable=not show_progress):
         ex_seed = zlib.crc32(f"{seed}:{ex.id}".encode())
         rng = random.Random(ex_seed)
-        ordered = ex.category == "multi_turn"
+        ordered = ex.category in ("multi_turn", "sequential")  # later calls use earlier results
         truth = GroundTruth(ex.tools, ex.answer, ex.category) if ex.answer else None
         gold_key = canonical_calls(ex.gold, ordered)
         seen = {gold_key}
@@ -79,8 +100,7 @@ def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: in
                 stats.n_rejected_as_correct += 1  # an acceptable alternative, not a negative
                 continue
             (valid_pool if check_calls(calls, ex.tools).ok else invalid_pool).append((op, calls))
-        rng.shuffle(valid_pool)
-        rng.shuffle(invalid_pool)
+        valid_pool, invalid_pool = _spread(valid_pool, rng), _spread(invalid_pool, rng)
         n_valid = min(len(valid_pool), round(negatives_per_example * schema_valid_share))
         chosen = valid_pool[:n_valid] + invalid_pool[:negatives_per_example - n_valid]
         chosen += valid_pool[n_valid:negatives_per_example - len(chosen) + n_valid]  # top up if invalid ran out

@@ -1,7 +1,8 @@
 """Offline tool-calling sources that are fair training data, as canonical :class:`ToolExample`s.
 
 Only data that no benchmark here measures: bfcl-eval's multi-turn records (each user turn with the
-gold calls of that turn) and its unused executable/SQL question sets. BFCL single-turn categories
+gold calls of that turn), its unused executable/SQL question sets, and NESTFUL's sequences of calls
+(shipped by ``nestful-wrapper``). BFCL single-turn categories
 (simple, multiple, parallel, parallel_multiple, java, javascript, live_*) are refused: FC-RewardBench
 and BFCL's AST track are built from them.
 """
@@ -20,7 +21,7 @@ from toolrm_rl.data.bfcl import SINGLE_TURN_CATEGORIES, _read_jsonl, bfcl_data_d
 from toolrm_rl.core.match import normalize_answer
 
 __all__ = ["ToolExample", "SourceError", "OFFLINE_SOURCES", "load_source", "bfcl_exec_examples",
-           "bfcl_sql_examples", "bfcl_multi_turn_examples", "bind_positional"]
+           "bfcl_sql_examples", "bfcl_multi_turn_examples", "nestful_examples", "bind_positional"]
 
 # bfcl-eval's class name -> function-doc file for multi-turn records.
 _MULTI_TURN_DOCS = {
@@ -126,6 +127,61 @@ def bfcl_multi_turn_examples(data_dir: Path | None = None,
                                 "tool_calls": [c.to_openai(f"call_{turn}_{i}") for i, c in enumerate(calls)]})
 
 
+_NESTFUL_SETS = {"glaive": "non-executable/non-executable-glaive", "sgd": "non-executable/non-executable-sgd",
+                  "executable": "executable/executable"}
+
+
+def _nestful_spec(item: dict) -> dict:
+    props, required = {}, []
+    for name, param in (item.get("query_parameters") or {}).items():
+        schema: dict[str, Any] = {"type": param.get("type") or "string", "description": param.get("description", "")}
+        if param.get("allowed_values"):
+            schema["enum"] = param["allowed_values"]
+        if "default_value" in param:
+            schema["default"] = param["default_value"]
+        props[name] = schema
+        if param.get("required"):
+            required.append(name)
+    return {"name": item["name"], "description": item.get("description", ""),
+            "parameters": {"type": "object", "properties": props, "required": required}}
+
+
+def nestful_examples(sets: tuple[str, ...] = ("glaive", "sgd", "executable"), distractors: int = 4,
+                     seed: int = 0) -> Iterator[ToolExample]:
+    """NESTFUL (shipped by ``nestful-wrapper``): single requests answered by a sequence of calls whose
+    later arguments reference earlier results (``$var1.field$``). The catalog is the called functions
+    plus ``distractors`` other functions of the same API set, in a seeded order."""
+    import random
+
+    root = package_data_dir("data_v1")
+    for set_name in sets:
+        stem = root / _NESTFUL_SETS[set_name]
+        specs = {s["name"]: _nestful_spec(s) for s in json.loads(Path(f"{stem}-spec.json").read_text())}
+        for i, row in enumerate(json.loads(Path(f"{stem}-data.json").read_text())):
+            calls = [ToolCall(c["name"], dict(c.get("arguments") or {})) for c in row.get("output", [])
+                     if c.get("name") != "var_result"]
+            if not calls or any(c.name not in specs for c in calls):
+                continue
+            rng = random.Random(f"{seed}:{set_name}:{i}")
+            used = list(dict.fromkeys(c.name for c in calls))
+            others = [n for n in specs if n not in used]
+            names = used + rng.sample(others, min(distractors, len(others)))
+            rng.shuffle(names)
+            yield ToolExample(f"nestful_{set_name}_{i}", f"nestful_{set_name}",
+                              [{"role": "user", "content": row["input"]}], ToolCatalog.load([specs[n] for n in names]),
+                              calls, category="sequential")
+
+
+def package_data_dir(name: str) -> Path:
+    """A data folder installed as a top-level package (``nestful-wrapper`` ships ``data_v1``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError(f"{name} is not installed: run scripts/setup.sh (nestful-wrapper ships it)")
+    return Path(spec.submodule_search_locations[0])
+
+
 def _flatten(question: Any) -> list[dict[str, Any]]:
     if question and isinstance(question[0], list):
         return [m for turn in question for m in turn]
@@ -136,6 +192,7 @@ OFFLINE_SOURCES = {
     "bfcl_exec": bfcl_exec_examples,
     "bfcl_sql": bfcl_sql_examples,
     "bfcl_multi_turn": bfcl_multi_turn_examples,
+    "nestful": nestful_examples,
 }
 
 

@@ -1,0 +1,110 @@
+"""The scorer interface: rules, hybrid (gate and weighted), the registry, and pairwise evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.render import RMExample
+from toolrm_rl.data.records import PairRecord
+from toolrm_rl.eval.fc_rewardbench import bootstrap_ci, evaluate_pairs, markdown_table, summarize
+from toolrm_rl.scoring import HybridScorer, RulesScorer, Scorer, get_scorer, score_pairs
+
+TOOLS = [{"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}, "u": {"type": "string"}},
+                                       "required": ["x"]}}]
+CONV = [{"role": "user", "content": "f with x=1"}]
+
+
+def ex(*calls):
+    return RMExample(TOOLS, CONV, list(calls))
+
+
+class FakeRM:
+    """A scorer whose score is the argument x (lets tests fix the RM's preferences)."""
+
+    name = "fake"
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, examples):
+        self.calls += 1
+        return [float(e.calls[0].arguments.get("x", 0)) if e.calls and isinstance(e.calls[0].arguments.get("x"), int)
+                else 0.0 for e in examples]
+
+
+def test_rules_score_weights_violations():
+    scores = RulesScorer().score([ex(ToolCall("f", {"x": 1})), ex(ToolCall("f", {"x": "1"})), ex(ToolCall("g", {})),
+                                  ex(ToolCall("f", {})), ex()])
+    assert scores == [0.0, -1.0, -3.0, -2.0, 0.0]
+    custom = RulesScorer(weights={"type": 5.0})
+    assert custom.score([ex(ToolCall("f", {"x": "1"}))]) == [-5.0]
+
+
+def test_scorers_satisfy_the_protocol():
+    assert isinstance(RulesScorer(), Scorer)
+    assert isinstance(HybridScorer(rm=FakeRM()), Scorer)
+
+
+def test_hybrid_gate_puts_every_invalid_candidate_below_every_valid_one():
+    hybrid = HybridScorer(rm=FakeRM())
+    valid_low, valid_high = ex(ToolCall("f", {"x": 1})), ex(ToolCall("f", {"x": 9}))
+    invalid = ex(ToolCall("f", {"x": 50, "bad": 1}))  # RM loves it (50), rules reject it
+    s = hybrid.score([valid_low, valid_high, invalid])
+    assert s[1] > s[0] > s[2]
+
+
+def test_hybrid_weighted_mode_and_bad_mode():
+    hybrid = HybridScorer(rm=FakeRM(), mode="weighted", rules_weight=2.0, rm_weight=0.5)
+    assert hybrid.score([ex(ToolCall("f", {"x": 4, "bad": 1}))]) == [2.0 * -2.0 + 0.5 * 4]
+    with pytest.raises(ValueError, match="gate"):
+        HybridScorer(rm=FakeRM(), mode="nope")
+
+
+def test_registry():
+    assert isinstance(get_scorer("rules"), RulesScorer)
+    assert isinstance(get_scorer("hybrid", rm=FakeRM()), HybridScorer)
+    with pytest.raises(ValueError, match="unknown scorer 'judge-x'"):
+        get_scorer("judge-x")
+    with pytest.raises(ValueError, match="needs a ToolRM model or a checkpoint path"):
+        get_scorer("rm")
+
+
+def test_score_pairs_scores_in_one_batch():
+    rm = FakeRM()
+    out = score_pairs(rm, [(ex(ToolCall("f", {"x": 3})), ex(ToolCall("f", {"x": 1}))),
+                           (ex(ToolCall("f", {"x": 0})), ex(ToolCall("f", {"x": 2})))])
+    assert out == [(3.0, 1.0), (0.0, 2.0)] and rm.calls == 1
+
+
+def _pair(i, chosen_x, rejected_args, error_type, source="simple"):
+    return PairRecord(id=str(i), tools=ToolCatalog.load(TOOLS),
+                      conversation=CONV, chosen=[ToolCall("f", {"x": chosen_x})], rejected=[ToolCall("f", rejected_args)],
+                      error_type=error_type, source=source, generator="m")
+
+
+def test_pairwise_accuracy_ties_are_not_wins_and_breakdowns():
+    pairs = [_pair(0, 5, {"x": 1}, "value"),            # fake RM: 5 > 1 win
+             _pair(1, 1, {"x": 5}, "value"),            # loss
+             _pair(2, 3, {"x": 3, "u": "a"}, "value"),  # tie (3 == 3)
+             _pair(3, 2, {"x": "2"}, "type", "parallel")]  # 2 > 0 win; rejected schema-invalid
+    report = evaluate_pairs(FakeRM(), pairs, bootstrap_samples=200)
+    assert report.n == 4 and report.ties == 1 and report.accuracy == 0.5
+    assert report.by_error_type["value"] == {"accuracy": 1 / 3, "n": 3, "ties": 1}
+    assert report.by_test_category["parallel"] == {"accuracy": 1.0, "n": 1, "ties": 0}
+    assert report.schema_valid_subset == {"accuracy": 1 / 3, "n": 3, "ties": 1}
+    lo, hi = report.ci95
+    assert 0.0 <= lo <= 0.5 <= hi <= 1.0
+    rules = evaluate_pairs(RulesScorer(), pairs, bootstrap_samples=50)
+    assert rules.ties == 3 and rules.accuracy == 0.25  # rules only separate the type error
+    table = markdown_table([report, rules])
+    assert "| overall (n=4) | 0.500 | 0.250 |" in table and "| parallel (n=1) | 1.000 | 1.000 |" in table
+
+
+def test_summarize_and_bootstrap():
+    assert summarize([], [])["n"] == 0 and math.isnan(summarize([], [])["accuracy"])
+    assert bootstrap_ci([True] * 10) == (1.0, 1.0)
+    lo, hi = bootstrap_ci([True, False] * 50, samples=500)
+    assert 0.38 < lo < 0.5 < hi < 0.62

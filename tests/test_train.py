@@ -1,0 +1,172 @@
+"""ToolRM training on CPU: a learnable pair task, checkpoints, LoRA, resume, time budget, truncation."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.render import RenderSpec
+from toolrm_rl.data.records import PairRecord, save_pairs
+from toolrm_rl.model import ToolRM, read_toolrm_json
+from toolrm_rl.model.backbones import minilm_dir, qwen3_tokenizer_dir
+from toolrm_rl.model.train import load_config, tokenize_pairs, train
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "rm"
+
+TOOLS = ToolCatalog.load([
+    {"name": "get_weather", "description": "Weather for a city.", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["city"]}},
+    {"name": "get_time", "description": "Local time in a city.", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}}, "required": ["city"]}},
+])
+CITIES = ["Paris", "Lyon", "Berlin", "Madrid", "Rome", "Oslo", "Vienna", "Prague", "Lisbon", "Dublin", "Athens", "Warsaw"]
+
+
+def learnable_pairs(n: int, seed: int) -> list[PairRecord]:
+    """Weather questions: the right answer calls get_weather with the asked city, the wrong one get_time."""
+    rng = random.Random(seed)
+    pairs = []
+    for i in range(n):
+        city = rng.choice(CITIES)
+        conv = [{"role": "user", "content": f"What's the weather like in {city} today?"}]
+        pairs.append(PairRecord(id=f"w{seed}-{i}", tools=TOOLS, conversation=conv,
+                                chosen=[ToolCall("get_weather", {"city": city})],
+                                rejected=[ToolCall("get_time", {"city": city})], error_type="wrong_func_name"))
+    return pairs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: OpenMP threads only contend on a shared 2-core machine
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs")
+    train_file = save_pairs(learnable_pairs(96, seed=0), root / "train.jsonl")
+    eval_file = save_pairs(learnable_pairs(40, seed=1), root / "eval.jsonl")
+    return train_file, eval_file
+
+
+def _overrides(out: Path, train_file: Path, eval_file: Path, **extra) -> list[str]:
+    base = {"model.name_or_path": "embedded:minilm", "model.render.max_tokens": 64, "data.sources": "[]",
+            "data.train_files": f"[{train_file}]", "data.eval_files": f"[{eval_file}]", "train.output_dir": str(out),
+            "train.report_to": "none", "train.learning_rate": 1e-4, "train.per_device_train_batch_size": 8,
+            "train.warmup_ratio": 0.0, "train.logging_steps": 5, "train.eval_steps": "null", "train.save_steps": 100}
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def test_learnable_task_loss_falls_and_heldout_accuracy_high(pair_files, tmp_path):
+    cfg = load_config(RECIPES / "minilm_cpu.yaml", _overrides(tmp_path / "run", *pair_files, **{"train.max_steps": 24}))
+    result = train(cfg)
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert result.metrics["eval"]["eval_accuracy"] > 0.95
+    assert result.metrics["eval"]["eval_loss"] < 0.5
+    assert history["data"]["n_train"] == 96 and history["data"]["n_eval"] == 40
+    # the final checkpoint is plain HF + toolrm.json, and ToolRM ranks held-out pairs the same way
+    final = result.final_dir
+    assert AutoModelForSequenceClassification.from_pretrained(final).config.num_labels == 1
+    saved = read_toolrm_json(final)
+    assert saved["backbone"] == "encoder" and saved["render"]["max_tokens"] == 64
+    rm = ToolRM.from_pretrained(final)
+    pairs = learnable_pairs(20, seed=5)
+    scores = rm.score_pairs([(p.chosen_example(), p.rejected_example()) for p in pairs])
+    assert sum(c > r for c, r in scores) >= 19
+
+
+def test_time_budget_stops_and_resume_continues(pair_files, tmp_path):
+    out = tmp_path / "run"
+    cfg = load_config(RECIPES / "minilm_cpu.yaml", _overrides(out, *pair_files, **{
+        "train.max_steps": 50, "train.max_minutes": 1e-4, "train.save_steps": 1, "data.eval_files": "[]"}))
+    train(cfg)
+    state = json.loads(sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
+                       .joinpath("trainer_state.json").read_text())
+    assert state["global_step"] == 1  # stopped by the budget after the first step, with a save
+    cfg = load_config(RECIPES / "minilm_cpu.yaml", _overrides(out, *pair_files, **{
+        "train.max_steps": 3, "train.save_steps": 1, "data.eval_files": "[]"}))
+    result = train(cfg)
+    assert result.metrics["train"]["train_runtime"] >= 0
+    last = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert last == 3  # resumed from step 1, not restarted
+
+
+def test_lora_training_saves_adapter_with_head_and_merged_model(pair_files, tmp_path):
+    out = tmp_path / "lora"
+    cfg = load_config(RECIPES / "qwen3_tiny_test.yaml", _overrides(out, *pair_files, **{
+        "model.name_or_path": "embedded:qwen3-tiny", "model.render.max_tokens": 512, "lora.enabled": True,
+        "lora.r": 4, "lora.alpha": 8, "train.max_steps": 2, "data.eval_files": "[]", "train.learning_rate": 1e-3}))
+    result = train(cfg)
+    adapter = out / "adapter"
+    assert (adapter / "adapter_config.json").exists() and read_toolrm_json(adapter)["backbone"] == "decoder"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert "score" in config["modules_to_save"]
+    merged = ToolRM.from_pretrained(result.final_dir)
+    with_adapter = ToolRM.from_pretrained(adapter)
+    ex = learnable_pairs(3, seed=9)
+    examples = [e for p in ex for e in (p.chosen_example(), p.rejected_example())]
+    assert merged.score(examples) == pytest.approx(with_adapter.score(examples), abs=1e-4)
+
+
+def test_tokenize_pairs_never_drops_or_loses_the_candidate():
+    long_turn = "please " * 2000 + "what is the weather in Oslo?"
+    pair = PairRecord(id="long", tools=TOOLS, conversation=[{"role": "user", "content": long_turn}],
+                      chosen=[ToolCall("get_weather", {"city": "Oslo"})], rejected=[ToolCall("get_time", {"city": "Oslo"})])
+    from transformers import AutoTokenizer
+
+    bert = AutoTokenizer.from_pretrained(minilm_dir())
+    ds, cut = tokenize_pairs([pair], bert, RenderSpec(mode="plain", max_tokens=64, sep=" [SEP] "), 64)
+    assert len(ds) == 1 and cut == 2
+    assert len(ds[0]["chosen_ids"]) == 64
+    assert bert.decode(ds[0]["chosen_ids"], skip_special_tokens=True).startswith("call : [ 1 call ] get _ weather")
+
+    qwen = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    ds, cut = tokenize_pairs([pair], qwen, RenderSpec(mode="chat_template", max_tokens=256), 256)
+    assert len(ds) == 1 and cut == 2 and len(ds[0]["rejected_ids"]) == 256
+    tail = qwen.decode(ds[0]["rejected_ids"][-40:])
+    assert '"name": "get_time"' in tail and "Oslo" in tail
+
+
+def test_config_defaults_recipe_and_overrides():
+    cfg = load_config(RECIPES / "minilm_cpu.yaml", ["train.max_minutes=3", "data.negatives_per_example=2"])
+    assert cfg.model.name_or_path == "embedded:minilm" and cfg.model.render["mode"] == "plain"
+    assert cfg.train.max_minutes == 3 and cfg.data.negatives_per_example == 2
+    assert cfg.train.center_rewards_coefficient == 0.01
+    with pytest.raises(Exception, match="nonexistent"):
+        load_config(RECIPES / "minilm_cpu.yaml", ["train.nonexistent=1"])
+    for recipe in RECIPES.glob("*.yaml"):
+        first = recipe.read_text().splitlines()[0]
+        assert first.startswith("#"), recipe
+        assert "toolrm_rl.cli train" in recipe.read_text() or "toolrm train" in recipe.read_text(), recipe
+        load_config(recipe)  # every shipped recipe resolves against the config dataclasses
+
+
+def test_wandb_goes_offline_without_credentials_and_push_to_hub_is_called(pair_files, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no credentials
+    pushed = []
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    monkeypatch.setattr(PreTrainedModel, "push_to_hub", lambda self, repo, **kw: pushed.append(("model", repo)))
+    monkeypatch.setattr(PreTrainedTokenizerBase, "push_to_hub", lambda self, repo, **kw: pushed.append(("tok", repo)))
+    out = tmp_path / "run"
+    cfg = load_config(RECIPES / "minilm_cpu.yaml", _overrides(out, *pair_files, **{
+        "train.max_steps": 1, "data.eval_files": "[]", "train.report_to": "wandb", "train.push_to_hub": True,
+        "train.hub_model_id": "me/toolrm-test"}))
+    train(cfg)
+    import os
+
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert list((out / "wandb").glob("offline-run-*")), "no offline wandb run directory"
+    assert pushed == [("model", "me/toolrm-test"), ("tok", "me/toolrm-test")]

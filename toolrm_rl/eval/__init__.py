@@ -1,0 +1,1 @@
+"""Evaluation layer: FC-RewardBench pairwise accuracy (more recipes arrive with the evaluation issue)."""

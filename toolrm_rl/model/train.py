@@ -1,0 +1,320 @@
+"""Train ToolRM: a scalar sequence-classification reward model with a Bradley-Terry loss and the
+reward-centering term, on TRL's ``RewardTrainer``.
+
+    toolrm train recipes/rm/minilm_cpu.yaml [key=value ...]
+
+The recipe is an OmegaConf YAML whose keys mirror :class:`RMTrainConfig` (defaults live there).
+Pairs come from offline sources (mutation negatives, verified) and/or pair files (FC-RewardBench or
+ToolRM-train-data schema). Inputs are rendered by the core renderer within the token budget and
+tokenized here, so TRL's silent ``max_length`` filter never applies and no pair is dropped: an input
+still too long after the renderer's cuts is hard-truncated on the side away from the candidate
+(end of a plain, candidate-first text; start of a chat-template text) and counted in the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from toolrm_rl.core.render import RenderSpec, render_example
+from toolrm_rl.data.records import PairRecord
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ModelConfig", "DataConfig", "LoraSettings", "TrainSettings", "RMTrainConfig", "load_config",
+           "build_pairs", "tokenize_pairs", "train", "TrainResult"]
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _f("embedded:minilm", "Backbone: a local HF checkpoint, a hub id, or embedded:minilm / embedded:qwen3-tiny.")
+    dtype: str = _f("auto", "Weights dtype: auto (float32 weights; mixed precision comes from train.bf16), bfloat16, float16.")
+    render: dict = _f({}, "RenderSpec overrides (mode, max_tokens, sep, ...); defaults depend on the backbone kind.")
+
+
+@dataclass
+class DataConfig:
+    sources: list = _f(["bfcl_exec", "bfcl_sql", "bfcl_multi_turn", "nestful"], "Offline sources turned into mutation pairs (toolrm_rl.data.sources).")
+    train_files: list = _f([], "Pair files (jsonl/json/parquet/arrow dir or hub id) in FC-RewardBench or ToolRM-train-data schema.")
+    eval_files: list = _f([], "Extra held-out pair files evaluated during training (never BFCL dev/test data you report on).")
+    negatives_per_example: int = _f(3, "Mutation negatives per source example (the paper keeps at most 3).")
+    schema_valid_share: float = _f(0.7, "Target share of mutation negatives that pass the schema rules (the hard ones).")
+    eval_fraction: float = _f(0.05, "Share of source examples held out (split by example, so no query is in both).")
+    max_train_pairs: int | None = _f(None, "Cap on training pairs after shuffling (None: all).")
+    skip_bad_rows: bool = _f(False, "Count and skip malformed rows in pair files instead of failing.")
+    seed: int = _f(0, "Seed for pair synthesis, splits and shuffling.")
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = _f(False, "Train LoRA adapters (plus the full score head) instead of all weights.")
+    r: int = _f(16, "LoRA rank.")
+    alpha: int = _f(32, "LoRA alpha.")
+    dropout: float = _f(0.05, "LoRA dropout.")
+    target_modules: Any = _f("all-linear", "Modules to adapt (peft syntax).")
+    merge: bool = _f(True, "Also save a merged plain-HF checkpoint at the end (what transformers/vLLM load).")
+
+
+@dataclass
+class TrainSettings:
+    output_dir: str = _f("runs/toolrm", "Where checkpoints, the final model (final/) and metrics.json go.")
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: use num_train_epochs).")
+    num_train_epochs: float = _f(1.0, "Epochs over the training pairs.")
+    max_minutes: float | None = _f(None, "Wall-clock budget for the training loop; stops cleanly and saves when reached.")
+    learning_rate: float = _f(5e-5, "Peak learning rate (AdamW).")
+    warmup_ratio: float = _f(0.05, "Linear warm-up share of the schedule.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    per_device_train_batch_size: int = _f(8, "Pairs per device per step (each pair is two sequences).")
+    per_device_eval_batch_size: int = _f(16, "Pairs per device per eval step.")
+    gradient_accumulation_steps: int = _f(1, "Steps to accumulate before an optimizer step.")
+    center_rewards_coefficient: float | None = _f(0.01, "eta in eta*(r+ + r-)^2: keeps rewards near 0 for RL use.")
+    margin: float | None = _f(None, "Optional constant margin m in -log sigmoid(r+ - r- - m).")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory (large backbones).")
+    bf16: bool | None = _f(None, "bf16 mixed precision (None: on when a CUDA GPU supports it).")
+    logging_steps: int = _f(10, "Log every N steps.")
+    eval_steps: int | None = _f(100, "Evaluate held-out pairs every N steps (None: only at the end).")
+    save_steps: int = _f(200, "Checkpoint every N steps (resume picks up the last one).")
+    save_total_limit: int = _f(2, "Keep at most this many intermediate checkpoints.")
+    resume: bool = _f(True, "Resume from the last checkpoint in output_dir when there is one.")
+    report_to: str = _f("wandb", "wandb (offline automatically without credentials), tensorboard, or none.")
+    run_name: str | None = _f(None, "Experiment name for the logger.")
+    push_to_hub: bool = _f(False, "Push the final model to hub_model_id.")
+    hub_model_id: str | None = _f(None, "Hub repo id for push_to_hub.")
+    seed: int = _f(42, "Training seed.")
+    dataloader_num_workers: int = _f(0, "Data loader workers.")
+    deepspeed: str | None = _f(None, "DeepSpeed config file (multi-GPU), e.g. recipes/rm/accelerate/ds_zero3.json.")
+    fsdp: str = _f("", "FSDP options for TrainingArguments (multi-GPU), e.g. 'full_shard auto_wrap'.")
+    fsdp_config: dict | None = _f(None, "FSDP config dict for TrainingArguments.")
+
+
+@dataclass
+class RMTrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RMTrainConfig:
+    """Defaults <- recipe YAML <- ``key=value`` overrides; unknown keys are errors naming the key."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(RMTrainConfig)
+    if path is not None:
+        cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    return OmegaConf.to_object(cfg)
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+def build_pairs(cfg: DataConfig) -> tuple[list[PairRecord], list[PairRecord], dict[str, Any]]:
+    """Training and held-out pairs from the configured sources and files, with a report."""
+    from toolrm_rl.data.pairs import mutation_pairs
+    from toolrm_rl.data.records import load_pairs
+    from toolrm_rl.data.sources import load_source
+
+    rng = random.Random(cfg.seed)
+    report: dict[str, Any] = {}
+    train_pairs: list[PairRecord] = []
+    eval_pairs: list[PairRecord] = []
+    examples = [ex for name in cfg.sources for ex in load_source(name)]
+    if examples:
+        ids = sorted({ex.id for ex in examples})
+        held = set(rng.sample(ids, round(len(ids) * cfg.eval_fraction)))
+        pairs, stats = mutation_pairs(examples, negatives_per_example=cfg.negatives_per_example,
+                                      schema_valid_share=cfg.schema_valid_share, seed=cfg.seed, show_progress=True)
+        for pair in pairs:
+            (eval_pairs if pair.id.rsplit("#", 1)[0] in held else train_pairs).append(pair)
+        report["mutation"] = {"examples": stats.n_examples, "pairs": stats.n_pairs,
+                              "schema_valid_share": round(stats.schema_valid_share, 3), "by_operator": stats.by_operator}
+    for path in cfg.train_files:
+        pairs, load_report = load_pairs(path, skip_bad_rows=cfg.skip_bad_rows)
+        train_pairs.extend(pairs)
+        report[f"file:{path}"] = asdict(load_report)
+    for path in cfg.eval_files:
+        pairs, load_report = load_pairs(path, skip_bad_rows=cfg.skip_bad_rows)
+        eval_pairs.extend(pairs)
+        report[f"eval_file:{path}"] = asdict(load_report)
+    rng.shuffle(train_pairs)
+    if cfg.max_train_pairs is not None:
+        train_pairs = train_pairs[:cfg.max_train_pairs]
+    if not train_pairs:
+        raise ValueError("no training pairs: set data.sources and/or data.train_files")
+    report.update(n_train=len(train_pairs), n_eval=len(eval_pairs))
+    return train_pairs, eval_pairs, report
+
+
+def _encode(text: str, tokenizer: Any, max_length: int, mode: str) -> tuple[list[int], bool]:
+    from toolrm_rl.model.toolrm import truncate_ids  # the same cut rule as scoring
+
+    return truncate_ids(tokenizer(text, add_special_tokens=mode == "plain")["input_ids"], max_length, mode)
+
+
+def tokenize_pairs(pairs: Sequence[PairRecord], tokenizer: Any, spec: RenderSpec, max_length: int,
+                   margin: float | None = None, desc: str = "rendering pairs"):
+    """Render and tokenize pairs into a ``datasets.Dataset`` with ``chosen_ids``/``rejected_ids``.
+
+    Returns ``(dataset, n_hard_truncated)``; every pair is kept.
+    """
+    from datasets import Dataset
+    from tqdm.auto import tqdm
+
+    rows: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
+    if margin is not None:
+        rows["margin"] = []
+    cut = 0
+    cache: dict[tuple, tuple[list[int], bool]] = {}  # the chosen side repeats across a query's negatives
+    for pair in tqdm(pairs, desc=desc, disable=len(pairs) < 256):
+        for side, example in (("chosen_ids", pair.chosen_example()), ("rejected_ids", pair.rejected_example())):
+            key = (id(pair.tools), id(pair.conversation), repr(example.calls), example.text)
+            if key not in cache:
+                text = render_example(example, spec=spec, tokenizer=tokenizer).text
+                cache[key] = _encode(text, tokenizer, max_length, spec.mode)
+            ids, was_cut = cache[key]
+            rows[side].append(ids)
+            cut += was_cut
+        if margin is not None:
+            rows["margin"].append(float(margin))
+    return Dataset.from_dict(rows), cut
+
+
+# -- training --------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    """Where the trained model is and what training measured."""
+
+    final_dir: Path
+    metrics: dict[str, Any]
+
+
+def _setup_reporting(settings: TrainSettings) -> list[str]:
+    if settings.report_to in ("none", "", None):
+        return []
+    if settings.report_to == "wandb":
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            log.warning("wandb is not installed: logging to the console only")
+            return []
+        has_key = os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").exists()
+        if not has_key and os.environ.get("WANDB_MODE") is None:
+            os.environ["WANDB_MODE"] = "offline"  # no credentials: a local run directory, synced later if wanted
+        os.environ.setdefault("WANDB_DIR", settings.output_dir)
+        os.environ.setdefault("WANDB_PROJECT", "toolrm-rl")
+    return [settings.report_to]
+
+
+def _time_budget_callback(minutes: float):
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        """Stops training (with a final save) once the wall-clock budget is spent."""
+
+        def __init__(self) -> None:
+            self.deadline = time.monotonic() + minutes * 60
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() >= self.deadline:
+                log.warning("time budget of %.1f min reached at step %d: stopping", minutes, state.global_step)
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+    return TimeBudget()
+
+
+def _last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+
+
+def train(cfg: RMTrainConfig) -> TrainResult:
+    """Run one training job described by ``cfg``; returns the final model directory and metrics."""
+    import torch
+    from trl import RewardConfig, RewardTrainer
+
+    from toolrm_rl.model.backbones import resolve_backbone
+    from toolrm_rl.model.toolrm import ToolRM, lora_head_modules, write_toolrm_json
+
+    t = cfg.train
+    out = Path(t.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    backbone = resolve_backbone(cfg.model.name_or_path, cache_dir=out / ".backbone")
+    dtype = cfg.model.dtype
+    use_bf16 = t.bf16 if t.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    # Loaded on the CPU: the Trainer (accelerate) places it, one device per process under FSDP/DeepSpeed.
+    rm = ToolRM.from_pretrained(backbone, dtype="float32" if dtype == "auto" else dtype, render_spec=None, device="cpu")
+    spec = RenderSpec.from_dict({**rm.render_spec.to_dict(), **dict(cfg.model.render)})
+    max_length = min(n for n in (spec.max_tokens, rm.max_length, 1 << 30) if n)
+
+    train_pairs, eval_pairs, data_report = build_pairs(cfg.data)
+    train_ds, cut_train = tokenize_pairs(train_pairs, rm.tokenizer, spec, max_length, t.margin, "rendering train pairs")
+    eval_ds, cut_eval = (tokenize_pairs(eval_pairs, rm.tokenizer, spec, max_length, t.margin, "rendering eval pairs")
+                         if eval_pairs else (None, 0))
+    data_report.update(hard_truncated_train=cut_train, hard_truncated_eval=cut_eval, max_length=max_length)
+    log.info("data: %s", json.dumps(data_report, default=str))
+
+    peft_config = None
+    if cfg.lora.enabled:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(task_type="SEQ_CLS", r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                                 lora_dropout=cfg.lora.dropout, target_modules=cfg.lora.target_modules,
+                                 modules_to_save=lora_head_modules(rm.model))
+    args = RewardConfig(
+        output_dir=str(out), max_steps=t.max_steps, num_train_epochs=t.num_train_epochs, learning_rate=t.learning_rate,
+        warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        center_rewards_coefficient=t.center_rewards_coefficient, gradient_checkpointing=t.gradient_checkpointing,
+        bf16=use_bf16, logging_steps=t.logging_steps, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if (eval_ds is not None and t.eval_steps) else "no", eval_steps=t.eval_steps,
+        report_to=_setup_reporting(t), run_name=t.run_name, seed=t.seed, push_to_hub=False,
+        dataloader_num_workers=t.dataloader_num_workers, max_length=None,  # we render within budget ourselves
+        deepspeed=t.deepspeed, fsdp=t.fsdp, fsdp_config=t.fsdp_config, disable_dropout=True,
+        dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available())
+    callbacks = [_time_budget_callback(t.max_minutes)] if t.max_minutes else []
+    trainer = RewardTrainer(model=rm.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                            processing_class=rm.tokenizer, peft_config=peft_config, callbacks=callbacks)
+    resume = _last_checkpoint(out) if t.resume else None
+    if resume:
+        log.info("resuming from %s", resume)
+    start = time.monotonic()
+    train_output = trainer.train(resume_from_checkpoint=resume)
+    metrics: dict[str, Any] = {"train": train_output.metrics, "data": data_report,
+                               "train_minutes": round((time.monotonic() - start) / 60, 2)}
+    if eval_ds is not None:
+        metrics["eval"] = trainer.evaluate()
+
+    final = out / "final"
+    model = trainer.model
+    if cfg.lora.enabled:
+        model.save_pretrained(out / "adapter")  # adapter + full score head (modules_to_save)
+        write_toolrm_json(out / "adapter", spec, rm.backbone)
+        model = model.merge_and_unload() if cfg.lora.merge else None
+    if model is not None:
+        model.save_pretrained(final, safe_serialization=True)
+        rm.tokenizer.save_pretrained(final)
+        write_toolrm_json(final, spec, rm.backbone)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    if t.push_to_hub and model is not None:
+        if not t.hub_model_id:
+            raise ValueError("train.push_to_hub needs train.hub_model_id")
+        model.push_to_hub(t.hub_model_id)
+        rm.tokenizer.push_to_hub(t.hub_model_id)
+    return TrainResult(final if model is not None else out / "adapter", metrics)
