@@ -125,8 +125,8 @@ def bench_training(steps: int) -> None:
     with tempfile.TemporaryDirectory() as out:
         cfg = load_config(recipe, [f"train.output_dir={out}", f"train.max_steps={steps}", "train.report_to=none",
                                    "train.eval_steps=null", "data.sources=[bfcl_sql]", "train.save_steps=100000"])
-        metrics = train(cfg).metrics["train"]
-    tokens, seconds = metrics.get("num_tokens", float("nan")), metrics["train_runtime"]
+        metrics = train(cfg).metrics
+    tokens, seconds = metrics.get("train_tokens", float("nan")), metrics["train"]["train_runtime"]
     print(f"training   : {steps} steps x {cfg.train.per_device_train_batch_size} pairs in {seconds:.1f} s: "
           f"{tokens / seconds:,.0f} tokens/s, {steps * cfg.train.per_device_train_batch_size / seconds:.1f} pairs/s")
 

@@ -298,6 +298,10 @@ def train(cfg: RMTrainConfig) -> TrainResult:
     train_output = trainer.train(resume_from_checkpoint=resume)
     metrics: dict[str, Any] = {"train": train_output.metrics, "data": data_report,
                                "train_minutes": round((time.monotonic() - start) / 60, 2)}
+    tokens = getattr(trainer, "_total_train_tokens", None)  # non-pad tokens seen, as TRL counts them
+    if tokens and train_output.metrics.get("train_runtime"):
+        metrics["train_tokens"] = int(tokens)
+        metrics["train_tokens_per_second"] = round(tokens / train_output.metrics["train_runtime"], 1)
     if eval_ds is not None:
         metrics["eval"] = trainer.evaluate()
 
