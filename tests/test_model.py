@@ -370,3 +370,18 @@ def test_lora_decoder_from_causal_lm_keeps_trained_head(tiny_causal_dir, tmp_pat
 
 def test_lora_encoder_keeps_trained_head(minilm_dir, tmp_path):
     _lora_round_trip(minilm_dir, ["query", "value"], tmp_path)
+
+
+def test_score_cache_skips_known_texts_and_keeps_scores(minilm_rm):
+    cache: dict[str, float] = {}
+    first = minilm_rm.score(FEW, cache=cache)
+    assert len(cache) == len({minilm_rm.render(e).text for e in FEW})
+    calls = []
+    original = minilm_rm._forward
+    minilm_rm._forward = lambda rows: calls.append(len(rows)) or original(rows)
+    try:
+        again = minilm_rm.score(FEW + [LONG], cache=cache)
+    finally:
+        minilm_rm._forward = original
+    assert again[:len(FEW)] == first
+    assert calls == [1]  # only the new example went through the model

@@ -108,3 +108,21 @@ def test_summarize_and_bootstrap():
     assert bootstrap_ci([True] * 10) == (1.0, 1.0)
     lo, hi = bootstrap_ci([True, False] * 50, samples=500)
     assert 0.38 < lo < 0.5 < hi < 0.62
+
+
+def test_rm_scorer_owns_a_bounded_cache_passed_to_the_model():
+    seen = []
+
+    class Model:
+        def score(self, examples, batch_tokens=None, show_progress=None, cache=None):
+            seen.append((batch_tokens, cache))
+            cache.update({str(i): 0.0 for i in range(len(examples))})
+            return [0.0] * len(examples)
+
+    from toolrm_rl.scoring import RMScorer
+
+    scorer = RMScorer(Model(), cache_size=2)
+    scorer.score([ex(), ex(), ex()])
+    assert seen[0][0] is None and len(seen[0][1]) == 3  # the model's own batch default; cache filled
+    scorer.score([ex()])
+    assert seen[1][1] is seen[0][1] and len(seen[1][1]) == 1  # same dict, cleared once over the bound

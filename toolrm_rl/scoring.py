@@ -86,12 +86,17 @@ def _catalog(example: RMExample) -> ToolCatalog:
 
 
 class RMScorer:
-    """A ToolRM checkpoint as a scorer (loads lazily: torch is imported only here)."""
+    """A ToolRM checkpoint as a scorer (loads lazily: torch is imported only here).
+
+    The checkpoint is frozen, so scores are cached by rendered text (at most ``cache_size`` entries):
+    evaluating ``rm`` and ``hybrid`` on the same pairs, or an RL group with repeated responses, runs
+    the model once per distinct input.
+    """
 
     name = "rm"
 
-    def __init__(self, model: Any = None, *, path: str | None = None, device: str = "cpu", batch_tokens: int = 16384,
-                 show_progress: bool | None = None) -> None:
+    def __init__(self, model: Any = None, *, path: str | None = None, device: str = "cpu",
+                 batch_tokens: int | None = None, show_progress: bool | None = None, cache_size: int = 100_000) -> None:
         if model is None:
             if path is None:
                 raise ValueError("RMScorer needs a ToolRM model or a checkpoint path")
@@ -99,12 +104,17 @@ class RMScorer:
 
             model = ToolRM.from_pretrained(path, device=device)
         self.model = model
-        self.batch_tokens = batch_tokens
+        self.batch_tokens = batch_tokens  # None: the model's device-aware default
         self.show_progress = show_progress
+        self.cache_size = cache_size
+        self._cache: dict[str, float] = {}
 
     def score(self, examples: Sequence[RMExample]) -> list[float]:
         """Reward-model scores, in input order."""
-        return self.model.score(list(examples), batch_tokens=self.batch_tokens, show_progress=self.show_progress)
+        if len(self._cache) > self.cache_size:
+            self._cache.clear()
+        return self.model.score(list(examples), batch_tokens=self.batch_tokens, show_progress=self.show_progress,
+                                cache=self._cache)
 
 
 @dataclass

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import types
@@ -22,6 +21,7 @@ from typing import Any, Callable, Iterator
 from toolrm_rl.core.bfcl_types import encode_java, encode_js, language_of_category
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.match import normalize_answer
+from toolrm_rl.data.packages import package_dir
 
 __all__ = ["SINGLE_TURN_CATEGORIES", "BfclRecord", "bfcl_data_dir", "load_bfcl", "ground_truth_calls", "concrete_calls",
            "load_bfcl_checker"]
@@ -52,10 +52,7 @@ class BfclRecord:
 
 def bfcl_data_dir() -> Path:
     """The ``data/`` folder of the installed ``bfcl_eval`` package (raises if it is not installed)."""
-    spec = importlib.util.find_spec("bfcl_eval")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("bfcl-eval is not installed: run scripts/setup.sh (it installs bfcl-eval --no-deps)")
-    return Path(spec.submodule_search_locations[0]) / "data"
+    return package_dir("bfcl_eval") / "data"
 
 
 def _read_jsonl(path: Path) -> Iterator[dict]:

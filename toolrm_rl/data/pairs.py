@@ -99,13 +99,13 @@ def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: in
             if (truth.check(calls).valid if truth else False):
                 stats.n_rejected_as_correct += 1  # an acceptable alternative, not a negative
                 continue
-            (valid_pool if check_calls(calls, ex.tools).ok else invalid_pool).append((op, calls))
+            schema_ok = check_calls(calls, ex.tools).ok
+            (valid_pool if schema_ok else invalid_pool).append((op, calls, schema_ok))
         valid_pool, invalid_pool = _spread(valid_pool, rng), _spread(invalid_pool, rng)
         n_valid = min(len(valid_pool), round(negatives_per_example * schema_valid_share))
         chosen = valid_pool[:n_valid] + invalid_pool[:negatives_per_example - n_valid]
         chosen += valid_pool[n_valid:negatives_per_example - len(chosen) + n_valid]  # top up if invalid ran out
-        for j, (op, calls) in enumerate(chosen[:negatives_per_example]):
-            schema_ok = any(calls is c for _, c in valid_pool)
+        for j, (op, calls, schema_ok) in enumerate(chosen[:negatives_per_example]):
             stats.n_schema_valid += schema_ok
             by_op[op] += 1
             pairs.append(PairRecord(id=f"{ex.id}#{j}", tools=ex.tools, conversation=ex.conversation, chosen=ex.gold,

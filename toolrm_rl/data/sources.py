@@ -19,6 +19,7 @@ from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.parse import parse_pythonic
 from toolrm_rl.data.bfcl import SINGLE_TURN_CATEGORIES, _read_jsonl, bfcl_data_dir, concrete_calls
 from toolrm_rl.core.match import normalize_answer
+from toolrm_rl.data.packages import package_dir
 
 __all__ = ["ToolExample", "SourceError", "OFFLINE_SOURCES", "load_source", "bfcl_exec_examples",
            "bfcl_sql_examples", "bfcl_multi_turn_examples", "nestful_examples", "bind_positional"]
@@ -153,7 +154,10 @@ def nestful_examples(sets: tuple[str, ...] = ("glaive", "sgd", "executable"), di
     plus ``distractors`` other functions of the same API set, in a seeded order."""
     import random
 
-    root = package_data_dir("data_v1")
+    try:
+        root = package_dir("data_v1")  # nestful-wrapper ships its data as this top-level package
+    except FileNotFoundError as err:
+        raise SourceError(str(err)) from None
     for set_name in sets:
         stem = root / _NESTFUL_SETS[set_name]
         specs = {s["name"]: _nestful_spec(s) for s in json.loads(Path(f"{stem}-spec.json").read_text())}
@@ -170,16 +174,6 @@ def nestful_examples(sets: tuple[str, ...] = ("glaive", "sgd", "executable"), di
             yield ToolExample(f"nestful_{set_name}_{i}", f"nestful_{set_name}",
                               [{"role": "user", "content": row["input"]}], ToolCatalog.load([specs[n] for n in names]),
                               calls, category="sequential")
-
-
-def package_data_dir(name: str) -> Path:
-    """A data folder installed as a top-level package (``nestful-wrapper`` ships ``data_v1``)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise SourceError(f"{name} is not installed: run scripts/setup.sh (nestful-wrapper ships it)")
-    return Path(spec.submodule_search_locations[0])
 
 
 def _flatten(question: Any) -> list[dict[str, Any]]:

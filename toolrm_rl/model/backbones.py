@@ -9,20 +9,13 @@ to Hugging Face ``from_pretrained`` unchanged (a local directory or, where a hub
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from toolrm_rl.data.packages import package_dir
 
 __all__ = ["EMBEDDED", "package_dir", "minilm_dir", "qwen3_tokenizer_dir", "resolve_backbone", "build_tiny_qwen3"]
 
 EMBEDDED = ("embedded:minilm", "embedded:qwen3-tiny")
-
-
-def package_dir(package: str) -> Path:
-    """Where an installed package lives, without importing it (some of these fail to import)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package!r} is not installed: run scripts/setup.sh")
-    return Path(spec.submodule_search_locations[0])
 
 
 def minilm_dir() -> Path:

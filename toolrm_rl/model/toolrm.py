@@ -324,17 +324,21 @@ class ToolRM:
         return logits.reshape(len(rows)).float().cpu()
 
     def score_texts(self, texts: Sequence[str], *, batch_tokens: int | None = None,
-                    show_progress: bool | None = None) -> list[float]:
+                    show_progress: bool | None = None, cache: dict[str, float] | None = None) -> list[float]:
         """Scores of pre-rendered texts, in input order (identical texts are scored once).
 
         :param batch_tokens: token budget per forward pass (rows x longest row); None: 4096 on CPU,
             32768 on other devices.
-        :param show_progress: a tqdm bar; None shows it above ~256 texts."""
+        :param show_progress: a tqdm bar; None shows it above ~256 texts.
+        :param cache: text -> score, read and filled: texts already in it are not scored again. Only
+            for a model whose weights no longer change (the caller owns and bounds it)."""
         if not texts:
             return []
+        if cache is not None and all(t in cache for t in texts):
+            return [cache[t] for t in texts]
         if batch_tokens is None:
             batch_tokens = BATCH_TOKENS["cpu" if self.device.type == "cpu" else "other"]
-        unique = list(dict.fromkeys(texts))
+        unique = [t for t in dict.fromkeys(texts) if cache is None or t not in cache]
         ids = self.encode(unique)
         show = len(unique) > AUTO_PROGRESS_MIN if show_progress is None else show_progress
         scores = [math.nan] * len(unique)
@@ -350,11 +354,15 @@ class ToolRM:
         finally:
             self.model.train(was_training)  # scoring during training must not switch dropout off
         by_text = dict(zip(unique, scores))
+        if cache is not None:
+            cache.update(by_text)
+            by_text = cache
         return [by_text[t] for t in texts]
 
     def score(self, examples: Sequence[RMExample], *, batch_tokens: int | None = None,
-              show_progress: bool | None = None) -> list[float]:
-        """Scores of examples (rendered with this model's RenderSpec), in input order."""
+              show_progress: bool | None = None, cache: dict[str, float] | None = None) -> list[float]:
+        """Scores of examples (rendered with this model's RenderSpec), in input order; ``cache`` as
+        in :meth:`score_texts`."""
         texts, over = [], 0
         for i, ex in enumerate(examples):
             try:
@@ -368,7 +376,7 @@ class ToolRM:
         if over:
             warnings.warn(f"{over} of {len(texts)} inputs exceed RenderSpec.max_tokens={self.render_spec.max_tokens} "
                           "after every allowed cut", stacklevel=2)
-        return self.score_texts(texts, batch_tokens=batch_tokens, show_progress=show_progress)
+        return self.score_texts(texts, batch_tokens=batch_tokens, show_progress=show_progress, cache=cache)
 
     def score_pairs(self, pairs: Sequence[tuple[RMExample, RMExample]], *, batch_tokens: int | None = None,
                     show_progress: bool | None = None) -> list[tuple[float, float]]:
