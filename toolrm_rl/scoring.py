@@ -22,8 +22,16 @@ from toolrm_rl.core.calls import ToolCatalog
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.core.schema import check_calls
 
-__all__ = ["Scorer", "RulesScorer", "RMScorer", "HybridScorer", "SCORERS", "get_scorer", "score_pairs",
+__all__ = ["Scorer", "ScorerUnavailable", "RulesScorer", "RMScorer", "HybridScorer", "SCORERS", "get_scorer", "score_pairs",
            "DEFAULT_RULE_WEIGHTS"]
+
+
+class ScorerUnavailable(RuntimeError):
+    """A scorer backend cannot answer now (server down, timeout, open circuit breaker, bad reply).
+
+    Remote backends raise only this, so callers that must never fail (the verl reward) catch one
+    exception type and fall back to the rule score.
+    """
 
 
 @runtime_checkable
