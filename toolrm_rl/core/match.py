@@ -25,7 +25,39 @@ from toolrm_rl.core.bfcl_types import (
 from toolrm_rl.core.calls import ToolCall, ToolCatalog, ToolSpec, calls_from_bfcl, load_json_field
 
 __all__ = ["MatchResult", "GroundTruth", "match_bfcl", "normalize_answer", "standardize_string",
-           "calls_equal", "canonical_calls"]
+           "calls_equal", "canonical_calls", "ERROR_CATEGORIES", "error_category"]
+
+# The FC-RewardBench card's 8 error categories (shares in the benchmark: value 43%, function name
+# 27%, call count 16%, missing optional 5%, missing required 3%, value type 3%, unexpected param 1%,
+# unparsable 1%). Raw BFCL ``error_type`` strings map onto them with :func:`error_category`.
+ERROR_CATEGORIES = ("wrong_value", "wrong_function", "wrong_count", "missing_optional", "missing_required",
+                    "wrong_type", "unexpected_param", "unparsable")
+_CATEGORY_BY_SUFFIX = {
+    "wrong_count": "wrong_count", "wrong_func_name": "wrong_function", "missing_required": "missing_required",
+    "unexpected_param": "unexpected_param", "missing_optional": "missing_optional",
+    "decoder_failed": "unparsable", "cannot_find_match": "wrong_value",
+}
+
+
+def error_category(error_type: str) -> str:
+    """Map a raw BFCL ``error_type`` to one of :data:`ERROR_CATEGORIES` (``"other"`` if unknown).
+
+    ``parallel_function_checker_no_order:cannot_find_match`` means no permutation matched, which in
+    practice is a wrong value in one of the calls; BFCL logs it that way, so it counts as a value error.
+
+    >>> error_category("value_error:string"), error_category("type_error:java")
+    ('wrong_value', 'wrong_type')
+    >>> error_category("multiple_function_checker:wrong_count"), error_category("simple_function_checker:wrong_func_name")
+    ('wrong_count', 'wrong_function')
+    >>> error_category("ast_decoder:decoder_failed"), error_category("something_new")
+    ('unparsable', 'other')
+    """
+    head, _, tail = (error_type or "").partition(":")
+    if head == "value_error":
+        return "wrong_value"
+    if head == "type_error":
+        return "wrong_type"
+    return _CATEGORY_BY_SUFFIX.get(tail, "other")
 
 
 class MatchResult:
