@@ -130,9 +130,9 @@ class VLLMGenerator:
     def build_batch(self, requests: Sequence[GenerationRequest], *, n: int, temperature: float, max_tokens: int,
                     seed: int) -> tuple[list[str], list[Any]]:
         """The prompts (chat template with tools) and per-request ``SamplingParams`` sent to vLLM."""
+        tokenizer = self._engine().get_tokenizer()  # raises GeneratorError when vllm is absent
         import vllm
 
-        tokenizer = self._engine().get_tokenizer()
         prompts = [tokenizer.apply_chat_template(r.messages, tools=r.tools or None, add_generation_prompt=True,
                                                  tokenize=False, **self.chat_template_kwargs) for r in requests]
         params = [vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens,
