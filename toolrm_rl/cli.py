@@ -226,5 +226,45 @@ def eval_fc_rewardbench(
         typer.echo(json.dumps(result if len(reports) > 1 else reports[0].to_dict()))
 
 
+# ---------------------------------------------------------------------------------------- serve
+@app.command("serve")
+def serve_cmd(
+    model: str = typer.Option(..., "--model", help="ToolRM checkpoint directory (with toolrm.json)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback unless you mean to expose it)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    token_env: str = typer.Option("TOOLRM_SERVE_TOKEN", help="Env var with the bearer token (unset: no auth)."),
+    max_batch: int = typer.Option(64, help="Most texts per forward of the dynamic batcher."),
+    max_wait_ms: float = typer.Option(5.0, help="Batcher wait for more texts after the first one (ms)."),
+    max_body_mb: float = typer.Option(8.0, help="Largest request body (413 above)."),
+    max_items: int = typer.Option(512, help="Most items per request (413 above)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+    dtype: Optional[str] = typer.Option(None, help="float32, bfloat16, auto (default: fp32 on CPU, bf16 else)."),
+    served_name: Optional[str] = typer.Option(None, help="Model name in responses (default: directory name)."),
+    ray: bool = typer.Option(False, "--ray", help="Serve with Ray Serve replicas instead of one uvicorn process."),
+    replicas: int = typer.Option(1, help="--ray: number of replicas."),
+    num_gpus_per_replica: float = typer.Option(0.0, help="--ray: GPUs per replica (>0 puts the model on cuda)."),
+    num_cpus_per_replica: float = typer.Option(1.0, help="--ray: CPUs per replica."),
+    ray_address: Optional[str] = typer.Option(None, help="--ray: address of a running Ray cluster (default: start one)."),
+) -> None:
+    """Serve ToolRM scores over HTTP: POST /score (native), POST /classify (vLLM-compatible), GET /health."""
+    import logging
+
+    from toolrm_rl.serve.app import ServeConfig, run_server
+
+    if not Path(model).is_dir():
+        raise typer.BadParameter(f"--model: not a checkpoint directory: {model}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    config = ServeConfig(model=model, host=host, port=port, token_env=token_env or None, max_batch=max_batch,
+                         max_wait_ms=max_wait_ms, max_body_mb=max_body_mb, max_items=max_items, device=device,
+                         dtype=dtype, served_name=served_name)
+    if ray:
+        from toolrm_rl.serve.ray_serve import run_ray_serve
+
+        run_ray_serve(config, replicas=replicas, num_gpus_per_replica=num_gpus_per_replica,
+                      num_cpus_per_replica=num_cpus_per_replica, address=ray_address)
+    else:
+        run_server(config)
+
+
 if __name__ == "__main__":
     app()

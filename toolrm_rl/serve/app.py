@@ -31,7 +31,7 @@ fastapi is imported inside :func:`create_app` only (the serve extra); torch only
 path is loaded.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at runtime.
 
 import asyncio
 import hmac

@@ -1,0 +1,78 @@
+"""The scoring server as a Ray Serve deployment: the same FastAPI app (:func:`toolrm_rl.serve.app.create_app`)
+in every replica, one model per replica, for several GPUs or nodes.
+
+Each replica loads the checkpoint on its own device (``cuda`` when it has GPUs, else ``cpu``) and runs
+its own dynamic batcher; Ray Serve's proxy spreads requests over the replicas, so the routes,
+responses and errors are exactly those of ``toolrm serve``. ray is imported inside functions only.
+
+    toolrm serve --model runs/toolrm/final --ray --replicas 4 --num-gpus-per-replica 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from toolrm_rl.serve.app import ServeConfig
+
+__all__ = ["build_deployment", "deployment_options", "run_ray_serve"]
+
+
+def deployment_options(replicas: int = 1, num_gpus_per_replica: float = 0.0, num_cpus_per_replica: float = 1.0,
+                       max_ongoing_requests: int = 256) -> dict[str, Any]:
+    """Ray Serve deployment options: ``num_replicas`` and per-replica ``ray_actor_options``.
+
+    ``max_ongoing_requests`` is high because each replica batches: many requests in flight per
+    replica is what lets its batcher fill batches."""
+    if replicas < 1:
+        raise ValueError("replicas must be >= 1")
+    if num_gpus_per_replica < 0 or num_cpus_per_replica < 0:
+        raise ValueError("num_gpus_per_replica and num_cpus_per_replica must be >= 0")
+    return {"name": "ToolRMScorer", "num_replicas": int(replicas), "max_ongoing_requests": int(max_ongoing_requests),
+            "ray_actor_options": {"num_gpus": float(num_gpus_per_replica), "num_cpus": float(num_cpus_per_replica)}}
+
+
+def build_deployment(config: ServeConfig, *, replicas: int = 1, num_gpus_per_replica: float = 0.0,
+                     num_cpus_per_replica: float = 1.0, max_ongoing_requests: int = 256,
+                     token: str | None = None) -> Any:
+    """A bound Ray Serve application (``serve.run`` it) serving ``config.model`` with ``replicas`` replicas.
+
+    :param config: server options; ``device`` is replaced by ``cuda`` in replicas that get GPUs.
+    :param token: bearer token shipped to the replicas; None: each replica reads ``config.token_env``.
+    :returns: ``Deployment.bind(...)`` (a ``ray.serve`` Application).
+    """
+    from ray import serve
+
+    from toolrm_rl.serve.app import create_app
+
+    opts = deployment_options(replicas, num_gpus_per_replica, num_cpus_per_replica, max_ongoing_requests)
+    replica_config = dataclasses.replace(config, device="cuda" if num_gpus_per_replica > 0 else config.device)
+
+    @serve.ingress()
+    class ToolRMScorer:
+        """One replica: a model, its batcher and the FastAPI app (built after __init__, on the replica)."""
+
+        def __init__(self, cfg: dict[str, Any], token: str | None) -> None:
+            self.cfg, self.token = ServeConfig(**cfg), token
+
+        def __serve_build_asgi_app__(self):
+            return create_app(self.cfg.model, self.cfg, token=self.token)
+
+    deployment = serve.deployment(**opts)(ToolRMScorer)
+    return deployment.bind(dataclasses.asdict(replica_config), token)
+
+
+def run_ray_serve(config: ServeConfig, *, replicas: int = 1, num_gpus_per_replica: float = 0.0,
+                  num_cpus_per_replica: float = 1.0, address: str | None = None, blocking: bool = True) -> Any:
+    """Start Ray (or join ``address``), serve the deployment on ``config.host:config.port`` and, when
+    ``blocking``, wait until interrupted. Returns the app handle."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        ray.init(address=address)
+    serve.start(http_options={"host": config.host, "port": config.port})
+    app = build_deployment(config, replicas=replicas, num_gpus_per_replica=num_gpus_per_replica,
+                           num_cpus_per_replica=num_cpus_per_replica)
+    handle = serve.run(app, name="toolrm", route_prefix="/", blocking=blocking)
+    return handle
