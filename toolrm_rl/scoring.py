@@ -8,6 +8,8 @@ conversation, candidate calls) to floats; higher is better. Backends:
 - ``rm``: a ToolRM checkpoint (:class:`toolrm_rl.model.ToolRM`).
 - ``hybrid``: rules and RM together, either as a *gate* (any schema violation ranks the candidate
   below every schema-valid one; the RM orders candidates within each side) or a weighted sum.
+- ``remote``: scores from a scoring server, ours (``toolrm serve``) or a vLLM ``/classify`` one
+  (:class:`toolrm_rl.serve.client.RemoteScorer`); fails only with :class:`ScorerUnavailable`.
 
 ``get_scorer("rules" | "rm" | "hybrid", **options)`` builds one by name; later backends register
 in :data:`SCORERS`.
@@ -155,11 +157,18 @@ class HybridScorer:
         return [m if r == 0 else m - self.gate_penalty + r for r, m in zip(rule_scores, rm_scores)]
 
 
+def _remote_scorer(**options: Any) -> Scorer:
+    from toolrm_rl.serve.client import RemoteScorer  # imported on use: the server client (httpx)
+
+    return RemoteScorer(**options)
+
+
 SCORERS: dict[str, Callable[..., Scorer]] = {
     "rules": lambda **kw: RulesScorer(**kw),
     "rm": lambda **kw: RMScorer(**kw),
     "hybrid": lambda rm=None, path=None, device="cpu", **kw: HybridScorer(
         rm=rm if rm is not None else RMScorer(path=path, device=device), **kw),
+    "remote": lambda **kw: _remote_scorer(**kw),
 }
 
 

@@ -61,6 +61,13 @@ class CircuitBreaker:
         self._probing = False
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:  # picklable: the lock is rebuilt
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def state(self) -> str:
         """``closed``, ``open`` or ``half-open``."""
