@@ -1,28 +1,40 @@
-"""Offline tool-calling sources that are fair training data, as canonical :class:`ToolExample`s.
+"""Tool-calling sources as canonical :class:`ToolExample`s, all reached through :func:`load_source`.
 
-Only data that no benchmark here measures: bfcl-eval's multi-turn records (each user turn with the
-gold calls of that turn), its unused executable/SQL question sets, and NESTFUL's sequences of calls
-(shipped by ``nestful-wrapper``). BFCL single-turn categories
-(simple, multiple, parallel, parallel_multiple, java, javascript, live_*) are refused: FC-RewardBench
-and BFCL's AST track are built from them.
+File sources (``path=...``): xlam-function-calling-60k / APIGen rows, xlam-irrelevance-style rows (no
+call is right), Schema-Guided-Dialogue dialogues with their schema, and OpenAI-format chat JSONL.
+Offline packaged sources (no path): bfcl-eval's multi-turn records (each user turn with the gold calls
+of that turn), its unused executable / REST / SQL question sets, NESTFUL's call sequences and
+ComplexFuncBench's multi-step calls (both shipped by ``nestful-wrapper``).
+
+Refused: BFCL single-turn categories (simple, multiple, parallel, parallel_multiple, java, javascript,
+live_*), because FC-RewardBench and BFCL's AST track are built from them; BFCL memory and web-search
+records, whose answers are text, not calls. Unreadable rows raise :class:`SourceError` naming file,
+row (1-based) and field, or are counted and skipped with ``skip_bad_rows=True``.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.calls import CatalogError, ToolCall, ToolCatalog, calls_from_bfcl, calls_from_openai, load_json_field
 from toolrm_rl.core.parse import parse_pythonic
+from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.bfcl import SINGLE_TURN_CATEGORIES, _read_jsonl, bfcl_data_dir, concrete_calls
 from toolrm_rl.core.match import normalize_answer
 from toolrm_rl.data.packages import package_dir
 
-__all__ = ["ToolExample", "SourceError", "OFFLINE_SOURCES", "load_source", "bfcl_exec_examples",
-           "bfcl_sql_examples", "bfcl_multi_turn_examples", "nestful_examples", "bind_positional"]
+__all__ = ["ToolExample", "SourceError", "OFFLINE_SOURCES", "FILE_SOURCES", "load_source", "bfcl_exec_examples",
+           "bfcl_sql_examples", "bfcl_rest_examples", "bfcl_multi_turn_examples", "nestful_examples",
+           "complexfuncbench_examples", "xlam_examples", "irrelevance_examples", "sgd_examples",
+           "openai_jsonl_examples", "xlam_tool_to_spec", "bind_positional"]
+
+log = logging.getLogger(__name__)
 
 # bfcl-eval's class name -> function-doc file for multi-turn records.
 _MULTI_TURN_DOCS = {
@@ -136,10 +148,13 @@ def _nestful_spec(item: dict) -> dict:
     props, required = {}, []
     for name, param in (item.get("query_parameters") or {}).items():
         schema: dict[str, Any] = {"type": param.get("type") or "string", "description": param.get("description", "")}
-        if param.get("allowed_values"):
-            schema["enum"] = param["allowed_values"]
+        enum = param.get("allowed_values") or param.get("enum")  # NESTFUL / ComplexFuncBench spellings
+        if enum:
+            schema["enum"] = enum
         if "default_value" in param:
             schema["default"] = param["default_value"]
+        elif param.get("default") is not None:
+            schema["default"] = param["default"]
         props[name] = schema
         if param.get("required"):
             required.append(name)
@@ -176,6 +191,405 @@ def nestful_examples(sets: tuple[str, ...] = ("glaive", "sgd", "executable"), di
                               calls, category="sequential")
 
 
+def bfcl_rest_examples(data_dir: Path | None = None) -> Iterator[ToolExample]:
+    """bfcl-eval's unused REST question set: ``requests.get`` calls, gold from its executable sanity-check file
+    (the REST ``possible_answer`` file holds API responses, not calls)."""
+    root = (Path(data_dir) if data_dir else bfcl_data_dir()) / "unused_datasets"
+    gold = {f"rest_{r['idx']}": r["ground_truth"]
+            for r in _read_jsonl(root / "executable_eval_sanity_check" / "api_status_check_ground_truth_rest.json")}
+    for row in _read_jsonl(root / "question" / "BFCL_v4_rest.json"):
+        if row["id"] not in gold:
+            continue
+        catalog = ToolCatalog.load(row["function"])
+        call = bind_positional(gold[row["id"]], catalog)
+        if call is None or call.name not in catalog:
+            continue
+        yield ToolExample(row["id"], "bfcl_rest", _flatten(row["question"]), catalog, [call], category="simple")
+
+
+# -- file sources -----------------------------------------------------------------------------------
+
+class _RowError(ValueError):
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"field {field_name!r}: {message}")
+
+
+def _read_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(1-based row number, row) of a JSON-lines file or a JSON array; an unreadable line yields a _RowError."""
+    if not path.is_file():
+        raise SourceError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SourceError(f"{path}: not a valid JSON array ({err.msg} at line {err.lineno})") from None
+        yield from enumerate(rows, 1)
+        return
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as err:
+                yield line_no, _RowError("(line)", f"not valid JSON ({err.msg})")
+
+
+def _each_row(path: str | Path, convert, skip_bad_rows: bool, bad_rows: list | None) -> Iterator[ToolExample]:
+    """Examples of every row of ``path``; a bad row raises SourceError (file, row, field) or is skipped and counted."""
+    path = Path(path)
+    skipped = 0
+    for row_no, row in _read_rows(path):
+        try:
+            if isinstance(row, _RowError):
+                raise row
+            if not isinstance(row, dict):
+                raise _RowError("(row)", f"expected an object, got {type(row).__name__}")
+            examples = list(convert(row, row_no))
+        except (_RowError, CatalogError) as err:
+            message = f"{path}: row {row_no}: {err}"
+            if not skip_bad_rows:
+                raise SourceError(message) from None
+            skipped += 1
+            if bad_rows is not None:
+                bad_rows.append(message)
+            continue
+        yield from examples
+    if skipped:
+        log.warning("%s: skipped %d bad rows", path, skipped)
+
+
+def _field(row: dict, name: str, convert=lambda v: v, default: Any = ...) -> Any:
+    if name not in row or row[name] is None:
+        if default is not ...:
+            return convert(default)
+        raise _RowError(name, "missing")
+    try:
+        return convert(row[name])
+    except CatalogError as err:
+        raise _RowError(name, str(err)) from None
+
+
+_PY_TYPES = {"str": "string", "string": "string", "text": "string", "int": "integer", "integer": "integer",
+             "float": "number", "number": "number", "double": "number", "bool": "boolean", "boolean": "boolean",
+             "list": "array", "array": "array", "tuple": "array", "set": "array", "sequence": "array",
+             "dict": "object", "object": "object", "mapping": "object"}
+
+
+def _python_type_schema(type_text: Any) -> tuple[dict[str, Any], bool]:
+    """(JSON schema, optional) for an xlam/APIGen type annotation: ``str``, ``int, optional``,
+    ``List[int]``, ``Optional[str]``, ``Dict[str, Any]``. Unknown annotations get no ``type``."""
+    if not isinstance(type_text, str):
+        return {}, False
+    text = type_text.strip()
+    optional = False
+    if re.search(r",\s*optional\s*$", text, re.I):
+        text, optional = re.sub(r",\s*optional\s*$", "", text, flags=re.I).strip(), True
+    m = re.fullmatch(r"(?:typing\.)?Optional\[(.*)\]", text)
+    if m:
+        text, optional = m.group(1).strip(), True
+    m = re.fullmatch(r"(?:typing\.)?(\w+)\s*(?:\[(.*)\])?", text)
+    if not m:
+        return {}, optional
+    base, inner = m.group(1).lower(), m.group(2)
+    json_type = _PY_TYPES.get(base)
+    if json_type is None:
+        return {}, optional
+    schema: dict[str, Any] = {"type": json_type}
+    if json_type == "array" and inner and base == "list":
+        item_schema, _ = _python_type_schema(inner)
+        if item_schema:
+            schema["items"] = item_schema
+    return schema, optional
+
+
+def xlam_tool_to_spec(tool: Any) -> dict[str, Any]:
+    """An xlam/APIGen tool (``parameters`` as ``{name: {type, description, default}}``) as a function doc
+    with a JSON-schema ``parameters``; a parameter is optional when it has a default or an optional type.
+    Tools already in JSON-schema form pass through."""
+    if not isinstance(tool, dict):
+        raise CatalogError(f"expected a tool object, got {type(tool).__name__}")
+    params = tool.get("parameters")
+    if isinstance(params, dict) and isinstance(params.get("properties"), dict) and params.get("type") in ("object", "dict"):
+        return tool
+    props, required = {}, []
+    for name, param in (params or {}).items():
+        param = param if isinstance(param, dict) else {}
+        schema, optional = _python_type_schema(param.get("type"))
+        if param.get("description"):
+            schema["description"] = str(param["description"])
+        if "default" in param:
+            schema["default"] = param["default"]
+        props[name] = schema
+        if not optional and "default" not in param:
+            required.append(name)
+    return {"name": tool.get("name"), "description": tool.get("description") or "",
+            "parameters": {"type": "object", "properties": props, "required": required}}
+
+
+def _xlam_catalog(value: Any) -> ToolCatalog:
+    tools = load_json_field(value, "tools")
+    if not isinstance(tools, list):
+        raise CatalogError(f"expected a list of tools, got {type(tools).__name__}")
+    specs = []
+    for i, tool in enumerate(tools):
+        try:
+            specs.append(xlam_tool_to_spec(tool))
+        except CatalogError as err:
+            raise CatalogError(f"tools[{i}]: {err}") from None
+    return ToolCatalog.load(specs)
+
+
+def _xlam_row(row: dict, row_no: int, source: str, irrelevance: bool) -> Iterator[ToolExample]:
+    query = _field(row, "query")
+    if not isinstance(query, str) or not query.strip():
+        raise _RowError("query", "empty or not a string")
+    catalog = _field(row, "tools", _xlam_catalog)
+    calls = _field(row, "answers", calls_from_bfcl, default="[]")
+    if irrelevance and calls:
+        raise _RowError("answers", f"an irrelevance row must have no calls, got {len(calls)}")
+    for i, call in enumerate(calls):
+        if call.name not in catalog:
+            raise _RowError("answers", f"calls[{i}] names {call.name!r}, which is not in the row's tools")
+    category = "irrelevance" if not calls else ("parallel" if len(calls) > 1 else "simple")
+    yield ToolExample(f"{source}_{row.get('id', row_no)}", source, [{"role": "user", "content": query}], catalog, calls,
+                      category=category)
+
+
+def xlam_examples(path: str | Path, *, source: str = "xlam", skip_bad_rows: bool = False,
+                  bad_rows: list[str] | None = None) -> Iterator[ToolExample]:
+    """xlam-function-calling-60k / APIGen rows (``query``, ``tools``, ``answers``, the last two as JSON
+    strings) from a JSON-lines file or a JSON array. Rows with ``answers == "[]"`` become abstain examples.
+
+    Args:
+        path: the data file.
+        source: the ``source`` name the examples carry.
+        skip_bad_rows: count and skip unreadable rows instead of raising :class:`SourceError`.
+        bad_rows: when given, one message (file, row, field) per skipped row is appended to it.
+    """
+    return _each_row(path, lambda row, n: _xlam_row(row, n, source, False), skip_bad_rows, bad_rows)
+
+
+def irrelevance_examples(path: str | Path, *, source: str = "xlam_irrelevance", skip_bad_rows: bool = False,
+                         bad_rows: list[str] | None = None) -> Iterator[ToolExample]:
+    """xlam-irrelevance-style rows (``query`` + ``tools``; ``answers`` absent or ``"[]"``): no call is
+    right, so abstaining is the positive. A row with calls is a bad row."""
+    return _each_row(path, lambda row, n: _xlam_row(row, n, source, True), skip_bad_rows, bad_rows)
+
+
+def _sgd_catalog(services: list[dict]) -> ToolCatalog:
+    specs = []
+    for service in services:
+        slots = {s["name"]: s for s in service.get("slots", []) if isinstance(s, dict) and "name" in s}
+        for intent in service.get("intents", []):
+            props, required = {}, list(intent.get("required_slots") or [])
+            optional = intent.get("optional_slots") or {}
+            for slot_name in required + [s for s in optional if s not in required]:
+                slot = slots.get(slot_name, {})
+                schema: dict[str, Any] = {"type": "string", "description": slot.get("description", "")}
+                values = slot.get("possible_values") or []
+                if slot.get("is_categorical") and values:
+                    schema["enum"] = list(values)
+                if slot_name in optional and optional[slot_name] != "dontcare":
+                    schema["default"] = optional[slot_name]
+                props[slot_name] = schema
+            specs.append({"name": intent["name"], "description": intent.get("description", ""),
+                          "parameters": {"type": "object", "properties": props, "required": required}})
+    return ToolCatalog.load(specs)
+
+
+def sgd_examples(path: str | Path, *, schema_path: str | Path | None = None, source: str = "sgd",
+                 skip_bad_rows: bool = False, bad_rows: list[str] | None = None) -> Iterator[ToolExample]:
+    """Schema-Guided-Dialogue dialogues: one example per SYSTEM turn whose frames make a ``service_call``.
+
+    The catalog is the intents of the dialogue's services (slots as string parameters, categorical slots
+    as enums, optional slots with their defaults); the conversation is the dialogue so far, earlier
+    service calls included as assistant tool calls with their results as tool messages.
+
+    Args:
+        path: a dialogues file (a JSON array of dialogues) or a directory of ``dialogues_*.json`` files.
+        schema_path: the services schema (default: ``schema.json`` next to the dialogues).
+    """
+    path = Path(path)
+    files = sorted(path.glob("dialogues_*.json")) if path.is_dir() else [path]
+    schema_file = Path(schema_path) if schema_path else (path if path.is_dir() else path.parent) / "schema.json"
+    if not schema_file.is_file():
+        raise SourceError(f"{schema_file}: SGD schema file not found (pass schema_path=...)")
+    try:
+        services = {s["service_name"]: s for s in json.loads(schema_file.read_text(encoding="utf-8"))}
+    except (json.JSONDecodeError, TypeError, KeyError) as err:
+        raise SourceError(f"{schema_file}: not an SGD schema (a list of services with service_name): {err}") from None
+
+    def convert(dialogue: dict, row_no: int) -> Iterator[ToolExample]:
+        names = _field(dialogue, "services")
+        unknown = [n for n in names if n not in services]
+        if unknown:
+            raise _RowError("services", f"{unknown} not in {schema_file.name}")
+        catalog = _sgd_catalog([services[n] for n in names])
+        history: list[dict[str, Any]] = []
+        dialogue_id = dialogue.get("dialogue_id", row_no)
+        for t, turn in enumerate(_field(dialogue, "turns")):
+            speaker, text = turn.get("speaker"), turn.get("utterance")
+            if speaker not in ("USER", "SYSTEM") or not isinstance(text, str):
+                raise _RowError(f"turns[{t}]", "needs speaker USER/SYSTEM and an utterance")
+            calls, results = [], []
+            for f, frame in enumerate(turn.get("frames") or []):
+                service_call = frame.get("service_call")
+                if speaker == "SYSTEM" and service_call:
+                    method, params = service_call.get("method"), service_call.get("parameters")
+                    if method not in catalog or not isinstance(params, dict):
+                        raise _RowError(f"turns[{t}].frames[{f}].service_call",
+                                        f"method {method!r} is not an intent of {names} or parameters are missing")
+                    calls.append(ToolCall(method, dict(params)))
+                    results.append(frame.get("service_results") or [])
+            if calls:
+                yield ToolExample(f"{source}_{dialogue_id}/turn{t}", source, list(history), catalog, calls,
+                                  category="parallel" if len(calls) > 1 else "simple")
+                ids = [f"call_{t}_{i}" for i in range(len(calls))]
+                history.append({"role": "assistant", "content": "",
+                                "tool_calls": [c.to_openai(i) for c, i in zip(calls, ids)]})
+                history += [{"role": "tool", "tool_call_id": i, "name": c.name, "content": json.dumps(r)}
+                            for c, i, r in zip(calls, ids, results)]
+            history.append({"role": "user" if speaker == "USER" else "assistant", "content": text})
+
+    for file in files:
+        yield from _each_row(file, convert, skip_bad_rows, bad_rows)
+
+
+def openai_jsonl_examples(path: str | Path, *, source: str = "openai_jsonl", abstain_examples: bool = False,
+                          skip_bad_rows: bool = False, bad_rows: list[str] | None = None) -> Iterator[ToolExample]:
+    """Generic OpenAI-format chat JSONL (``messages`` with assistant ``tool_calls`` whose
+    ``function.arguments`` is a JSON string, ``tools`` as ``{"type": "function", "function": {...}}``):
+    one example per assistant turn with tool calls, the conversation being the messages before it.
+
+    Args:
+        abstain_examples: also one abstain example (gold ``[]``) per assistant turn without calls that
+            answers a user message directly.
+    """
+    def convert(row: dict, row_no: int) -> Iterator[ToolExample]:
+        catalog = _field(row, "tools", ToolCatalog.load)
+        messages = _field(row, "messages")
+        if not isinstance(messages, list):
+            raise _RowError("messages", "expected a list of chat messages")
+        row_id = row.get("id", row_no)
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or "role" not in message:
+                raise _RowError(f"messages[{i}]", "expected an object with a role")
+            if message["role"] != "assistant" or i == 0:
+                continue
+            try:
+                calls = calls_from_openai(message.get("tool_calls") or [])
+            except CatalogError as err:
+                raise _RowError(f"messages[{i}].tool_calls", str(err)) from None
+            for j, call in enumerate(calls):
+                if call.name not in catalog:
+                    raise _RowError(f"messages[{i}].tool_calls[{j}]", f"{call.name!r} is not in tools")
+            if calls or (abstain_examples and messages[i - 1].get("role") == "user"):
+                category = "irrelevance" if not calls else ("parallel" if len(calls) > 1 else "simple")
+                yield ToolExample(f"{source}_{row_id}/msg{i}", source, messages[:i], catalog, calls, category=category)
+
+    return _each_row(path, convert, skip_bad_rows, bad_rows)
+
+
+# -- ComplexFuncBench (nestful-wrapper) ----------------------------------------------------------------
+
+_REFERENCE = re.compile(r"\$(var\d+)((?:\.[^.$]+)*)\$")
+
+
+def _resolve(value: Any, results: dict[str, Any]) -> Any:
+    """``$var1.coordinates.latitude$`` references replaced by the value in earlier results (KeyError if absent)."""
+    if isinstance(value, list):
+        return [_resolve(v, results) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolve(v, results) for k, v in value.items()}
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def lookup(m: re.Match) -> Any:
+        node = results[m.group(1)]
+        for key in m.group(2).split(".")[1:]:
+            if isinstance(node, list) and not key.isdigit():
+                node = node[0]  # a field of a list result means its first item (ComplexFuncBench's convention)
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        return node
+
+    whole = _REFERENCE.fullmatch(value)
+    if whole:
+        return lookup(whole)
+    return _REFERENCE.sub(lambda m: str(lookup(m)), value)
+
+
+def _shown(value: Any, text: str) -> bool:
+    if isinstance(value, (list, dict)):
+        return all(_shown(v, text) for v in (value.values() if isinstance(value, dict) else value))
+    return (value if isinstance(value, str) else json.dumps(value)) in text
+
+
+def _as_declared(value: Any, type_name: Any) -> Any:
+    if type_name == "string" and type(value) in (int, float):
+        return json.dumps(value)
+    if type_name in ("number", "integer") and type(value) is str:
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if type_name == "integer" or (number.is_integer() and "." not in value) else number
+    return value
+
+
+def complexfuncbench_examples(distractors: int = 4, max_result_chars: int = 2000, seed: int = 0) -> Iterator[ToolExample]:
+    """ComplexFuncBench (1,000 multi-step booking requests, shipped by ``nestful-wrapper``): one example
+    per step, the conversation holding the request and the earlier calls with their (truncated) results.
+
+    Later arguments that reference earlier results (``$var1.coordinates.latitude$``) are resolved to the
+    concrete values; a step is kept only when those values are visible in the shown results (a request's
+    remaining steps are dropped after one that is not). The catalog is the request's functions plus
+    ``distractors`` others, in a seeded order.
+    """
+    import random
+
+    try:
+        stem = package_dir("data_v1") / "complexfuncbench" / "complexfuncbench"
+    except FileNotFoundError as err:
+        raise SourceError(str(err)) from None
+    specs = {s["name"]: _nestful_spec(s) for s in json.loads(Path(f"{stem}-spec.json").read_text())}
+    rows = json.loads(Path(f"{stem}-data.json").read_text())
+    for i, row in enumerate(rows):
+        output = [c for c in row.get("output", []) if c.get("name") in specs]
+        if not output or len(output) != len(row.get("output", [])):
+            continue
+        rng = random.Random(f"{seed}:cfb:{i}")
+        used = list(dict.fromkeys(c["name"] for c in output))
+        others = [n for n in specs if n not in used]
+        names = used + rng.sample(others, min(distractors, len(others)))
+        rng.shuffle(names)
+        catalog = ToolCatalog.load([specs[n] for n in names])
+        history: list[dict[str, Any]] = [{"role": "user", "content": row["input"].strip()}]
+        results: dict[str, Any] = {}
+        shown = ""
+        for step, item in enumerate(output):
+            try:
+                args = _resolve(dict(item.get("arguments") or {}), results)
+            except (KeyError, IndexError, ValueError, TypeError):
+                break
+            resolved = [v for k, v in args.items() if item["arguments"].get(k) != v]
+            if not all(_shown(v, shown) for v in resolved):
+                break  # the value came from a part of a result that the truncation hid
+            props = catalog[item["name"]].properties
+            for k in args:
+                if item["arguments"].get(k) != args[k]:  # a resolved reference takes the declared type
+                    args[k] = _as_declared(args[k], (props.get(k) or {}).get("type"))
+            call = ToolCall(item["name"], args)
+            if check_calls([call], catalog).ok:  # a few gold calls break their own schema (typos in enums)
+                yield ToolExample(f"cfb_{i}/step{step}", "complexfuncbench", list(history), catalog, [call],
+                                  category="sequential")
+            text = json.dumps(item.get("response"), ensure_ascii=False)
+            text = text if len(text) <= max_result_chars else text[:max_result_chars] + " ...(truncated)"
+            shown += "\n" + text
+            results[item.get("label", f"var{step + 1}")] = item.get("response")
+            history.append({"role": "assistant", "content": "", "tool_calls": [call.to_openai(f"call_{step}")]})
+            history.append({"role": "tool", "tool_call_id": f"call_{step}", "name": call.name, "content": text})
+
+
 def _flatten(question: Any) -> list[dict[str, Any]]:
     if question and isinstance(question[0], list):
         return [m for turn in question for m in turn]
@@ -185,22 +599,42 @@ def _flatten(question: Any) -> list[dict[str, Any]]:
 OFFLINE_SOURCES = {
     "bfcl_exec": bfcl_exec_examples,
     "bfcl_sql": bfcl_sql_examples,
+    "bfcl_rest": bfcl_rest_examples,
     "bfcl_multi_turn": bfcl_multi_turn_examples,
     "nestful": nestful_examples,
+    "complexfuncbench": complexfuncbench_examples,
 }
+# Sources read from the user's files: ``load_source(name, path=...)``.
+FILE_SOURCES = {
+    "xlam": xlam_examples,
+    "xlam_irrelevance": irrelevance_examples,
+    "sgd": sgd_examples,
+    "openai_jsonl": openai_jsonl_examples,
+}
+_TEXT_ANSWER_SOURCES = ("memory", "web_search")
 
 
 def load_source(name: str, **kwargs: Any) -> list[ToolExample]:
-    """Load an offline training source by name (see :data:`OFFLINE_SOURCES`).
+    """Load a source by name: an offline packaged one (:data:`OFFLINE_SOURCES`) or a file source
+    (:data:`FILE_SOURCES`, ``path=`` required; ``skip_bad_rows=True`` skips unreadable rows).
 
-    Raises :class:`SourceError` for BFCL single-turn categories (benchmark data) and unknown names.
+    Raises :class:`SourceError` for BFCL single-turn categories (benchmark data), BFCL memory and
+    web-search records (text answers), unknown names and unreadable rows.
     """
     bare = name.removeprefix("bfcl_")
     if bare in SINGLE_TURN_CATEGORIES or any(bare.startswith(c) for c in ("simple", "live_", "java", "javascript")):
         raise SourceError(f"{name!r} is a BFCL single-turn category: it is evaluation data (FC-RewardBench is built "
                           "from it) and may not be used for training")
+    if any(bare.startswith(c) for c in _TEXT_ANSWER_SOURCES):
+        raise SourceError(f"{name!r}: BFCL memory and web-search records are answered with text, not tool calls, "
+                          "so they give no ground-truth calls to build pairs from")
+    if name in FILE_SOURCES:
+        if "path" not in kwargs:
+            raise SourceError(f"source {name!r} reads a file: pass path=...")
+        return list(FILE_SOURCES[name](**kwargs))
     if name not in OFFLINE_SOURCES:
-        raise SourceError(f"unknown source {name!r}; offline sources: {sorted(OFFLINE_SOURCES)}")
+        raise SourceError(f"unknown source {name!r}; offline sources: {sorted(OFFLINE_SOURCES)}, "
+                          f"file sources (path=...): {sorted(FILE_SOURCES)}")
     return list(OFFLINE_SOURCES[name](**kwargs))
 
 
