@@ -266,5 +266,265 @@ def serve_cmd(
         run_server(config)
 
 
+# ------------------------------------------------- bench build, eval best-of-n / noise, filter (eval-tools)
+bench_app = typer.Typer(help="Build benchmarks: FC-RewardBench-format pairs from BFCL logs.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+_RECIPE_CTX = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _split_list(values: Optional[list[str]]) -> list[str]:
+    """Repeated options and comma-separated lists alike: ``--models a,b --models c`` -> [a, b, c]."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def _recipe_config(config_cls: type, ctx: typer.Context, config: Optional[Path], values: dict) -> object:
+    """Defaults <- recipe (``--config`` or a leading ``*.yaml`` argument) <- key=value extras <- given flags."""
+    from toolrm_rl.eval.best_of_n import load_recipe
+
+    extras = list(ctx.args)
+    if config is None and extras and extras[0].endswith((".yaml", ".yml")) and "=" not in extras[0]:
+        config = Path(extras.pop(0))
+        if not config.is_file():
+            raise typer.BadParameter(f"recipe not found: {config}")
+    bad = [a for a in extras if "=" not in a]
+    if bad:
+        raise typer.BadParameter(f"overrides must be key=value, got {bad}")
+    try:
+        return load_recipe(config_cls, config, extras, {k: v for k, v in values.items() if v is not None})
+    except Exception as err:  # omegaconf names the bad key
+        raise typer.BadParameter(f"{config or 'config'}: {err}") from None
+
+
+def _print_config(cfg: object) -> None:
+    from omegaconf import OmegaConf
+
+    typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    raise typer.Exit()
+
+
+@bench_app.command("build")
+def bench_build(
+    bfcl_logs: Path = typer.Option(..., "--bfcl-logs", exists=True, file_okay=False,
+                                   help="Folder of BFCL logs (score/<model>/... and/or result/<model>/...)."),
+    out: Path = typer.Option(..., "--out", help="Pairs file to write (.jsonl, .json or .parquet; FC-RewardBench schema)."),
+    bfcl_data: Optional[Path] = typer.Option(None, "--bfcl-data", help="bfcl-eval data/ folder for questions missing "
+                                             "from the logs (default: the installed wheel's)."),
+    models: Optional[list[str]] = typer.Option(None, "--models", help="Keep only these models (repeatable or a,b)."),
+    categories: Optional[list[str]] = typer.Option(None, "--categories", help="Keep only these test categories (v3 or v4 names)."),
+    per_question: int = typer.Option(1, "--per-question", help="Pairs per question, from different failing models."),
+    seed: int = typer.Option(0, help="Seed of the choice among failing models."),
+    keep_unparsable: bool = typer.Option(False, "--keep-unparsable", help="Keep outputs BFCL could not decode "
+                                         "(no rejected calls; the raw text in rejected_text)."),
+    optional_params: str = typer.Option("omit", "--optional-params", help="omit: leave out parameters whose acceptable "
+                                        "values include \"\"; first: write their first non-empty value."),
+    as_json: bool = typer.Option(False, "--json", help="End standard output with one JSON line of the build report."),
+) -> None:
+    """Turn BFCL result/score logs into FC-RewardBench-format pairs: chosen from the possible answer,
+    rejected from a logged failed output; one pair per question by default."""
+    from toolrm_rl.data.records import save_pairs
+    from toolrm_rl.eval.bench_builder import build_pairs
+
+    try:
+        pairs, report = build_pairs(bfcl_logs, data_dir=bfcl_data, models=_split_list(models) or None,
+                                    categories=_split_list(categories) or None, per_question=per_question, seed=seed,
+                                    keep_unparsable=keep_unparsable, optional_params=optional_params)
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from None
+    save_pairs(pairs, out, schema="fc_rewardbench")
+    typer.echo(f"{report}\nwrote {len(pairs)} pairs to {out}")
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+
+
+@eval_app.command("best-of-n", context_settings=_RECIPE_CTX)
+def eval_best_of_n(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                          help="Recipe YAML (recipes/eval/best_of_n.yaml); flags override it."),
+    data: Optional[str] = typer.Option(None, "--data", help="'bfcl' or a file of examples with possible answers."),
+    candidates: Optional[str] = typer.Option(None, "--candidates", help="Pre-generated candidates JSONL (no sampling)."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="Generator backend: vllm, transformers, openai."),
+    n: Optional[int] = typer.Option(None, "-n", "--n", help="Maximum N (candidates per question)."),
+    scorer: Optional[str] = typer.Option(None, "--scorer", help="Scorer that picks the reward-selected candidate."),
+    model: Optional[str] = typer.Option(None, "--model", help="Checkpoint for rm/hybrid."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Seeded sample of this many questions."),
+    out: Optional[str] = typer.Option(None, "--out", help="Output directory."),
+    as_json: bool = typer.Option(False, "--json", help="End standard output with one JSON line of the accuracies."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+) -> None:
+    """Best-of-N accuracy by BFCL matching for greedy, reward-selected, oracle pass@N, majority vote, first
+    schema-valid and random choice, over N = 1, 2, 4, ...; extra arguments are key=value overrides
+    (policy_options.model=PATH, temperature=0.6, limit=100)."""
+    import logging
+
+    from toolrm_rl.eval.best_of_n import BestOfNConfig, markdown, run_best_of_n
+
+    cfg = _recipe_config(BestOfNConfig, ctx, config, {"data": data, "candidates": candidates, "policy": policy, "n": n,
+                                                       "scorer": scorer, "model": model, "limit": limit, "out": out})
+    if print_config:
+        _print_config(cfg)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        result = run_best_of_n(cfg, progress=typer.echo)
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(markdown(result))
+    typer.echo(f"report: {Path(cfg.out) / 'report.json'}, plot: {Path(cfg.out) / 'best_of_n.png'}")
+    if as_json:
+        typer.echo(json.dumps({"scorer": result.scorer, "n_questions": result.n_questions, "ns": result.ns,
+                               "accuracy": result.accuracy}))
+
+
+@eval_app.command("noise", context_settings=_RECIPE_CTX)
+def eval_noise(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                          help="Recipe YAML (recipes/eval/noise.yaml); flags override it."),
+    data: Optional[str] = typer.Option(None, "--data", help="FC-RewardBench-format pairs."),
+    scorer: Optional[list[str]] = typer.Option(None, "--scorer", help="rules, rm, hybrid, ... (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Checkpoint for rm/hybrid."),
+    levels: Optional[str] = typer.Option(None, "--levels", help="Comma-separated noise levels, e.g. 0,0.1,0.2,0.4."),
+    perturbations: Optional[list[str]] = typer.Option(None, "--perturbations", help="Subset of typos, descriptions, "
+                                                      "rename_params, shuffle_tools, distractors (repeatable or a,b)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Seeded sample of this many pairs."),
+    out: Optional[str] = typer.Option(None, "--out", help="Output directory."),
+    as_json: bool = typer.Option(False, "--json", help="End standard output with one JSON line of the results."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+) -> None:
+    """Pairwise accuracy under input noise (query typos, noisy descriptions, renamed parameters, shuffled and
+    distractor tools) at graded levels, one curve per perturbation; extra arguments are key=value overrides."""
+    from toolrm_rl.eval.noise import NoiseConfig, markdown, run_noise
+
+    try:
+        level_list = [float(x) for x in levels.split(",")] if levels else None
+    except ValueError:
+        raise typer.BadParameter(f"--levels: expected comma-separated numbers, got {levels!r}") from None
+    cfg = _recipe_config(NoiseConfig, ctx, config, {
+        "data": data, "scorers": list(scorer) if scorer else None, "model": model, "levels": level_list,
+        "perturbations": _split_list(perturbations) or None, "limit": limit, "out": out})
+    if print_config:
+        _print_config(cfg)
+    try:
+        results = run_noise(cfg, progress=lambda msg: typer.echo(msg, err=True))
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(markdown(results))
+    typer.echo(f"report: {Path(cfg.out) / 'report.json'}")
+    if as_json:
+        typer.echo(json.dumps({r.scorer: r.to_dict() for r in results}))
+
+
+@app.command("filter", context_settings=_RECIPE_CTX)
+def filter_cmd(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                          help="Recipe YAML (recipes/eval/filter.yaml); flags override it."),
+    data: Optional[str] = typer.Option(None, "--data", help="SFT dataset: OpenAI chat rows or xlam rows (JSONL or JSON)."),
+    scorer: Optional[str] = typer.Option(None, "--scorer", help="rules, rm, hybrid, ..."),
+    model: Optional[str] = typer.Option(None, "--model", help="Checkpoint for rm/hybrid."),
+    keep_top: Optional[float] = typer.Option(None, "--keep-top", help="Keep this top fraction by score (e.g. 0.5)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep rows with score >= this."),
+    out: Optional[str] = typer.Option(None, "--out", help="Filtered dataset path (same format as the input)."),
+    report_dir: Optional[str] = typer.Option(None, "--report-dir", help="scores.jsonl / score_hist.png folder "
+                                             "(default: <out>_filter/)."),
+    as_json: bool = typer.Option(False, "--json", help="End standard output with one JSON line of the summary."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+) -> None:
+    """Reward-guided data filtering: score each row's own assistant tool calls, keep the top fraction or those
+    above a threshold; writes the filtered dataset, scores.jsonl and a score histogram."""
+    from toolrm_rl.eval.best_of_n import make_scorer
+    from toolrm_rl.eval.filtering import FilterConfig, filter_dataset
+
+    cfg = _recipe_config(FilterConfig, ctx, config, {"data": data, "scorer": scorer, "model": model, "keep_top": keep_top,
+                                                      "threshold": threshold, "out": out, "report_dir": report_dir})
+    if threshold is not None and keep_top is None:  # a flag picks the rule over the recipe's other one
+        cfg.keep_top = None
+    elif keep_top is not None and threshold is None:
+        cfg.threshold = None
+    if print_config:
+        _print_config(cfg)
+    if not cfg.data or not cfg.out:
+        raise typer.BadParameter("--data and --out are required")
+    if (cfg.keep_top is None) == (cfg.threshold is None):
+        raise typer.BadParameter("give exactly one of --keep-top and --threshold")
+    try:
+        result = filter_dataset(cfg.data, cfg.out, make_scorer(cfg.scorer, cfg.model, **dict(cfg.scorer_options)),
+                                keep_top=cfg.keep_top, threshold=cfg.threshold, report_dir=cfg.report_dir,
+                                chunk_size=cfg.chunk_size)
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from None
+    cut = "none" if result.cut is None else f"{result.cut:.4g}"
+    typer.echo(f"kept {result.kept} of {result.n} rows (cut score {cut}) -> {result.out}\n"
+               f"scores and histogram: {result.report_dir}")
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+
+
+# ------------------------------------------------------------------------------------- verl-data
+@app.command("verl-data")
+def verl_data_cmd(
+    source: str = typer.Option(..., "--source", help="Offline source name (bfcl_exec, nestful, ...) or a file: "
+                                                     "xlam/OpenAI-JSONL/SGD rows, BFCL-format questions, canonical JSONL."),
+    out: Path = typer.Option(..., "--out", help="Output directory for train.parquet and val.parquet."),
+    kind: str = typer.Option("auto", "--kind", help="File input kind: auto, bfcl, canonical, xlam, openai_jsonl, sgd, ..."),
+    tools_in: str = typer.Option("system", "--tools-in", help="system: tools listed in the system prompt; template: "
+                                                              "left to verl's tool config (tool_agent)."),
+    fmt: str = typer.Option("hermes", "--format", help="Call format the prompt asks for: hermes, json, pythonic."),
+    style: str = typer.Option("model", "--style", help="reward_model.style: model (ToolRM reward) or rule."),
+    agent_name: Optional[str] = typer.Option(None, "--agent-name", help="agent_name column, e.g. tool_agent."),
+    max_rows: Optional[int] = typer.Option(None, "--max-rows", help="Keep at most this many examples."),
+    val_fraction: float = typer.Option(0.05, "--val-fraction", help="Share of examples in val.parquet."),
+    seed: int = typer.Option(0, "--seed", help="Shuffle seed for the split."),
+) -> None:
+    """Convert tool-calling examples into verl parquet rows (prompt, reward_model, extra_info with tools,
+    conversation and gold calls as JSON strings) for toolrm_rl.verl.reward."""
+    from toolrm_rl.data.sources import SourceError
+    from toolrm_rl.verl.data import load_examples, write_verl_data
+
+    try:
+        examples = load_examples(source, kind)
+        report = write_verl_data(examples, out, val_fraction=val_fraction, seed=seed, tools_in=tools_in, fmt=fmt,
+                                 style=style, agent_name=agent_name, max_rows=max_rows)
+    except (SourceError, ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(f"train: {report.n_train} rows -> {report.train_path}\nval: {report.n_val} rows -> {report.val_path}\n"
+               f"gold 'no call': {report.n_no_call}; sources: {json.dumps(report.sources)}")
+
+
+# -- synth: preference-pair synthesis (toolrm_rl.data.synth) ------------------------------------------
+
+@app.command("synth", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def synth_cmd(
+    ctx: typer.Context,
+    recipe: Path = typer.Argument(..., exists=True, dir_okay=False, help="Recipe YAML (see recipes/synth/)."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+    force: bool = typer.Option(False, "--force", help="Discard shards of a different config in output_dir and start over."),
+) -> None:
+    """Synthesize (correct, incorrect) tool-call pairs from a recipe. Extra arguments are key=value overrides."""
+    from omegaconf import OmegaConf
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from toolrm_rl.data.synth import load_config, summary_markdown, synthesize
+
+    bad = [a for a in ctx.args if "=" not in a]
+    if bad:
+        raise typer.BadParameter(f"overrides must be key=value, got {bad}")
+    try:
+        cfg = load_config(recipe, ctx.args)
+    except Exception as err:  # omegaconf names the bad key
+        raise typer.BadParameter(f"{recipe}: {err}") from None
+    if print_config:
+        typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        raise typer.Exit()
+    try:
+        result = synthesize(cfg, force=force)
+    except ValueError as err:  # a config/output-dir conflict or bad source entry, named in the message
+        raise typer.BadParameter(str(err)) from None
+    Console().print(Markdown(summary_markdown(result.summary)))
+    typer.echo(f"pairs: {result.pairs_file or result.output_dir} ({result.summary.get('n_pairs', 0)} rows, "
+               f"{result.seconds:.1f} s); summary: {result.output_dir / 'summary.md'}")
+
+
 if __name__ == "__main__":
     app()
