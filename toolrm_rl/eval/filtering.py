@@ -8,7 +8,11 @@ The scored candidate of each row is the dataset's own assistant answer, in its c
   ``tool_calls``, or calls written in its content; none: an abstention scored with its text), with the
   messages before it as the conversation.
 - xlam / APIGen rows ``{"query", "tools", "answers"}`` (JSON strings or values): the ``answers`` calls
-  for the single user query; xlam parameter dicts become JSON-schema parameters.
+  for the single user query; xlam parameter dicts become JSON-schema parameters
+  (:func:`toolrm_rl.data.sources.xlam_tool_to_spec`).
+
+The sources' example adapters are not used for rows: filtering needs exactly one candidate per row,
+and a call to a function missing from ``tools`` must be scored (low), not refused.
 
 Rows are kept when among the top ``keep_top`` fraction (ties at the cut: the earlier row) or when
 ``score >= threshold``. The filtered dataset keeps the input's rows unchanged, in input order and in
@@ -29,6 +33,7 @@ from typing import Any, Sequence
 from toolrm_rl.core.calls import CatalogError, ToolCatalog, calls_from_bfcl, load_json_field
 from toolrm_rl.core.parse import parse_openai_message, strip_thinking
 from toolrm_rl.core.render import RMExample
+from toolrm_rl.data.sources import xlam_tool_to_spec
 from toolrm_rl.scoring import Scorer
 
 __all__ = ["FilterConfig", "FilterResult", "read_sft_rows", "row_example", "select_rows", "filter_dataset"]
@@ -100,33 +105,6 @@ def read_sft_rows(path: str | Path) -> tuple[list[dict[str, Any]], str]:
     return rows, kind
 
 
-_XLAM_TYPES = {"str": "string", "string": "string", "int": "integer", "integer": "integer", "float": "number",
-               "number": "number", "bool": "boolean", "boolean": "boolean", "dict": "object", "object": "object"}
-
-
-def _xlam_tool(tool: dict[str, Any]) -> dict[str, Any]:
-    """An xlam tool (``parameters: {name: {type: "str, optional", description, default}}``) as JSON schema."""
-    params = tool.get("parameters") or {}
-    if not isinstance(params, dict) or params.get("type") in ("object", "dict") or "properties" in params:
-        return tool  # already a JSON-schema object
-    props, required = {}, []
-    for name, spec in params.items():
-        spec = spec if isinstance(spec, dict) else {}
-        raw = str(spec.get("type", "string"))
-        optional = "optional" in raw.lower()
-        base = raw.split(",")[0].strip()
-        head = base.split("[")[0].strip()
-        jtype = "array" if head.lower() in ("list", "tuple", "set") else _XLAM_TYPES.get(head.lower(), "string")
-        prop = {"type": jtype, "description": str(spec.get("description", ""))}
-        if "default" in spec:
-            prop["default"] = spec["default"]
-        props[name] = prop
-        if not optional and "default" not in spec:
-            required.append(name)
-    return {"name": tool.get("name"), "description": tool.get("description", ""),
-            "parameters": {"type": "object", "properties": props, "required": required}}
-
-
 def row_example(row: dict[str, Any], where: str = "row") -> RMExample:
     """The reward-model input of one SFT row (see the module doc). Raises ``ValueError`` naming ``where``
     and the field."""
@@ -148,7 +126,7 @@ def row_example(row: dict[str, Any], where: str = "row") -> RMExample:
             tools = load_json_field(row.get("tools"), "tools") or []
             if not isinstance(tools, list):
                 raise ValueError("field 'tools': expected a list")
-            catalog = ToolCatalog.load([_xlam_tool(t) if isinstance(t, dict) else t for t in tools])
+            catalog = ToolCatalog.load([xlam_tool_to_spec(t) for t in tools])
             return RMExample(catalog, [{"role": "user", "content": str(row["query"])}], calls_from_bfcl(row["answers"]))
     except (CatalogError, TypeError, AttributeError) as err:
         raise ValueError(f"{where}: {err}") from None
