@@ -109,14 +109,9 @@ class RMTrainConfig:
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RMTrainConfig:
     """Defaults <- recipe YAML <- ``key=value`` overrides; unknown keys are errors naming the key."""
-    from omegaconf import OmegaConf
+    from toolrm_rl.config import load_structured
 
-    cfg = OmegaConf.structured(RMTrainConfig)
-    if path is not None:
-        cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    return OmegaConf.to_object(cfg)
+    return load_structured(RMTrainConfig, path, overrides)
 
 
 # -- data ------------------------------------------------------------------------------------------
