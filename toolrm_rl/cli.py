@@ -526,40 +526,5 @@ def synth_cmd(
                f"{result.seconds:.1f} s); summary: {result.output_dir / 'summary.md'}")
 
 
-# -- synth: preference-pair synthesis (toolrm_rl.data.synth) ------------------------------------------
-
-@app.command("synth", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def synth_cmd(
-    ctx: typer.Context,
-    recipe: Path = typer.Argument(..., exists=True, dir_okay=False, help="Recipe YAML (see recipes/synth/)."),
-    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
-    force: bool = typer.Option(False, "--force", help="Discard shards of a different config in output_dir and start over."),
-) -> None:
-    """Synthesize (correct, incorrect) tool-call pairs from a recipe. Extra arguments are key=value overrides."""
-    from omegaconf import OmegaConf
-    from rich.console import Console
-    from rich.markdown import Markdown
-
-    from toolrm_rl.data.synth import load_config, summary_markdown, synthesize
-
-    bad = [a for a in ctx.args if "=" not in a]
-    if bad:
-        raise typer.BadParameter(f"overrides must be key=value, got {bad}")
-    try:
-        cfg = load_config(recipe, ctx.args)
-    except Exception as err:  # omegaconf names the bad key
-        raise typer.BadParameter(f"{recipe}: {err}") from None
-    if print_config:
-        typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        raise typer.Exit()
-    try:
-        result = synthesize(cfg, force=force)
-    except ValueError as err:  # a config/output-dir conflict or bad source entry, named in the message
-        raise typer.BadParameter(str(err)) from None
-    Console().print(Markdown(summary_markdown(result.summary)))
-    typer.echo(f"pairs: {result.pairs_file or result.output_dir} ({result.summary.get('n_pairs', 0)} rows, "
-               f"{result.seconds:.1f} s); summary: {result.output_dir / 'summary.md'}")
-
-
 if __name__ == "__main__":
     app()
