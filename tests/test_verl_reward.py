@@ -1,0 +1,306 @@
+"""The verl reward function: combination rule, multi-turn splitting, RM sources, faults, any input."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import doctest
+import json
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loopback import LoopbackServer
+from toolrm_rl.core.calls import ToolCall
+from toolrm_rl.core.parse import to_hermes
+from toolrm_rl.verl import reward as R
+
+TOOLS = [{"name": "get_weather", "description": "Weather of a city",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                         "required": ["city"]}}]
+CONV = [{"role": "user", "content": "Weather in Paris for 2 days?"}]
+GOOD = ToolCall("get_weather", {"city": "Paris", "days": 2})
+
+
+def extra(gold=(GOOD,), **more):
+    info = {"tools": json.dumps(TOOLS), "conversation": json.dumps(CONV),
+            "gold": json.dumps([c.to_bfcl() for c in gold]) if gold is not None else ""}
+    info.update(more)
+    return info
+
+
+def score(solution, info=None, ground_truth=None, **kw):
+    return asyncio.run(R.compute_score("toolrm/test", solution, ground_truth, info if info is not None else extra(), **kw))
+
+
+class FakeScorer:
+    """Scores an input by its calls' ``days`` argument (abstention: -0.5); records every call."""
+
+    name = "fake"
+
+    def __init__(self, fail: Exception | None = None):
+        self.batches: list[list] = []
+        self.fail = fail
+
+    def score(self, examples):
+        self.batches.append(list(examples))
+        if self.fail is not None:
+            raise self.fail
+        return [float(ex.calls[0].arguments.get("days", 0)) if ex.calls else -0.5 for ex in examples]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    scorer = FakeScorer()
+    monkeypatch.setattr(R, "get_rm_scorer", lambda cfg, *a, **k: scorer)
+    return scorer
+
+
+def test_doctests_of_the_combination_rule():
+    result = doctest.testmod(R)
+    assert result.attempted >= 4 and result.failed == 0
+
+
+def test_valid_call_rules_only_has_fixed_keys_and_gold_match():
+    out = score(to_hermes([GOOD]), rm_source="none", w_gt=1.0, valid_reward=0.5)
+    assert tuple(out) == R.KEYS and all(isinstance(v, float) for v in out.values())
+    assert (out["format_ok"], out["schema_ok"], out["valid"], out["n_calls"], out["gt_match"]) == (1, 1, 1, 1, 1)
+    assert out["score"] == pytest.approx(1.5) and out["fallback"] == 0.0
+
+
+def test_invalid_format_and_schema_gate_to_the_penalty(fake):
+    bad_json = score("<tool_call>{not json</tool_call>", invalid_penalty=-2.0)
+    unknown_fn = score(to_hermes([ToolCall("get_wether", {"city": "Paris"})]), invalid_penalty=-2.0)
+    wrong_type = score(to_hermes([ToolCall("get_weather", {"city": "Paris", "days": "2"})]), invalid_penalty=-2.0)
+    assert bad_json["format_ok"] == 0 and bad_json["score"] == -2.0
+    assert unknown_fn["format_ok"] == 1 and unknown_fn["schema_ok"] == 0 and unknown_fn["score"] == -2.0
+    assert wrong_type["schema_ok"] == 0 and wrong_type["score"] == -2.0
+    assert fake.batches == []  # the gate: the RM is not asked about invalid calls
+
+
+def test_rm_score_is_weighted_and_clipped(fake):
+    out = score(to_hermes([GOOD]), w_rm=0.5, valid_reward=0.1)
+    assert out["rm_score"] == 2.0 and out["score"] == pytest.approx(0.1 + 0.5 * 2.0)
+    big = score(to_hermes([ToolCall("get_weather", {"city": "Paris", "days": 50})]), rm_clip=3.0)
+    assert big["rm_score"] == 50.0 and big["score"] == 3.0
+    ex = fake.batches[0][0]
+    assert ex.calls == [GOOD] and ex.conversation == CONV and "get_weather" in ex.tools
+
+
+def test_abstention_reward_only_when_gold_is_no_call(fake):
+    right = score("I cannot help with that.", extra(gold=[]), abstain_reward=1.0, w_rm=0.0)
+    wrong = score("I cannot help with that.", extra(), abstain_reward=1.0, w_rm=0.0)
+    assert right["abstained"] == 1 and right["gt_match"] == 1 and right["score"] == 1.0
+    assert wrong["abstained"] == 1 and wrong["gt_match"] == 0 and wrong["score"] == 0.0
+    assert fake.batches[0][0].calls == [] and fake.batches[0][0].text == "I cannot help with that."
+
+
+def test_gold_from_ground_truth_and_bfcl_possible_answer():
+    info = extra(gold=None)
+    out = score(to_hermes([GOOD]), info, ground_truth=json.dumps([GOOD.to_bfcl()]), rm_source="none", w_gt=1.0)
+    assert out["has_gold"] == 1 and out["gt_match"] == 1
+    # a possible answer accepts alternatives that the concrete gold does not
+    answer = json.dumps([{"get_weather": {"city": ["Paris", "Paris, France"], "days": [2, ""]}}])
+    alt = ToolCall("get_weather", {"city": "Paris, France"})
+    out = score(to_hermes([alt]), extra(answer=answer, category="simple"), rm_source="none", w_gt=1.0)
+    assert out["gt_match"] == 1
+    assert score("no gold here", extra(gold=None), ground_truth="42", rm_source="none")["has_gold"] == 0
+
+
+def test_extra_info_is_not_mutated(fake):
+    info = extra()
+    before = copy.deepcopy(info)
+    score(to_hermes([GOOD]), info)
+    assert info == before
+
+
+def _qwen_rollout(turns):
+    """A tool_agent response as verl decodes it (real Qwen3 template, skip_special_tokens=True)."""
+    from transformers import AutoTokenizer
+
+    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+
+    tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    tools = [{"type": "function", "function": TOOLS[0]}]
+    prompt = tok.apply_chat_template(CONV, tools=tools, tokenize=False, add_generation_prompt=True)
+    msgs = list(CONV)
+    for assistant, observations in turns:
+        msgs.append({"role": "assistant", "content": assistant})
+        msgs.extend({"role": "tool", "content": o} for o in observations)
+    full = tok.apply_chat_template(msgs, tools=tools, tokenize=False, add_generation_prompt=False)
+    ids = tok(full[len(prompt):], add_special_tokens=False)["input_ids"]
+    return tok.decode(ids, skip_special_tokens=True)
+
+
+def test_split_turns_on_a_real_qwen3_multi_turn_rollout():
+    c1, c2 = to_hermes([GOOD]), to_hermes([ToolCall("get_weather", {"city": "Lyon", "days": 1})])
+    text = _qwen_rollout([(c1, ["sunny", "warm"]), (c2, ["rain"]), ("Paris is sunny, Lyon rainy.", [])])
+    turns = R.split_turns(text)
+    assert [t[1] for t in turns] == [["sunny", "warm"], ["rain"], []]
+    assert "<tool_call>" in turns[0][0] and turns[2][0] == "Paris is sunny, Lyon rainy."
+
+
+@pytest.mark.parametrize("how,expected", [("last", 1.0), ("mean", 1.5), ("min", 1.0)])
+def test_multi_turn_scores_each_turn_in_context_and_combines(fake, how, expected):
+    c1, c2 = to_hermes([GOOD]), to_hermes([ToolCall("get_weather", {"city": "Lyon", "days": 1})])
+    text = _qwen_rollout([(c1, ["sunny"]), (c2, ["rain"]), ("Done.", [])])
+    out = score(text, turn_combine=how)
+    assert out["n_turns"] == 3 and out["n_calls"] == 2 and out["score"] == pytest.approx(expected)
+    first, second = fake.batches[0]  # the final text answer is not scored by default
+    assert first.conversation == CONV
+    assert [m["role"] for m in second.conversation] == ["user", "assistant", "tool"]
+    assert second.conversation[1]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert second.conversation[2]["content"] == "sunny"
+
+
+def test_multi_turn_invalid_turn_counts_in_min(fake):
+    text = _qwen_rollout([(to_hermes([ToolCall("nope", {})]), ["error"]), (to_hermes([GOOD]), ["ok"])])
+    out = score(text, turn_combine="min", invalid_penalty=-1.0)
+    assert out["schema_ok"] == 0 and out["score"] == -1.0
+    assert score(text, turn_combine="last")["score"] == 2.0
+
+
+def test_config_file_and_kwargs_precedence(tmp_path, monkeypatch):
+    path = tmp_path / "reward.yaml"
+    path.write_text("w_rm: 0.25\ninvalid_penalty: -3.0\n")
+    monkeypatch.setenv(R.CONFIG_ENV, str(path))
+    cfg = R.load_reward_config({"invalid_penalty": -5.0, "not_an_option": 1})
+    assert (cfg.w_rm, cfg.invalid_penalty) == (0.25, -5.0)
+    with pytest.raises(ValueError, match="turn_combine"):
+        R.load_reward_config({"turn_combine": "max"})
+
+
+def test_file_path_entry_is_the_same_function():
+    from verl.utils.import_utils import load_extern_object
+
+    fn = load_extern_object("reward_fns/toolrm_reward.py", "compute_score")
+    pkg = load_extern_object("pkg://toolrm_rl.verl.reward", "compute_score")
+    assert fn is pkg is R.compute_score
+
+
+def test_inprocess_rm_matches_the_scorer(tmp_path):
+    import torch
+
+    from toolrm_rl.core.render import RMExample
+    from toolrm_rl.model.backbones import build_tiny_qwen3
+    from toolrm_rl.scoring import RMScorer
+
+    torch.set_num_threads(1)
+    path = str(build_tiny_qwen3(tmp_path / "rm"))
+    out = score(to_hermes([GOOD]), rm_source="inprocess", model_path=path, w_rm=1.0, rm_clip=1e9)
+    expected = RMScorer(path=path).score([RMExample(TOOLS, CONV, [GOOD])])[0]
+    assert out["fallback"] == 0 and out["rm_score"] == pytest.approx(expected, abs=1e-4)
+    assert out["score"] == pytest.approx(expected, abs=1e-4)
+
+
+def _classify(body, headers):
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    return 200, {"data": [{"index": i, "probs": [0.1 * (i + 1)]} for i in range(len(texts))]}
+
+
+def test_router_source_renders_with_tools_and_reads_classify():
+    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    with LoopbackServer({("POST", "/classify"): _classify}) as srv:
+        addr = srv.url.removeprefix("http://")
+        out = score(to_hermes([GOOD]), reward_router_address=addr, reward_model_tokenizer=tok, server_model="rm")
+        sent = srv.requests[-1]["body"]
+    assert out["fallback"] == 0 and out["rm_score"] == pytest.approx(0.1)
+    text = sent["input"][0] if isinstance(sent["input"], list) else sent["input"]
+    assert sent["model"] == "rm" and '"name": "get_weather"' in text and "<tools>" in text and "Paris" in text
+
+
+def test_server_source_vllm_and_toolrm_apis():
+    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    routes = {("POST", "/classify"): _classify,
+              ("POST", "/score"): lambda body, h: (200, {"scores": [0.7] * len(body["items"])})}
+    with LoopbackServer(routes) as srv:
+        v = score(to_hermes([GOOD]), rm_source="server", server_url=srv.url, server_api="vllm", reward_model_tokenizer=tok)
+        t = score(to_hermes([GOOD]), rm_source="server", server_url=srv.url, server_api="toolrm")
+        item = srv.requests[-1]["body"]["items"][0]
+    assert v["rm_score"] == pytest.approx(0.1) and t["rm_score"] == pytest.approx(0.7)
+    assert item["calls"] == [{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}]
+
+
+def _slow(body, headers):
+    time.sleep(1.5)
+    return 200, {"scores": [1.0]}
+
+
+def _huge(body, headers):
+    return 200, b'{"scores": [' + b"1.0, " * 4_000_000 + b"1.0]}"
+
+
+FAULTS = {
+    "http_500": lambda body, h: (500, {"error": "boom"}),
+    "malformed_json": lambda body, h: (200, b'{"scores": [1.0,'),
+    "garbage": lambda body, h: (200, b"\x00\xff\xfe garbage"),
+    "wrong_count": lambda body, h: (200, {"scores": [1.0, 2.0, 3.0]}),
+    "not_a_number": lambda body, h: (200, {"scores": ["NaN"]}),
+    "slow": _slow,
+    "huge": _huge,
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_server_faults_fall_back_with_the_same_keys(fault):
+    with LoopbackServer({("POST", "/score"): FAULTS[fault]}) as srv:
+        out = score(to_hermes([GOOD]), rm_source="server", server_url=srv.url, timeout_s=0.5, retries=0,
+                    valid_reward=0.25, w_gt=1.0)
+    assert tuple(out) == R.KEYS
+    assert out["fallback"] == 1.0 and out["rm_score"] == 0.0
+    assert out["score"] == pytest.approx(1.25)  # the rule score: valid_reward + w_gt * gt_match
+
+
+def test_server_down_falls_back():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = score(to_hermes([GOOD]), rm_source="server", server_url=f"http://127.0.0.1:{port}", timeout_s=0.5, retries=1)
+    assert out["fallback"] == 1.0 and out["score"] == 0.0 and tuple(out) == R.KEYS
+
+
+def test_rm_that_cannot_load_falls_back(tmp_path):
+    out = score(to_hermes([GOOD]), rm_source="inprocess", model_path=str(tmp_path / "missing"))
+    assert out["fallback"] == 1.0 and tuple(out) == R.KEYS
+
+
+_json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                            max_leaves=10)
+_texts = st.one_of(
+    st.text(max_size=300),
+    st.builds(lambda a, b: f"{a}<tool_call>{b}</tool_call>", st.text(max_size=30), st.text(max_size=80)),
+    st.builds(lambda v: "<tool_call>" + json.dumps({"name": "get_weather", "arguments": v}) + "</tool_call>"
+              "\nuser\n<tool_response>x</tool_response>\nassistant\n", _json_values),
+)
+_extras = st.one_of(
+    st.none(), st.text(max_size=20), _json_values,
+    st.fixed_dictionaries({}, optional={"tools": st.one_of(st.text(max_size=40), _json_values, st.just(json.dumps(TOOLS))),
+                                        "conversation": st.one_of(st.text(max_size=40), _json_values),
+                                        "gold": st.one_of(st.text(max_size=40), _json_values),
+                                        "answer": st.one_of(st.text(max_size=40), _json_values)}),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(solution=st.one_of(_texts, st.none(), st.integers(), _json_values), info=_extras,
+       gt=st.one_of(st.none(), st.text(max_size=30), _json_values))
+def test_any_input_never_raises_and_keeps_the_keys(solution, info, gt):
+    out = score(solution, info, ground_truth=gt, rm_source="none", w_gt=1.0, abstain_reward=0.5)
+    assert tuple(out) == R.KEYS and all(isinstance(v, float) for v in out.values())
+
+
+def test_huge_solution_string_is_cut_not_fatal():
+    text = "x" * 3_000_000 + to_hermes([GOOD])
+    out = score(text, rm_source="none", max_chars=100_000)
+    assert out["n_calls"] == 1 and out["valid"] == 1
