@@ -116,16 +116,23 @@ def test_query_values_and_near_miss_strings():
     assert numbers == [4, 7.3]
     import random
     rng = random.Random(0)
-    variants = {near_miss_string("grams per mole", rng) for _ in range(30)}
-    assert variants <= {"grams per", "per mole", "GPM", "grams per moles"} and len(variants) >= 2
-    assert near_miss_string("2024-03-01", random.Random(1)) in {"03/01/2024", "01-03-2024"}
+    variants = {near_miss_string("grams per mole", rng) for _ in range(40)}
+    assert {"g/mol", "g/mole", "grams/mole"} <= variants  # same unit, another spelling: the FC-RewardBench near miss
+    assert variants <= {"g/mol", "g/mole", "grams/mole", "ounces per mole"}
+    assert {near_miss_string("2024-03-01", random.Random(s)) for s in range(40)} == {
+        "01-03-2024", "03/01/2024", "01/03/2024", "March 1, 2024", "2024-01-03", "2024-03-02"}
+    assert near_miss_string("USD", random.Random(0)) in {"US dollar", "US dollars", "dollars", "EUR"}
+    assert near_miss_string("report_2.pdf", random.Random(0)) in {"report_3.pdf", "report_1.pdf"} | {
+        "report_2" + e for e in (".docx", ".txt", ".csv", ".xlsx", ".json", ".md", ".png", ".jpg")}
+    assert near_miss_string("x", random.Random(0)) is None  # nothing plausible: no random string instead
 
 
 def test_mutate_does_not_modify_its_input():
-    calls = [ToolCall("f", {"a": [1, 2], "b": "x"})]
+    calls = [ToolCall("f", {"a": [1, 2], "b": "2024-01-05"})]
     before = repr(calls)
     variants = mutate(calls, [{"name": "f", "parameters": {"type": "object", "properties": {"a": {}, "b": {}}}},
                               {"name": "g", "parameters": {}}], seed=0, query="use 'y' and 3")
     assert repr(calls) == before
     ops = {op for op, _ in variants}
-    assert {"wrong_name", "drop_optional", "wrong_type", "wrong_value", "query_swap", "near_miss", "no_call"} <= ops
+    assert {"wrong_function", "drop_optional", "wrong_type", "wrong_value", "query_swap",
+            "duplicate_call", "extra_call", "no_call"} <= ops

@@ -1,8 +1,11 @@
 """Rule-based mutations of a correct call list: the error kinds real models make.
 
-Each operator takes the correct calls and returns variants (``(operator, calls)``), never
-modifying its input. Variants are *candidates*: whether one is really wrong is decided by the
-matcher (:mod:`toolrm_rl.core.match`), never assumed. Java/JavaScript values are source literals
+Each operator takes the correct calls and returns variants (``(operator, calls)``), never modifying its
+input. Variants are *candidates*: whether one is really wrong, and which error it is, is decided by the
+matcher (:mod:`toolrm_rl.core.match`), never assumed. Wrong values are grounded in the query or in the
+right value itself (another entity the user named, an abbreviation, a unit or date format variant, a
+small numeric slip, a list with one element dropped), never random strings: a reward model learns
+nothing from negatives that give themselves away. Java/JavaScript values are source literals
 (strings), so value and type operators act on the literal text for those languages.
 """
 
@@ -15,7 +18,8 @@ from typing import Any, Callable, Iterator
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 
-__all__ = ["OPERATORS", "mutate", "perturb_value", "retype_value"]
+__all__ = ["OPERATORS", "INTENDED_CATEGORY", "mutate", "perturb_value", "retype_value", "near_miss_string",
+           "query_values"]
 
 Variant = tuple[str, list[ToolCall]]
 
@@ -24,31 +28,172 @@ def _copy(calls: list[ToolCall]) -> list[ToolCall]:
     return [ToolCall(c.name, copy.deepcopy(c.arguments)) for c in calls]
 
 
+def _with(calls: list[ToolCall], i: int, param: str, value: Any) -> list[ToolCall]:
+    out = _copy(calls)
+    out[i].arguments[param] = value
+    return out
+
+
+# -- value-grounded near misses -------------------------------------------------------------------------
+
+# Groups of names for the same thing: a model writing another member than the expected one is the
+# "US dollar" vs "USD" / "g/mole" vs "grams/mole" near miss (matchers compare normalised text).
+_SYNONYMS = [
+    ["USD", "US dollar", "US dollars", "dollars"], ["EUR", "euro", "euros"], ["GBP", "British pound", "pounds sterling"],
+    ["JPY", "Japanese yen", "yen"], ["INR", "Indian rupee", "rupees"], ["CNY", "Chinese yuan", "yuan"],
+    ["km", "kilometers", "kilometres"], ["mi", "miles"], ["m", "meters", "metres"], ["ft", "feet"],
+    ["kg", "kilograms"], ["lb", "lbs", "pounds"], ["g", "grams"], ["l", "liters", "litres"], ["gal", "gallons"],
+    ["celsius", "C", "°C", "degrees Celsius"], ["fahrenheit", "F", "°F"], ["kelvin", "K"],
+    ["g/mol", "g/mole", "grams/mole", "grams per mole"], ["mph", "miles per hour"], ["km/h", "kph", "kilometers per hour"],
+    ["sec", "seconds", "s"], ["min", "minutes"], ["hr", "hours", "h"],
+    ["United States", "USA", "US", "United States of America"], ["United Kingdom", "UK", "Great Britain"],
+    ["New York City", "NYC", "New York"], ["Los Angeles", "LA"], ["San Francisco", "SF"],
+    ["California", "CA"], ["Texas", "TX"], ["Florida", "FL"], ["Washington", "WA"], ["Illinois", "IL"],
+    ["January", "Jan"], ["February", "Feb"], ["March", "Mar"], ["April", "Apr"], ["August", "Aug"],
+    ["September", "Sep", "Sept"], ["October", "Oct"], ["November", "Nov"], ["December", "Dec"],
+    ["Monday", "Mon"], ["Friday", "Fri"], ["Saturday", "Sat"], ["Sunday", "Sun"],
+    ["ascending", "asc"], ["descending", "desc"], ["average", "avg", "mean"], ["maximum", "max"], ["minimum", "min"],
+]
+# A different unit of the same dimension: a real, plausible value error.
+_UNIT_SWAPS = [("km", "miles"), ("kilometers", "miles"), ("meters", "feet"), ("kg", "lbs"), ("kilograms", "pounds"),
+               ("celsius", "fahrenheit"), ("liters", "gallons"), ("USD", "EUR"), ("EUR", "GBP"), ("cm", "inches"),
+               ("grams", "ounces"), ("hours", "minutes"), ("days", "weeks"), ("metric", "imperial")]
+_FILE_EXTENSIONS = [".pdf", ".docx", ".txt", ".csv", ".xlsx", ".json", ".md", ".png", ".jpg"]
+_SYNONYM_OF = {w.lower(): group for group in _SYNONYMS for w in group}
+_UNIT_OF = {}
+for _a, _b in _UNIT_SWAPS:
+    _UNIT_OF.setdefault(_a.lower(), _b)
+    _UNIT_OF.setdefault(_b.lower(), _a)
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December"]
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_TIME = re.compile(r"(\d{1,2}):(\d{2})")
+_DIGIT = re.compile(r"\d")
+
+
+def _date_variants(value: str) -> list[str]:
+    m = _DATE.fullmatch(value)
+    if not m:
+        return []
+    y, mo, d = m.groups()
+    out = [f"{d}-{mo}-{y}", f"{mo}/{d}/{y}", f"{d}/{mo}/{y}"]
+    if 1 <= int(mo) <= 12:
+        out.append(f"{_MONTHS[int(mo) - 1]} {int(d)}, {y}")
+    if mo != d and int(d) <= 12:
+        out.append(f"{y}-{d}-{mo}")  # day and month swapped
+    return out
+
+
+def near_miss_string(value: str, rng: random.Random) -> str | None:
+    """A plausible wrong variant of ``value`` built from the value itself: a synonym or abbreviation
+    ("USD" -> "US dollar"), another unit, a date or time in another format or off by a day, a digit slip
+    inside an identifier, another file extension, a dropped word, a singular/plural slip. None when the
+    value offers none. Case and punctuation variants are not offered: matchers normalise them away."""
+    options: list[str] = []
+    low = value.lower()
+    group = _SYNONYM_OF.get(low)
+    if group:
+        options += [w for w in group if w.lower() != low]
+    for word, other in _UNIT_OF.items():
+        if re.search(rf"(?<![A-Za-z]){re.escape(word)}(?![A-Za-z])", low):
+            options.append(re.sub(rf"(?<![A-Za-z]){re.escape(word)}(?![A-Za-z])", other, value, count=1, flags=re.I))
+            break
+    options += _date_variants(value)
+    date = _DATE.fullmatch(value)
+    if date and int(date.group(3)) < 28:
+        options.append(f"{date.group(1)}-{date.group(2)}-{int(date.group(3)) + 1:02d}")
+    time = _TIME.fullmatch(value)
+    if time:
+        h, mi = int(time.group(1)), time.group(2)
+        if h < 24:
+            options += [f"{h % 12 or 12}:{mi} {'AM' if h < 12 else 'PM'}", f"{(h + 1) % 24:02d}:{mi}"]
+    if not options and _DIGIT.search(value) and not date:
+        digits = [m.start() for m in _DIGIT.finditer(value)]
+        pos = rng.choice(digits)
+        new_digit = str((int(value[pos]) + rng.choice([1, 9])) % 10)
+        options.append(value[:pos] + new_digit + value[pos + 1:])
+    ext = re.search(r"\.[A-Za-z]{2,4}$", value)
+    if ext and ext.group(0).lower() in _FILE_EXTENSIONS:
+        options.append(value[:ext.start()] + rng.choice([e for e in _FILE_EXTENSIONS if e != ext.group(0).lower()]))
+    words = value.split()
+    if not options and 1 < len(words) <= 6:
+        options += [" ".join(words[:-1]), " ".join(words[1:])]
+        if all(w[:1].isalpha() for w in words):
+            options.append("".join(w[0].upper() for w in words))
+    if not options and value[-1:].isalpha() and len(value) > 3 and " " not in value:
+        options.append(value[:-1] if value.endswith("s") else value + "s")
+    options = [o for o in options if o and o != value]
+    return rng.choice(options) if options else None
+
+
+def _numeric_slip(value: int | float, rng: random.Random) -> int | float | None:
+    """A small numeric slip: off by one, a factor of ten, a rounding or a transposed digit pair."""
+    if type(value) is int:
+        options = [value + 1, value - 1, value * 10]
+        if value and value % 10 == 0:
+            options.append(value // 10)
+        text = str(abs(value))
+        if len(text) >= 2 and text[-1] != text[-2]:
+            options.append(int(("-" if value < 0 else "") + text[:-2] + text[-1] + text[-2]))
+        return rng.choice([o for o in options if o != value])
+    if type(value) is float:
+        if value == 0:
+            return 1.0
+        options = [round(value * 10, 6), round(value / 10, 6), round(value * 1.1, 6)]
+        if value != round(value, 2):
+            options.append(round(value, 2))  # precision lost
+        if not value.is_integer():
+            options.append(float(int(value)))  # fraction dropped
+        return rng.choice([o for o in options if o != value])
+    return None
+
+
+def _list_error(value: list, rng: random.Random) -> list | None:
+    """One element dropped, added (a duplicate) or changed to a near miss."""
+    if not value:
+        return None
+    options: list[list] = [value + [value[-1]]]
+    if len(value) > 1:
+        i = rng.randrange(len(value))
+        options.append(value[:i] + value[i + 1:])
+    i = rng.randrange(len(value))
+    item = value[i]
+    new = near_miss_string(item, rng) if type(item) is str else _numeric_slip(item, rng) if type(item) in (int, float) else None
+    if new is not None:
+        options.append(value[:i] + [new] + value[i + 1:])
+    return rng.choice(options)
+
+
 def perturb_value(value: Any, rng: random.Random, literal: bool = False) -> Any:
-    """A same-type value that differs from ``value`` (a near miss, not a random string)."""
+    """A same-type near miss of ``value`` (see :func:`near_miss_string`, numeric slips, list errors);
+    None when none is plausible. ``literal``: Java/JavaScript source text."""
     if literal and isinstance(value, str):
+        if value in ("true", "false"):
+            return "false" if value == "true" else "true"
         try:
             return str(int(value) + rng.choice([-1, 1]))
         except ValueError:
-            return value + "_x" if value not in ("true", "false") else ("false" if value == "true" else "true")
-    if isinstance(value, bool):
+            pass
+        m = re.fullmatch(r"\"(.*)\"", value)
+        inner = near_miss_string(m.group(1), rng) if m else None
+        return f"\"{inner}\"" if inner is not None else None
+    if type(value) is bool:
         return not value
-    if isinstance(value, int):
-        return value + rng.choice([-1, 1, 10])
-    if isinstance(value, float):
-        return round(value * 1.5 + 1.0, 3)
-    if isinstance(value, str):
-        return rng.choice([value + " extra", value[: max(1, len(value) // 2)] + "zz", "unknown"]) if value else "x"
-    if isinstance(value, (list, tuple)):
-        return list(value[:-1]) if len(value) > 1 else list(value) + [perturb_value(value[0], rng) if value else 1]
-    if isinstance(value, dict) and value:
+    if type(value) in (int, float):
+        return _numeric_slip(value, rng)
+    if type(value) is str:
+        return near_miss_string(value, rng)
+    if type(value) in (list, tuple):
+        return _list_error(list(value), rng)
+    if type(value) is dict and value:
         key = rng.choice(sorted(value))
-        return {**value, key: perturb_value(value[key], rng)}
-    return "x"
+        new = perturb_value(value[key], rng)
+        return {**value, key: new} if new is not None else None
+    return None
 
 
 def retype_value(value: Any, literal: bool = False) -> Any:
-    """The same content in a wrong type (``5`` -> ``"5"``, ``"a"`` -> ``["a"]``)."""
+    """The same content in a wrong type (``5`` -> ``"5"``, ``"5"`` -> ``5``, ``"a"`` -> ``["a"]``)."""
     if literal:
         return 1 if isinstance(value, str) else str(value)  # Java/JS expect literal text
     if isinstance(value, bool):
@@ -59,98 +204,15 @@ def retype_value(value: Any, literal: bool = False) -> Any:
         try:
             return int(value)
         except ValueError:
-            return [value]
+            try:
+                return float(value)
+            except ValueError:
+                return [value]
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value))
     if isinstance(value, dict):
         return str(value)
     return 0
-
-
-def _wrong_name(calls, catalog, rng, literal, query) -> Iterator[Variant]:
-    for i, call in enumerate(calls):
-        others = [n for n in catalog.names() if n != call.name]
-        for name in ([rng.choice(others)] if others else []) + [call.name.replace(".", "_") + "_v2"]:
-            out = _copy(calls)
-            out[i].name = name
-            yield "wrong_name", out
-
-
-def _drop_param(calls, catalog, rng, literal, query) -> Iterator[Variant]:
-    for i, call in enumerate(calls):
-        spec = catalog.get(call.name)
-        required = set(spec.required) if spec else set()
-        for param in call.arguments:
-            out = _copy(calls)
-            del out[i].arguments[param]
-            yield ("drop_required" if param in required else "drop_optional"), out
-
-
-def _extra_param(calls, catalog, rng, literal, query) -> Iterator[Variant]:
-    for i, call in enumerate(calls):
-        spec = catalog.get(call.name)
-        unused = [p for p in (spec.properties if spec else {}) if p not in call.arguments]
-        out = _copy(calls)
-        out[i].arguments["verbose" if "verbose" not in call.arguments else "extra_flag"] = "true" if literal else True
-        yield "unknown_param", out
-        if unused:
-            out = _copy(calls)
-            param = rng.choice(unused)
-            default = (spec.properties[param] or {}).get("default", "1" if literal else 1)
-            out[i].arguments[param] = default
-            yield "extra_schema_param", out
-
-
-def _wrong_type(calls, catalog, rng, literal, query) -> Iterator[Variant]:
-    for i, call in enumerate(calls):
-        for param, value in call.arguments.items():
-            out = _copy(calls)
-            out[i].arguments[param] = retype_value(value, literal)
-            yield "wrong_type", out
-
-
-def _wrong_value(calls, catalog, rng, literal, query) -> Iterator[Variant]:
-    for i, call in enumerate(calls):
-        for param, value in call.arguments.items():
-            out = _copy(calls)
-            out[i].arguments[param] = perturb_value(value, rng, literal)
-            yield "wrong_value", out
-
-
-def _format_variant(calls, catalog, rng, literal, query) -> Iterator[Variant]:
-    """Case and punctuation variants of strings (BFCL's normalisation accepts them) and int-for-float."""
-    for i, call in enumerate(calls):
-        for param, value in call.arguments.items():
-            if isinstance(value, str) and value and not literal:
-                out = _copy(calls)
-                out[i].arguments[param] = value.upper().replace(" ", "-")
-                yield "format_variant", out
-            elif isinstance(value, float) and value.is_integer():
-                out = _copy(calls)
-                out[i].arguments[param] = int(value)
-                yield "format_variant", out
-
-
-def _swap_values(calls, catalog, rng, literal, query) -> Iterator[Variant]:
-    for i, call in enumerate(calls):
-        params = list(call.arguments)
-        if len(params) >= 2:
-            a, b = rng.sample(params, 2)
-            out = _copy(calls)
-            out[i].arguments[a], out[i].arguments[b] = call.arguments[b], call.arguments[a]
-            yield "swap_values", out
-
-
-def _wrong_count(calls, catalog, rng, literal, query) -> Iterator[Variant]:
-    """Too few calls (each one dropped in turn: real models often stop early), one too many, none."""
-    if calls:
-        i = rng.randrange(len(calls))
-        yield "duplicate_call", _copy(calls[:i + 1]) + _copy(calls[i:])
-        yield "no_call", []
-    if len(calls) > 1:
-        for i in range(len(calls)):
-            yield "drop_call", _copy(calls[:i]) + _copy(calls[i + 1:])
-        yield "swap_order", _copy(calls[::-1])
 
 
 _QUOTED = re.compile(r"(?<!\w)'([^']{1,60})'(?!\w)|\"([^\"]{1,60})\"")
@@ -166,19 +228,112 @@ def query_values(query: str) -> tuple[list[str], list[float | int]]:
     return list(dict.fromkeys(strings)), list(dict.fromkeys(numbers))
 
 
-def near_miss_string(value: str, rng: random.Random) -> str | None:
-    """A plausible wrong variant: a dropped or added word, an abbreviation, a different date format."""
-    words = value.split()
-    options = []
-    if len(words) > 1:
-        options += [" ".join(words[:-1]), " ".join(words[1:]), "".join(w[0].upper() for w in words)]
-    date = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", value)
-    if date:
-        y, m, d = date.groups()
-        options += [f"{m}/{d}/{y}", f"{d}-{m}-{y}"]
-    if value and value[-1:].isalpha() and len(value) > 3:
-        options.append(value[:-1] if value.endswith("s") else value + "s")
-    return rng.choice(options) if options else None
+# -- operators ----------------------------------------------------------------------------------------
+
+def _wrong_function(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """Another function of the catalog, the one sharing most parameter names (a plausible confusion)."""
+    for i, call in enumerate(calls):
+        others = [s for s in catalog if s.name != call.name]
+        if not others:
+            continue
+        best = max(len(set(s.properties) & set(call.arguments)) for s in others)
+        pick = rng.choice([s for s in others if len(set(s.properties) & set(call.arguments)) == best])
+        out = _copy(calls)
+        out[i].name = pick.name
+        yield "wrong_function", out
+
+
+def _drop_required(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    for i, call in enumerate(calls):
+        spec = catalog.get(call.name)
+        for param in (spec.required if spec else []):
+            if param in call.arguments:
+                out = _copy(calls)
+                del out[i].arguments[param]
+                yield "drop_required", out
+
+
+def _drop_optional(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """An optional parameter the right call sets (so the request asked for it) left out."""
+    for i, call in enumerate(calls):
+        spec = catalog.get(call.name)
+        required = set(spec.required) if spec else set()
+        for param in call.arguments:
+            if param not in required:
+                out = _copy(calls)
+                del out[i].arguments[param]
+                yield "drop_optional", out
+
+
+def _plausible_value(schema: Any, query: str, rng: random.Random, literal: bool) -> Any:
+    """A value for a parameter the call should not set: its default, else something from the query."""
+    schema = schema if isinstance(schema, dict) else {}
+    if schema.get("default") not in (None, ""):
+        return schema["default"]
+    if schema.get("enum"):
+        return rng.choice(schema["enum"])
+    type_name = schema.get("type")
+    strings, numbers = query_values(query)
+    if type_name in ("integer", "int", "long", "short"):
+        value: Any = next((n for n in numbers if type(n) is int), 1)
+    elif type_name in ("number", "float", "double"):
+        value = float(numbers[0]) if numbers else 1.0
+    elif type_name in ("boolean", "bool", "Boolean"):
+        value = True
+    elif type_name in ("array", "list", "tuple"):
+        value = [strings[0]] if strings else []
+    elif type_name in ("object", "dict"):
+        return None
+    else:
+        value = strings[0] if strings else None
+    if value is None:
+        return None
+    return (str(value).lower() if type(value) is bool else str(value)) if literal else value
+
+
+def _extra_param(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """A parameter of the schema that the right call leaves unset, set to its default or a query value."""
+    for i, call in enumerate(calls):
+        spec = catalog.get(call.name)
+        unused = [p for p in (spec.properties if spec else {}) if p not in call.arguments]
+        rng.shuffle(unused)
+        for param in unused[:2]:
+            value = _plausible_value(spec.properties[param], query, rng, literal)
+            if value is not None:
+                yield "extra_param", _with(calls, i, param, value)
+
+
+def _unknown_param(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """A parameter the function does not have, borrowed from a sibling function of the catalog (models
+    mix up parameters of related functions), with that function's plausible value."""
+    for i, call in enumerate(calls):
+        spec = catalog.get(call.name)
+        own = set(spec.properties) if spec else set()
+        borrowed = [(p, s) for other in catalog if other.name != call.name
+                    for p, s in other.properties.items() if p not in own and p not in call.arguments]
+        if borrowed:
+            param, schema = rng.choice(borrowed)
+            value = _plausible_value(schema, query, rng, literal)
+            if value is not None:
+                yield "unknown_param", _with(calls, i, param, value)
+
+
+def _wrong_type(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    for i, call in enumerate(calls):
+        for param, value in call.arguments.items():
+            if value is not None:
+                yield "wrong_type", _with(calls, i, param, retype_value(value, literal))
+
+
+def _wrong_value(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """Value-grounded near misses of each argument (:func:`perturb_value`): synonyms, abbreviations, unit
+    and date/time format variants and digit slips of strings; off-by-one, factor-of-ten and rounding slips
+    of numbers; flipped booleans; list elements dropped, duplicated or changed; one dict value changed."""
+    for i, call in enumerate(calls):
+        for param, value in call.arguments.items():
+            new = perturb_value(value, rng, literal)
+            if new is not None and new != value:
+                yield "wrong_value", _with(calls, i, param, new)
 
 
 def _query_swap(calls, catalog, rng, literal, query) -> Iterator[Variant]:
@@ -195,37 +350,103 @@ def _query_swap(calls, catalog, rng, literal, query) -> Iterator[Variant]:
             else:
                 continue
             if pool:
-                out = _copy(calls)
-                out[i].arguments[param] = rng.choice(pool)
-                yield "query_swap", out
+                yield "query_swap", _with(calls, i, param, rng.choice(pool))
 
 
-def _near_miss(calls, catalog, rng, literal, query) -> Iterator[Variant]:
-    """Schema-valid near misses: string variants and small numeric slips."""
-    if literal:
-        return
+def _swap_values(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """Two arguments of the same type exchanged (origin and destination, start and end)."""
     for i, call in enumerate(calls):
-        for param, value in call.arguments.items():
-            if type(value) is str:
-                new = near_miss_string(value, rng)
-            elif type(value) is int:
-                new = value + rng.choice([-1, 1]) if abs(value) < 1000 else value * 10
-            elif type(value) is float:
-                new = round(value * rng.choice([0.1, 10.0]), 6) if value else 1.0
-            elif type(value) is list and value:
-                new = value[:-1] if len(value) > 1 else value + value
-            else:
-                new = None
-            if new is not None and new != value:
-                out = _copy(calls)
-                out[i].arguments[param] = new
-                yield "near_miss", out
+        params = [p for p in call.arguments if call.arguments[p] is not None]
+        pairs = [(a, b) for k, a in enumerate(params) for b in params[k + 1:]
+                 if type(call.arguments[a]) is type(call.arguments[b]) and call.arguments[a] != call.arguments[b]]
+        if pairs:
+            a, b = rng.choice(pairs)
+            out = _copy(calls)
+            out[i].arguments[a], out[i].arguments[b] = call.arguments[b], call.arguments[a]
+            yield "swap_values", out
+
+
+def _drop_call(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """One call of several left out (models often stop early)."""
+    if len(calls) > 1:
+        for i in range(len(calls)):
+            yield "drop_call", _copy(calls[:i]) + _copy(calls[i + 1:])
+
+
+def _duplicate_call(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    if calls:
+        i = rng.randrange(len(calls))
+        yield "duplicate_call", _copy(calls[:i + 1]) + _copy(calls[i:])
+
+
+def _extra_call(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """One call too many: a repeat of a right call with one argument changed (an unrequested extra)."""
+    if not calls or literal:
+        return
+    i = rng.randrange(len(calls))
+    params = list(calls[i].arguments)
+    rng.shuffle(params)
+    for param in params:
+        new = perturb_value(calls[i].arguments[param], rng)
+        if new is not None and new != calls[i].arguments[param]:
+            yield "extra_call", _copy(calls) + _with([calls[i]], 0, param, new)
+            return
+
+
+def _no_call(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    if calls:
+        yield "no_call", []
+
+
+def _swap_order(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """Two adjacent calls of different functions in the wrong order (matters when a call uses the
+    result of the one before it)."""
+    spots = [i for i in range(len(calls) - 1) if calls[i].name != calls[i + 1].name]
+    if spots:
+        i = rng.choice(spots)
+        out = _copy(calls)
+        out[i], out[i + 1] = out[i + 1], out[i]
+        yield "swap_order", out
+
+
+def _call_when_none(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """For a request no tool serves (gold ``[]``): a call to the most related function, required
+    parameters filled from the query (the ToolRM paper's known weakness: calling instead of abstaining)."""
+    if calls or not len(catalog):
+        return
+    words = set(re.findall(r"[a-z]{3,}", query.lower()))
+
+    def overlap(spec) -> int:
+        return len(words & set(re.findall(r"[a-z]{3,}", (spec.name.replace("_", " ") + " " + spec.description).lower())))
+
+    ranked = sorted(catalog, key=lambda s: (-overlap(s), s.name))
+    for spec in ranked[:2]:
+        args = {}
+        for param in spec.required:
+            value = _plausible_value(spec.properties.get(param), query, rng, literal)
+            if value is None:
+                break
+            args[param] = value
+        else:
+            yield "call_when_none", [ToolCall(spec.name, args)]
 
 
 OPERATORS: dict[str, Callable[..., Iterator[Variant]]] = {
-    "wrong_name": _wrong_name, "drop_param": _drop_param, "extra_param": _extra_param,
-    "wrong_type": _wrong_type, "wrong_value": _wrong_value, "format_variant": _format_variant,
-    "swap_values": _swap_values, "wrong_count": _wrong_count, "query_swap": _query_swap, "near_miss": _near_miss,
+    "wrong_function": _wrong_function, "drop_required": _drop_required, "drop_optional": _drop_optional,
+    "extra_param": _extra_param, "unknown_param": _unknown_param, "wrong_type": _wrong_type,
+    "wrong_value": _wrong_value, "query_swap": _query_swap, "swap_values": _swap_values, "drop_call": _drop_call,
+    "duplicate_call": _duplicate_call, "extra_call": _extra_call, "no_call": _no_call, "swap_order": _swap_order,
+    "call_when_none": _call_when_none,
+}
+
+# The FC-RewardBench error category (:data:`toolrm_rl.core.match.ERROR_CATEGORIES`) each operator aims
+# at. ``swap_order`` is judged call by call in order, so the first misplaced call has the wrong function.
+INTENDED_CATEGORY: dict[str, str] = {
+    "wrong_function": "wrong_function", "drop_required": "missing_required", "drop_optional": "missing_optional",
+    "extra_param": "unexpected_param", "unknown_param": "unexpected_param", "wrong_type": "wrong_type",
+    "wrong_value": "wrong_value", "query_swap": "wrong_value", "swap_values": "wrong_value", "drop_call": "wrong_count",
+    "duplicate_call": "wrong_count", "extra_call": "wrong_count", "no_call": "wrong_count",
+    "swap_order": "wrong_function", "call_when_none": "wrong_count",
 }
 
 
@@ -234,11 +455,14 @@ def mutate(calls: list[ToolCall], catalog: Any, *, seed: int = 0, operators: lis
     """All variants of ``calls`` produced by ``operators`` (default: all of :data:`OPERATORS`).
 
     Args:
-        calls: a correct call list (not modified).
+        calls: a correct call list (not modified); ``[]`` when no call is right.
         catalog: the functions the calls were made against.
-        seed: seeds the choices operators make (which other function, which perturbation).
+        seed: seeds the choices operators make (which other function, which near miss).
         literal_values: values are Java/JavaScript source literals (strings).
-        query: the user's request; ``query_swap`` draws wrong values from it.
+        query: the user's request; ``query_swap``, ``extra_param`` and ``call_when_none`` draw values from it.
+
+    Returns:
+        ``[(operator, calls), ...]``; an operator yields nothing where it does not apply.
     """
     catalog = ToolCatalog.load(catalog)
     rng = random.Random(seed)

@@ -1,40 +1,47 @@
 """Preference pairs from mutation negatives: (gold calls, a verified-wrong variant) per example.
 
-Every variant from :func:`toolrm_rl.data.mutate.mutate` is verified before it is kept: against the
-BFCL possible answer when the example has one (acceptable alternatives stay correct), otherwise
-it must differ from the gold calls after normalisation (order matters for sequential multi-turn
-calls). The share of negatives that pass the schema rules is a setting, because schema-invalid
-negatives are already caught by rules: what a reward model must learn are the schema-valid ones.
+Every variant from :func:`toolrm_rl.data.mutate.mutate` is judged by the BFCL matcher before it is kept
+(:class:`NegativeJudge`): against the example's BFCL possible answer when it has one (acceptable
+alternatives stay correct), otherwise against an answer built from the gold calls. A kept negative
+carries the matcher's raw ``error_type`` (``value_error:string``, ``simple_function_checker:missing_optional``,
+...), whose FC-RewardBench category is :func:`toolrm_rl.core.match.error_category`. The share of negatives
+that pass the schema rules is a setting, because schema-invalid negatives are already caught by rules:
+what a reward model must learn are the schema-valid ones.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import random
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from toolrm_rl.core.match import GroundTruth, canonical_calls
+from toolrm_rl.core.bfcl_types import PY_TYPES
+from toolrm_rl.core.calls import ToolCall, ToolCatalog, ToolSpec
+from toolrm_rl.core.match import GroundTruth, canonical_calls, error_category
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.mutate import mutate
 from toolrm_rl.data.records import PairRecord
 from toolrm_rl.data.sources import ToolExample
 
-__all__ = ["PairStats", "mutation_pairs", "OPERATOR_WEIGHTS"]
+__all__ = ["PairStats", "NegativeJudge", "mutation_pairs", "OPERATOR_WEIGHTS"]
 
 
 @dataclass
 class PairStats:
-    """What :func:`mutation_pairs` produced: counts per operator and the schema-valid share."""
+    """What :func:`mutation_pairs` produced: counts per operator and error category, the schema-valid share."""
 
     n_examples: int = 0
     n_pairs: int = 0
     n_schema_valid: int = 0
     n_rejected_as_correct: int = 0
     by_operator: dict[str, int] = field(default_factory=dict)
+    by_category: dict[str, int] = field(default_factory=dict)
+    by_source: dict[str, int] = field(default_factory=dict)
 
     @property
     def schema_valid_share(self) -> float:
@@ -46,20 +53,135 @@ def _last_user(conversation: list[dict]) -> str:
     return next((str(m.get("content") or "") for m in reversed(conversation) if m.get("role") == "user"), "")
 
 
-# Relative chance that an operator's variant is among an example's first picks.
-OPERATOR_WEIGHTS = {"no_call": 0.25, "duplicate_call": 0.4, "swap_order": 0.5, "drop_call": 1.5, "near_miss": 1.5,
-                    "query_swap": 1.5, "drop_optional": 1.5}
+# -- judging negatives ---------------------------------------------------------------------------------
+
+_PY_AND_JSON = {**PY_TYPES, "number": float, "object": dict}
+_JSON_TYPE_OF = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
 
 
-def _spread(pool: list, rng: random.Random) -> list:
-    """Shuffle, then interleave operators round-robin: an example's few negatives come from different
-    operators instead of whichever operator yields the most variants (one per parameter)."""
+def _fits(value: Any, schema: dict) -> bool:
+    if type(value) is tuple:  # pythonic gold calls hold tuples; BFCL compares them as lists
+        value = list(value)
+    type_name = schema.get("type")
+    expected = _PY_AND_JSON.get(type_name, str) if isinstance(type_name, str) else str
+    if type(value) is expected or (expected is float and type(value) is int):
+        if expected is list and isinstance(schema.get("items"), dict):
+            return all(_fits(v, schema["items"]) for v in value)
+        return True
+    return False
+
+
+def _options(value: Any, schema: dict) -> Any:
+    """A concrete value as BFCL answer options: dicts key by key, lists of dicts element-wise."""
+    if type(value) is dict:
+        return {k: [v] for k, v in value.items()}
+    if type(value) is list and value and all(type(v) is dict for v in value) and \
+            (schema.get("items") or {}).get("type") in ("dict", "object"):
+        return [{k: [v] for k, v in item.items()} for item in value]
+    return value
+
+
+def _answer_from_gold(gold: Sequence[ToolCall], catalog: ToolCatalog) -> tuple[list[dict], ToolCatalog]:
+    """A BFCL possible answer that accepts exactly the gold calls, and a catalog for matching whose
+    parameter types are the gold values' types where the schema disagrees with them (sources such as
+    NESTFUL pass ``"$var1.x$"`` references to numeric parameters): the gold defines what is right."""
+    specs = {s.name: copy.deepcopy(s.parameters) for s in catalog}
+    answer = []
+    for call in gold:
+        params = specs.setdefault(call.name, {"type": "object", "properties": {}})
+        props = params.setdefault("properties", {})
+        params["required"] = [r for r in params.get("required") or [] if r in call.arguments]
+        item = {}
+        for name, value in call.arguments.items():
+            value = list(value) if type(value) is tuple else value
+            schema = props.get(name)
+            if not isinstance(schema, dict):
+                schema = props[name] = {}
+            if not _fits(value, schema):
+                schema["type"] = _JSON_TYPE_OF.get(type(value), "string")
+                schema.pop("items", None)
+            item[name] = [_options(value, schema)]
+        answer.append({call.name: item})
+    match_catalog = ToolCatalog(ToolSpec(s.name, s.description, specs[s.name], s.dialect) for s in catalog)
+    for name in specs:
+        if name not in match_catalog:
+            match_catalog._specs[name] = ToolSpec(name, "", specs[name])  # gold calls an unlisted function
+    return answer, match_catalog
+
+
+class NegativeJudge:
+    """The matcher's verdict on candidate outputs for one example: ``error_type(calls)`` is ``""`` when the
+    calls are right, else BFCL's raw error type.
+
+    Calls are judged one by one against the answer's calls (in order for ``multi_turn`` / ``sequential``
+    examples, greedily order-free otherwise, as BFCL's parallel checker) so the error type names the
+    actual mistake: BFCL's parallel checker reports every mismatch as ``cannot_find_match``.
+    """
+
+    def __init__(self, example: ToolExample) -> None:
+        self.ordered = example.category in ("multi_turn", "sequential")
+        self.full = GroundTruth(example.tools, example.answer, example.category) if example.answer else None
+        if example.answer:
+            items, catalog = example.answer, example.tools
+        else:
+            items, catalog = _answer_from_gold(example.gold, example.tools)
+        self.items = [GroundTruth(catalog, [item], "multiple") for item in items]
+        self.names = [next(iter(item)) for item in items]
+        prefix = "simple_function_checker" if len(items) <= 1 else "parallel_function_checker_no_order"
+        self.wrong_count = f"{prefix}:wrong_count"
+        # a gold that fails its own answer (a few BFCL SQL records) cannot judge anything
+        self.usable = (self.full.check(example.gold).valid if self.full else True) and self._per_call(example.gold) == ""
+
+    def _per_call(self, calls: Sequence[ToolCall]) -> str:
+        if len(calls) != len(self.items):
+            return self.wrong_count
+        if self.ordered:
+            for truth, call in zip(self.items, calls):
+                verdict = truth.check([call])
+                if not verdict.valid:
+                    return verdict.error_type
+            return ""
+        remaining = list(range(len(calls)))
+        for k, truth in enumerate(self.items):
+            hit = next((j for j in remaining if truth.check([calls[j]]).valid), None)
+            if hit is not None:
+                remaining.remove(hit)
+                continue
+            # the closest call: one of the same function, else the one in the same place
+            closest = next((j for j in remaining if calls[j].name == self.names[k]),
+                           k if k in remaining else remaining[0])
+            return truth.check([calls[closest]]).error_type
+        return ""
+
+    def error_type(self, calls: Sequence[ToolCall]) -> str:
+        """``""`` when ``calls`` are right, else the raw BFCL error type of the (first) mistake."""
+        if self.full is not None:
+            verdict = self.full.check(list(calls))
+            if verdict.valid:
+                return ""
+            return self._per_call(calls) or verdict.error_type
+        return self._per_call(calls)
+
+
+# -- pairing ---------------------------------------------------------------------------------------------
+
+# Relative chance that an operator's variant is among an example's first picks: every example can answer
+# "no call" or repeat a call, so those would otherwise crowd out the value-level near misses, which are
+# what real failures mostly are (value errors are 43% of FC-RewardBench).
+OPERATOR_WEIGHTS = {"no_call": 0.3, "duplicate_call": 0.4, "swap_order": 0.5, "wrong_type": 0.6, "unknown_param": 0.6,
+                    "drop_required": 0.7, "extra_call": 0.8, "drop_call": 1.2, "wrong_function": 1.5,
+                    "wrong_value": 2.5, "query_swap": 2.0,
+                    "swap_values": 1.0, "drop_optional": 1.2, "extra_param": 1.0, "call_when_none": 1.0}
+
+
+def _spread(pool: list, rng: random.Random, weights: dict[str, float]) -> list:
+    """Shuffle, then interleave operators round-robin in a weighted random order: an example's few
+    negatives come from different operators instead of whichever yields the most variants."""
     by_op: dict[str, list] = collections.defaultdict(list)
     for item in rng.sample(pool, len(pool)):
         by_op[item[0]].append(item)
-    # weighted random order of operators (Efraimidis-Spirakis keys): every example can answer "no
-    # call" or repeat a call, so those would crowd out the value-level near misses
-    order = sorted(sorted(by_op), key=lambda op: -rng.random() ** (1.0 / OPERATOR_WEIGHTS.get(op, 1.0)))
+    ops = [op for op in sorted(by_op) if weights.get(op, 1.0) > 0]
+    order = sorted(ops, key=lambda op: -rng.random() ** (1.0 / weights.get(op, 1.0)))  # Efraimidis-Spirakis
     queues = [by_op[op] for op in order]
     out = []
     while any(queues):
@@ -68,48 +190,62 @@ def _spread(pool: list, rng: random.Random) -> list:
 
 
 def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: int = 3, schema_valid_share: float = 0.7,
-                   seed: int = 0, operators: list[str] | None = None, show_progress: bool = False
-                   ) -> tuple[list[PairRecord], PairStats]:
+                   seed: int = 0, operators: list[str] | None = None, operator_weights: dict[str, float] | None = None,
+                   show_progress: bool = False) -> tuple[list[PairRecord], PairStats]:
     """Build up to ``negatives_per_example`` verified negatives per example.
 
     Args:
-        examples: canonical examples with gold calls (``[]`` gold: every call is wrong).
+        examples: canonical examples with gold calls (``[]`` gold: every call is wrong, abstaining is right).
         negatives_per_example: at most this many pairs per example (the paper keeps at most 3).
         schema_valid_share: target share of negatives that pass the schema rules (taken when available).
         seed: makes the choice of variants reproducible (per example, independent of order).
-        operators: mutation operators to use (default: all).
+        operators: mutation operators to use (default: all of :data:`toolrm_rl.data.mutate.OPERATORS`).
+        operator_weights: relative preference per operator (default :data:`OPERATOR_WEIGHTS`; 0 disables one).
+
+    Returns:
+        ``(pairs, stats)``; each pair's ``error_type`` is the matcher's raw error type and its id
+        ``<example id>#<k>``.
     """
+    weights = {**OPERATOR_WEIGHTS, **(operator_weights or {})}
     examples = list(examples)
     stats = PairStats(n_examples=len(examples))
     by_op: collections.Counter = collections.Counter()
+    by_cat: collections.Counter = collections.Counter()
+    by_src: collections.Counter = collections.Counter()
     pairs: list[PairRecord] = []
     for ex in tqdm(examples, desc="mutation pairs", disable=not show_progress):
+        judge = NegativeJudge(ex)
+        if not judge.usable:
+            continue
         ex_seed = zlib.crc32(f"{seed}:{ex.id}".encode())
         rng = random.Random(ex_seed)
-        ordered = ex.category in ("multi_turn", "sequential")  # later calls use earlier results
-        truth = GroundTruth(ex.tools, ex.answer, ex.category) if ex.answer else None
-        gold_key = canonical_calls(ex.gold, ordered)
-        seen = {gold_key}
+        seen = {canonical_calls(ex.gold, judge.ordered)}
         valid_pool, invalid_pool = [], []
         for op, calls in mutate(ex.gold, ex.tools, seed=ex_seed, operators=operators, query=_last_user(ex.conversation)):
-            key = canonical_calls(calls, ordered)
+            key = canonical_calls(calls, judge.ordered)
             if key in seen:
                 continue
             seen.add(key)
-            if (truth.check(calls).valid if truth else False):
+            error_type = judge.error_type(calls)
+            if not error_type:
                 stats.n_rejected_as_correct += 1  # an acceptable alternative, not a negative
                 continue
             schema_ok = check_calls(calls, ex.tools).ok
-            (valid_pool if schema_ok else invalid_pool).append((op, calls, schema_ok))
-        valid_pool, invalid_pool = _spread(valid_pool, rng), _spread(invalid_pool, rng)
+            (valid_pool if schema_ok else invalid_pool).append((op, calls, schema_ok, error_type))
+        valid_pool, invalid_pool = _spread(valid_pool, rng, weights), _spread(invalid_pool, rng, weights)
         n_valid = min(len(valid_pool), round(negatives_per_example * schema_valid_share))
         chosen = valid_pool[:n_valid] + invalid_pool[:negatives_per_example - n_valid]
-        chosen += valid_pool[n_valid:negatives_per_example - len(chosen) + n_valid]  # top up if invalid ran out
-        for j, (op, calls, schema_ok) in enumerate(chosen[:negatives_per_example]):
+        chosen += valid_pool[n_valid:n_valid + negatives_per_example - len(chosen)]  # top up if invalid ran out
+        for j, (op, calls, schema_ok, error_type) in enumerate(chosen[:negatives_per_example]):
             stats.n_schema_valid += schema_ok
             by_op[op] += 1
+            by_cat[error_category(error_type)] += 1
+            by_src[ex.source] += 1
             pairs.append(PairRecord(id=f"{ex.id}#{j}", tools=ex.tools, conversation=ex.conversation, chosen=ex.gold,
-                                    rejected=calls, error_type=f"mutation:{op}", source=ex.source, generator="mutation"))
+                                    rejected=calls, error_type=error_type, source=ex.source,
+                                    generator=f"mutation:{op}"))
     stats.n_pairs = len(pairs)
     stats.by_operator = dict(by_op.most_common())
+    stats.by_category = dict(by_cat.most_common())
+    stats.by_source = dict(by_src.most_common())
     return pairs, stats

@@ -1,0 +1,132 @@
+"""Each mutation operator yields negatives the matcher files under the operator's intended error family,
+on real records of the offline sources; no negative carries the surface cues of random perturbations."""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import json
+import random
+
+import pytest
+
+from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.match import ERROR_CATEGORIES, error_category
+from toolrm_rl.data.mutate import INTENDED_CATEGORY, OPERATORS, mutate
+from toolrm_rl.data.pairs import NegativeJudge, mutation_pairs
+from toolrm_rl.data.sources import ToolExample, load_source
+
+SOURCES = ("bfcl_exec", "bfcl_sql", "bfcl_rest", "bfcl_multi_turn", "nestful", "complexfuncbench")
+# operators that only apply to some examples: measured on a fixture below when the sample lacks them
+NEEDS_FIXTURE = {"call_when_none"}
+
+
+@pytest.fixture(scope="module")
+def sample():
+    if importlib.util.find_spec("bfcl_eval") is None or importlib.util.find_spec("data_v1") is None:
+        pytest.skip("bfcl-eval / nestful-wrapper are not installed (scripts/setup.sh installs them)")
+    rng = random.Random(0)
+    out = []
+    for name in SOURCES:
+        examples = load_source(name)
+        out += rng.sample(examples, min(250, len(examples)))
+    return out
+
+
+def _user(ex: ToolExample) -> str:
+    return next((m["content"] for m in reversed(ex.conversation) if m["role"] == "user"), "")
+
+
+def test_every_operator_hits_its_intended_family_in_95_percent(sample):
+    assert set(INTENDED_CATEGORY) == set(OPERATORS) and set(INTENDED_CATEGORY.values()) <= set(ERROR_CATEGORIES)
+    total, hits = collections.Counter(), collections.Counter()
+    misses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for k, ex in enumerate(sample):
+        judge = NegativeJudge(ex)
+        if not judge.usable:
+            continue
+        for op, calls in mutate(ex.gold, ex.tools, seed=k, query=_user(ex)):
+            error_type = judge.error_type(calls)
+            if not error_type:
+                continue  # an acceptable alternative: never kept as a negative
+            total[op] += 1
+            if error_category(error_type) == INTENDED_CATEGORY[op]:
+                hits[op] += 1
+            else:
+                misses[op][error_type] += 1
+    rates = {op: hits[op] / total[op] for op in total}
+    print("\nintended-family rate per operator:", {op: f"{r:.3f} of {total[op]}" for op, r in sorted(rates.items())})
+    assert set(OPERATORS) - NEEDS_FIXTURE <= set(total), "every operator must apply somewhere in the sample"
+    for op, rate in rates.items():
+        assert total[op] >= 30, (op, total[op])
+        assert rate >= 0.95, (op, rate, misses[op].most_common(3))
+
+
+def test_calling_when_no_call_is_right_is_a_wrong_count():
+    tools = ToolCatalog.load([
+        {"name": "get_weather", "description": "Current weather in a city",
+         "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                        "required": ["city"]}},
+        {"name": "convert_currency", "description": "Convert an amount between currencies",
+         "parameters": {"type": "object", "properties": {"amount": {"type": "number"}, "to": {"type": "string"}},
+                        "required": ["amount", "to"]}}])
+    ex = ToolExample("irr", "t", [{"role": "user", "content": "What is the weather like on the Moon these days?"}],
+                     tools, [], category="irrelevance")
+    variants = mutate([], tools, seed=0, query=_user(ex))
+    assert [op for op, _ in variants] == ["call_when_none", "call_when_none"]
+    first = variants[0][1]
+    assert first[0].name == "get_weather" and first[0].arguments == {"city": "Moon"}  # from the query
+    judge = NegativeJudge(ex)
+    assert judge.error_type([]) == ""  # abstaining is right
+    assert all(error_category(judge.error_type(calls)) == "wrong_count" for _, calls in variants)
+    pairs, stats = mutation_pairs([ex], negatives_per_example=3)
+    assert pairs and all(p.chosen == [] and p.rejected for p in pairs) and stats.by_operator == {"call_when_none": 2}
+
+
+SURFACE_CUES = (" extra", "zz", "unknown", "_v2", "verbose", "extra_flag", "_x\"")
+
+
+def test_no_negative_carries_surface_cues(sample):
+    pairs, stats = mutation_pairs(sample, negatives_per_example=5, seed=1)
+    assert stats.n_pairs > 3 * len(sample)
+    golds = {p.id.rsplit("#", 1)[0]: json.dumps([c.arguments for c in p.chosen]).lower() for p in pairs}
+    for pair in pairs:
+        text = json.dumps([[c.name, c.arguments] for c in pair.rejected]).lower()
+        for cue in SURFACE_CUES:
+            # a cue may appear only when the right answer or the catalog already contains it
+            assert cue not in text or cue in golds[pair.id.rsplit("#", 1)[0]] or \
+                cue in json.dumps(pair.tools.to_dicts()).lower(), (cue, pair.id, pair.rejected)
+
+
+def test_negatives_carry_the_raw_error_type_and_the_schema_valid_share_is_reported(sample):
+    pairs, stats = mutation_pairs(sample, negatives_per_example=3, schema_valid_share=0.7, seed=2)
+    assert all(p.error_type and error_category(p.error_type) in ERROR_CATEGORIES for p in pairs)
+    assert all(p.generator.startswith("mutation:") for p in pairs)
+    assert sum(stats.by_category.values()) == stats.n_pairs == len(pairs)
+    assert set(stats.by_category) >= {"wrong_value", "wrong_function", "wrong_count", "missing_required"}
+    assert 0.6 <= stats.schema_valid_share <= 0.8
+    print(f"\nschema-valid share {stats.schema_valid_share:.3f}; by category {stats.by_category}")
+
+
+def test_operator_weights_shape_the_mix(sample):
+    only_values = {op: 0.0 for op in OPERATORS if INTENDED_CATEGORY[op] != "wrong_value"}
+    pairs, stats = mutation_pairs(sample[:300], negatives_per_example=2, operator_weights=only_values, seed=0)
+    value_ops = {op for op in OPERATORS if INTENDED_CATEGORY[op] == "wrong_value"}
+    assert pairs and set(stats.by_operator) <= value_ops  # weight 0 switches an operator off
+    assert stats.by_category["wrong_value"] >= 0.95 * stats.n_pairs
+
+
+def test_near_misses_are_schema_valid_and_grounded():
+    tools = ToolCatalog.load([{"name": "convert", "parameters": {"type": "object", "properties": {
+        "amount": {"type": "number"}, "from_currency": {"type": "string"}, "to_currency": {"type": "string"},
+        "date": {"type": "string"}, "items": {"type": "array", "items": {"type": "string"}}},
+        "required": ["amount", "from_currency", "to_currency"]}}])
+    gold = [ToolCall("convert", {"amount": 250.5, "from_currency": "USD", "to_currency": "EUR", "date": "2024-03-05",
+                                 "items": ["a", "b"]})]
+    ex = ToolExample("q", "t", [{"role": "user", "content": "Convert 250.5 USD to EUR as of 2024-03-05"}], tools, gold)
+    pairs, stats = mutation_pairs([ex], negatives_per_example=40, schema_valid_share=1.0,
+                                  operators=["wrong_value", "swap_values"])
+    assert stats.schema_valid_share == 1.0 and len(pairs) >= 5
+    values = [v for p in pairs for v in p.rejected[0].arguments.values()]
+    assert {"US dollar", "US dollars", "dollars", "euro", "euros"} & set(map(str, values))
+    assert any(isinstance(v, str) and v.startswith(("05-03", "03/05", "05/03", "March")) for v in values)
