@@ -185,45 +185,59 @@ def train_cmd(
     typer.echo(f"metrics: {Path(cfg.train.output_dir) / 'metrics.json'}")
 
 
-@eval_app.command("fc-rewardbench")
+@eval_app.command("fc-rewardbench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def eval_fc_rewardbench(
-    data: str = typer.Option(..., "--data", help="FC-RewardBench-format pairs: a local file/dir or a hub id."),
-    scorer: list[str] = typer.Option(["rules"], "--scorer", help="rules, rm or hybrid (repeatable)."),
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                          help="Recipe YAML (recipes/eval/fc_rewardbench.yaml); flags override it."),
+    data: Optional[str] = typer.Option(None, "--data", help="FC-RewardBench-format pairs: a local file/dir or a hub id."),
+    scorer: Optional[list[str]] = typer.Option(None, "--scorer", help="rules, rm, hybrid, judge, hf-rm (repeatable)."),
     model: Optional[str] = typer.Option(None, "--model", help="ToolRM checkpoint for rm/hybrid."),
     split: Optional[str] = typer.Option(None, help="Dataset split (hub ids, DatasetDict dirs)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Directory for report.json and report.md."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for report.md, report.json, by_category.png."),
     as_json: bool = typer.Option(False, "--json", help="End standard output with one JSON line of the results."),
-    skip_bad_rows: bool = typer.Option(False, help="Count and skip malformed rows instead of failing."),
+    wandb: Optional[bool] = typer.Option(None, "--wandb/--no-wandb", help="Log a wandb table (offline without credentials)."),
+    skip_bad_rows: Optional[bool] = typer.Option(None, "--skip-bad-rows", help="Count and skip malformed rows instead of failing."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
 ) -> None:
-    """Pairwise accuracy (ties are not wins) overall, on the schema-valid subset, and by category."""
-    from toolrm_rl.data.records import load_pairs
-    from toolrm_rl.eval.fc_rewardbench import evaluate_pairs, markdown_table
-    from toolrm_rl.scoring import get_scorer
+    """Pairwise accuracy (ties are not wins) with a 95% CI, overall, on the schema-valid subset and by
+    error category, test category, model and error type. Extra arguments are key=value overrides
+    (judge.base_url=..., judge.model=..., hf_rm.path=..., limit=100).
 
-    pairs, load_report = load_pairs(data, split=split, skip_bad_rows=skip_bad_rows)
-    rm = None
-    reports = []
-    for name in scorer:
-        if name in ("rm", "hybrid"):
-            if model is None:
-                raise typer.BadParameter(f"--scorer {name} needs --model")
-            if rm is None:
-                from toolrm_rl.scoring import RMScorer
+    With --json the last line is one JSON object: the first scorer's report at the top level (accuracy,
+    n, ties, ci95, by_error_type, by_category, schema_valid_subset, ...) and "scorers": {name: report}."""
+    import logging
 
-                rm = RMScorer(path=model)
-            reports.append(evaluate_pairs(rm if name == "rm" else get_scorer("hybrid", rm=rm), pairs))
-        else:
-            reports.append(evaluate_pairs(get_scorer(name), pairs))
-    table = markdown_table(reports)
-    typer.echo(f"{len(pairs)} pairs from {data} ({load_report.n_skipped} skipped)\n")
-    typer.echo(table)
-    result = {r.scorer: r.to_dict() for r in reports}
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(result, indent=2))
-        (out / "report.md").write_text(table)
+    from omegaconf import OmegaConf
+
+    from toolrm_rl.eval.fc_rewardbench import load_config, run
+    from toolrm_rl.scoring import ScorerUnavailable
+
+    bad = [a for a in ctx.args if "=" not in a]
+    if bad:
+        raise typer.BadParameter(f"overrides must be key=value, got {bad}")
+    flags = {"data": data, "model": model, "split": split, "out": str(out) if out is not None else None,
+             "wandb": wandb, "skip_bad_rows": skip_bad_rows}
+    overrides = list(ctx.args) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    if scorer:
+        overrides.append(f"scorers={json.dumps(list(scorer))}")
+    try:
+        cfg = load_config(config, overrides)
+    except Exception as err:  # omegaconf names the bad key
+        raise typer.BadParameter(f"{config or 'config'}: {err}") from None
+    if print_config:
+        typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        raise typer.Exit()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        result = run(cfg, echo=typer.echo)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    except ScorerUnavailable as err:
+        typer.echo(f"scorer unavailable: {err}", err=True)
+        raise typer.Exit(2) from None
     if as_json:
-        typer.echo(json.dumps(result if len(reports) > 1 else reports[0].to_dict()))
+        typer.echo(json.dumps(result))
 
 
 # ---------------------------------------------------------------------------------------- serve
@@ -240,6 +254,7 @@ def serve_cmd(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
     dtype: Optional[str] = typer.Option(None, help="float32, bfloat16, auto (default: fp32 on CPU, bf16 else)."),
     served_name: Optional[str] = typer.Option(None, help="Model name in responses (default: directory name)."),
+    torch_threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's; 1 on a shared CPU)."),
     ray: bool = typer.Option(False, "--ray", help="Serve with Ray Serve replicas instead of one uvicorn process."),
     replicas: int = typer.Option(1, help="--ray: number of replicas."),
     num_gpus_per_replica: float = typer.Option(0.0, help="--ray: GPUs per replica (>0 puts the model on cuda)."),
@@ -256,7 +271,7 @@ def serve_cmd(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = ServeConfig(model=model, host=host, port=port, token_env=token_env or None, max_batch=max_batch,
                          max_wait_ms=max_wait_ms, max_body_mb=max_body_mb, max_items=max_items, device=device,
-                         dtype=dtype, served_name=served_name)
+                         dtype=dtype, served_name=served_name, torch_threads=torch_threads)
     if ray:
         from toolrm_rl.serve.ray_serve import run_ray_serve
 

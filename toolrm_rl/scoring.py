@@ -8,11 +8,14 @@ conversation, candidate calls) to floats; higher is better. Backends:
 - ``rm``: a ToolRM checkpoint (:class:`toolrm_rl.model.ToolRM`).
 - ``hybrid``: rules and RM together, either as a *gate* (any schema violation ranks the candidate
   below every schema-valid one; the RM orders candidates within each side) or a weighted sum.
+- ``judge``: an LLM as judge over any OpenAI-compatible endpoint, pointwise or pairwise
+  (:mod:`toolrm_rl.judge`).
+- ``hf-rm``: any Hugging Face sequence-classification reward model with its own chat template
+  (:mod:`toolrm_rl.hf_rm`).
 - ``remote``: scores from a scoring server, ours (``toolrm serve``) or a vLLM ``/classify`` one
   (:class:`toolrm_rl.serve.client.RemoteScorer`); fails only with :class:`ScorerUnavailable`.
 
-``get_scorer("rules" | "rm" | "hybrid", **options)`` builds one by name; later backends register
-in :data:`SCORERS`.
+``get_scorer(name, **options)`` builds one by name; later backends register in :data:`SCORERS`.
 """
 
 from __future__ import annotations
@@ -48,7 +51,12 @@ class Scorer(Protocol):
 
 
 def score_pairs(scorer: Scorer, pairs: Sequence[tuple[RMExample, RMExample]]) -> list[tuple[float, float]]:
-    """Score (chosen, rejected) example pairs in one batch: ``[(s_chosen, s_rejected), ...]``."""
+    """Score (chosen, rejected) example pairs in one batch: ``[(s_chosen, s_rejected), ...]``.
+
+    A scorer with its own pair-aware ``score_pairs(pairs)`` (the pairwise LLM judge) is asked about
+    the pairs; any other scorer scores the flattened list."""
+    if callable(getattr(scorer, "score_pairs", None)):
+        return [(float(a), float(b)) for a, b in scorer.score_pairs(pairs)]
     flat = [ex for pair in pairs for ex in pair]
     scores = scorer.score(flat)
     return list(zip(scores[0::2], scores[1::2]))
@@ -157,10 +165,22 @@ class HybridScorer:
         return [m if r == 0 else m - self.gate_penalty + r for r, m in zip(rule_scores, rm_scores)]
 
 
+def _judge_scorer(**options: Any) -> Scorer:
+    from toolrm_rl.judge import JudgeScorer  # imported on use: an optional backend
+
+    return JudgeScorer(**options)
+
+
 def _remote_scorer(**options: Any) -> Scorer:
     from toolrm_rl.serve.client import RemoteScorer  # imported on use: the server client (httpx)
 
     return RemoteScorer(**options)
+
+
+def _hf_rm_scorer(**options: Any) -> Scorer:
+    from toolrm_rl.hf_rm import HFRewardModelScorer  # imported on use: torch and transformers
+
+    return HFRewardModelScorer(**options)
 
 
 SCORERS: dict[str, Callable[..., Scorer]] = {
@@ -168,12 +188,15 @@ SCORERS: dict[str, Callable[..., Scorer]] = {
     "rm": lambda **kw: RMScorer(**kw),
     "hybrid": lambda rm=None, path=None, device="cpu", **kw: HybridScorer(
         rm=rm if rm is not None else RMScorer(path=path, device=device), **kw),
+    "judge": lambda **kw: _judge_scorer(**kw),
+    "hf-rm": lambda **kw: _hf_rm_scorer(**kw),
     "remote": lambda **kw: _remote_scorer(**kw),
 }
 
 
 def get_scorer(name: str, **options: Any) -> Scorer:
-    """Build a scorer by backend name (``rules``, ``rm``, ``hybrid``); options go to its constructor."""
+    """Build a scorer by backend name (``rules``, ``rm``, ``hybrid``, ``judge``, ``hf-rm``); options go to
+    its constructor."""
     if name not in SCORERS:
         raise ValueError(f"unknown scorer {name!r}; available: {sorted(SCORERS)}")
     return SCORERS[name](**options)

@@ -1,22 +1,46 @@
-"""FC-RewardBench-style pairwise evaluation of any scorer.
+"""FC-RewardBench-style pairwise evaluation of any scorer, and the ``toolrm eval fc-rewardbench`` recipe.
 
-A pair is right when ``score(chosen) > score(rejected)``; ties are *not* wins (their rate is
-reported). Breakdowns: by raw ``error_type``, by ``test_category``, by ``model_name``, and on the
-subset where both calls pass the schema rules: the part a reward model must decide beyond rules.
+A pair is right when ``score(chosen) > score(rejected)``; ties are *not* wins (their count and rate
+are reported, and ``accuracy_ties_half`` counts them as 0.5 for comparison with papers that do).
+Breakdowns: by raw ``error_type``, by the benchmark card's 8 error categories
+(:func:`~toolrm_rl.core.match.error_category`, ``other`` for labels outside BFCL's), by
+``test_category``, by ``model_name``, and on the subset where both calls pass the schema rules: the
+part a reward model must decide beyond rules.
+
+Scorers with a pair-aware ``score_pairs(pairs)`` (the pairwise LLM judge) are asked about pairs;
+others score the flattened list (:func:`toolrm_rl.scoring.score_pairs`).
+
+:func:`run` is the recipe: load pairs, build scorers, evaluate, write ``report.md``, ``report.json``
+and ``by_category.png`` to ``out`` (and a wandb table when ``wandb=true``). Its JSON result (also
+the last stdout line of ``toolrm eval fc-rewardbench --json``) holds the first scorer's report at the
+top level plus ``scorers: {name: report}`` for every scorer, so one-scorer consumers read
+``result["accuracy"]`` and multi-scorer consumers read ``result["scorers"][name]``.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import random
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
+from toolrm_rl.core.match import ERROR_CATEGORIES, error_category
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.records import PairRecord
+from toolrm_rl.eval.plots import atomic_write_text, bar_chart, md_table
 from toolrm_rl.scoring import Scorer, score_pairs
 
-__all__ = ["PairwiseReport", "evaluate_pairs", "summarize", "markdown_table"]
+__all__ = ["PairwiseReport", "evaluate_pairs", "summarize", "bootstrap_ci", "markdown_table", "report_markdown",
+           "result_json", "write_reports", "FCRewardBenchConfig", "load_config", "build_scorers", "run"]
+
+log = logging.getLogger(__name__)
+
+CATEGORY_ORDER = ERROR_CATEGORIES + ("other",)
 
 
 @dataclass
@@ -29,16 +53,29 @@ class PairwiseReport:
     ties: int
     ci95: tuple[float, float]
     by_error_type: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_category: dict[str, dict[str, float]] = field(default_factory=dict)
     by_test_category: dict[str, dict[str, float]] = field(default_factory=dict)
     by_model: dict[str, dict[str, float]] = field(default_factory=dict)
     schema_valid_subset: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def tie_rate(self) -> float:
+        """Share of pairs whose two scores are equal."""
+        return self.ties / self.n if self.n else 0.0
+
+    @property
+    def accuracy_ties_half(self) -> float:
+        """Accuracy with a tie counted as half a win."""
+        return self.accuracy + 0.5 * self.tie_rate if self.n else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return {"scorer": self.scorer, "accuracy": self.accuracy, "n": self.n, "ties": self.ties,
-                "tie_rate": self.ties / self.n if self.n else 0.0, "ci95": list(self.ci95),
-                "by_error_type": self.by_error_type, "by_test_category": self.by_test_category,
-                "by_model": self.by_model, "schema_valid_subset": self.schema_valid_subset}
+                "tie_rate": self.tie_rate, "accuracy_ties_half": self.accuracy_ties_half, "ci95": list(self.ci95),
+                "by_error_type": self.by_error_type, "by_category": self.by_category,
+                "by_test_category": self.by_test_category, "by_model": self.by_model,
+                "schema_valid_subset": self.schema_valid_subset, "seconds": self.seconds}
 
 
 def summarize(wins: Sequence[bool], ties: Sequence[bool]) -> dict[str, float]:
@@ -52,7 +89,8 @@ def summarize(wins: Sequence[bool], ties: Sequence[bool]) -> dict[str, float]:
 
 
 def bootstrap_ci(wins: Sequence[bool], *, samples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the accuracy (resampling pairs)."""
+    """Percentile bootstrap interval of the accuracy (``samples`` resamplings of the pairs with
+    ``random.Random(seed)``; the bounds are the sorted statistics at ``(1-level)/2`` and ``(1+level)/2``)."""
     n = len(wins)
     if n == 0:
         return (float("nan"), float("nan"))
@@ -71,35 +109,240 @@ def _group(keys: Sequence[str], wins: Sequence[bool], ties: Sequence[bool]) -> d
     return {k: summarize([wins[i] for i in idx], [ties[i] for i in idx]) for k, idx in sorted(buckets.items())}
 
 
+def schema_valid_mask(pairs: Sequence[PairRecord]) -> list[bool]:
+    """Per pair: both the chosen and the rejected calls pass :func:`~toolrm_rl.core.schema.check_calls`."""
+    return [check_calls(p.chosen, p.tools).ok and check_calls(p.rejected, p.tools).ok for p in pairs]
+
+
+def _pair_scores(scorer: Scorer, pairs: Sequence[PairRecord]) -> list[tuple[float, float]]:
+    examples = [(p.chosen_example(), p.rejected_example()) for p in pairs]
+    scores = score_pairs(scorer, examples)
+    if len(scores) != len(pairs):
+        raise ValueError(f"scorer {getattr(scorer, 'name', scorer)!r} returned {len(scores)} pair scores "
+                         f"for {len(pairs)} pairs")
+    return scores
+
+
 def evaluate_pairs(scorer: Scorer, pairs: Sequence[PairRecord], *, bootstrap_samples: int = 1000,
-                   seed: int = 0) -> PairwiseReport:
-    """Score every pair's chosen and rejected answer and report pairwise accuracy with breakdowns."""
-    scores = score_pairs(scorer, [(p.chosen_example(), p.rejected_example()) for p in pairs])
+                   seed: int = 0, valid: Sequence[bool] | None = None) -> PairwiseReport:
+    """Score every pair's chosen and rejected answer and report pairwise accuracy with breakdowns.
+
+    :param valid: the precomputed :func:`schema_valid_mask` (computed here when None).
+    """
+    start = time.perf_counter()
+    scores = _pair_scores(scorer, pairs)
+    seconds = time.perf_counter() - start
     wins = [c > r for c, r in scores]
     ties = [c == r for c, r in scores]
-    valid = [check_calls(p.chosen, p.tools).ok and check_calls(p.rejected, p.tools).ok for p in pairs]
+    valid = list(valid) if valid is not None else schema_valid_mask(pairs)
     subset = [i for i, v in enumerate(valid) if v]
     overall = summarize(wins, ties)
     return PairwiseReport(
         scorer=getattr(scorer, "name", type(scorer).__name__), accuracy=overall["accuracy"], n=overall["n"],
         ties=overall["ties"], ci95=bootstrap_ci(wins, samples=bootstrap_samples, seed=seed),
         by_error_type=_group([p.error_type or "?" for p in pairs], wins, ties),
+        by_category=_group([error_category(p.error_type) for p in pairs], wins, ties),
         by_test_category=_group([p.source or "?" for p in pairs], wins, ties),
         by_model=_group([p.generator or "?" for p in pairs], wins, ties),
         schema_valid_subset=summarize([wins[i] for i in subset], [ties[i] for i in subset]),
+        seconds=seconds,
     )
 
 
+# -- reports ---------------------------------------------------------------------------------------
+
+def _breakdown_keys(reports: Sequence[PairwiseReport], breakdown: str) -> list[str]:
+    keys = {k for r in reports for k in getattr(r, breakdown)}
+    if breakdown == "by_category":
+        return [k for k in CATEGORY_ORDER if k in keys] + sorted(keys - set(CATEGORY_ORDER))
+    return sorted(keys)
+
+
 def markdown_table(reports: Sequence[PairwiseReport], breakdown: str = "by_test_category") -> str:
-    """A markdown table: one column per scorer; rows overall, schema-valid subset, then the breakdown."""
+    """A markdown table: one column per scorer; rows overall, schema-valid subset, ties, then the breakdown."""
     head = "| | " + " | ".join(r.scorer for r in reports) + " |\n|---|" + "---:|" * len(reports) + "\n"
     rows = ["| overall (n=%d) | " % reports[0].n + " | ".join(f"{r.accuracy:.3f}" for r in reports) + " |",
             "| both calls schema-valid (n=%d) | " % reports[0].schema_valid_subset.get("n", 0)
             + " | ".join(f"{r.schema_valid_subset.get('accuracy', float('nan')):.3f}" for r in reports) + " |",
             "| ties | " + " | ".join(str(r.ties) for r in reports) + " |"]
-    keys = sorted({k for r in reports for k in getattr(r, breakdown)})
-    for key in keys:
-        n = getattr(reports[0], breakdown).get(key, {}).get("n", 0)
+    for key in _breakdown_keys(reports, breakdown):
+        n = max(getattr(r, breakdown).get(key, {}).get("n", 0) for r in reports)
         cells = [getattr(r, breakdown).get(key, {}).get("accuracy", float("nan")) for r in reports]
         rows.append(f"| {key} (n={n}) | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     return head + "\n".join(rows) + "\n"
+
+
+def _overall_table(reports: Sequence[PairwiseReport]) -> str:
+    rows = [[r.scorer, r.accuracy, f"[{r.ci95[0]:.3f}, {r.ci95[1]:.3f}]", r.ties, r.tie_rate, r.accuracy_ties_half,
+             r.schema_valid_subset.get("accuracy", float("nan")), r.schema_valid_subset.get("n", 0), r.n,
+             round(r.seconds, 1)] for r in reports]
+    return md_table(["scorer", "accuracy", "95% CI", "ties", "tie rate", "acc (tie=0.5)", "schema-valid acc",
+                     "schema-valid n", "n", "seconds"], rows)
+
+
+def report_markdown(reports: Sequence[PairwiseReport], *, title: str = "FC-RewardBench pairwise accuracy",
+                    data: str = "") -> str:
+    """The full markdown report: overall per scorer, then per error category, test category, model
+    and raw error type (each with the overall / schema-valid / ties rows first)."""
+    parts = [f"# {title}\n", f"Data: `{data}`. A pair is right when score(chosen) > score(rejected); ties are not "
+             "wins. Random choice scores 0.5.\n" if data else "", "## Overall\n", _overall_table(reports),
+             "\n## By error category (FC-RewardBench card)\n", markdown_table(reports, "by_category"),
+             "\n## By test category\n", markdown_table(reports, "by_test_category"),
+             "\n## By model\n", markdown_table(reports, "by_model"),
+             "\n## By raw error type\n", markdown_table(reports, "by_error_type")]
+    return "\n".join(p for p in parts if p)
+
+
+def result_json(reports: Sequence[PairwiseReport], **extra: Any) -> dict[str, Any]:
+    """The result object: the first scorer's report at the top level, ``scorers: {name: report}``
+    for all of them (names made unique with ``#2``, ``#3`` suffixes), plus ``extra`` fields."""
+    if not reports:
+        raise ValueError("result_json: no reports")
+    by_name: dict[str, Any] = {}
+    for r in reports:
+        name, k = r.scorer, 2
+        while name in by_name:
+            name, k = f"{r.scorer}#{k}", k + 1
+        by_name[name] = r.to_dict()
+    return {**reports[0].to_dict(), "scorers": by_name, **extra}
+
+
+def write_reports(reports: Sequence[PairwiseReport], out: str | Path, *, data: str = "",
+                  extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``report.md``, ``report.json`` and ``by_category.png`` (scorers side by side, random 0.5
+    line) into ``out``; returns their paths."""
+    out = Path(out)
+    cats = _breakdown_keys(reports, "by_category")
+    paths = {
+        "md": atomic_write_text(out / "report.md", report_markdown(reports, data=data)),
+        "json": atomic_write_text(out / "report.json", json.dumps(result_json(reports, **(extra or {})), indent=2) + "\n"),
+        "png": bar_chart(cats, {r.scorer: [r.by_category.get(c, {}).get("accuracy", float("nan")) for c in cats]
+                                for r in reports}, out / "by_category.png",
+                         counts=[max(r.by_category.get(c, {}).get("n", 0) for r in reports) for c in cats],
+                         reference=0.5, title=f"Pairwise accuracy by error category (n={reports[0].n})"),
+    }
+    return paths
+
+
+def log_wandb(reports: Sequence[PairwiseReport], cfg: FCRewardBenchConfig) -> None:
+    """Log the summary and one long table (scorer, breakdown, key, accuracy, n, ties) to wandb; offline
+    mode when there are no credentials (like training)."""
+    try:
+        import wandb
+    except ImportError:
+        log.warning("wandb is not installed: skipping the wandb table")
+        return
+    has_key = os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").exists()
+    if not has_key and os.environ.get("WANDB_MODE") is None:
+        os.environ["WANDB_MODE"] = "offline"
+    run = wandb.init(project=cfg.wandb_project, name=cfg.run_name, dir=cfg.out or ".", job_type="eval",
+                     config={"data": cfg.data, "scorers": list(cfg.scorers), "model": cfg.model})
+    table = wandb.Table(columns=["scorer", "breakdown", "key", "accuracy", "n", "ties"])
+    for r in reports:
+        table.add_data(r.scorer, "overall", "all", r.accuracy, r.n, r.ties)
+        table.add_data(r.scorer, "schema_valid_subset", "all", r.schema_valid_subset.get("accuracy"),
+                       r.schema_valid_subset.get("n"), r.schema_valid_subset.get("ties"))
+        for breakdown in ("by_category", "by_test_category", "by_model", "by_error_type"):
+            for key, s in getattr(r, breakdown).items():
+                table.add_data(r.scorer, breakdown, key, s["accuracy"], s["n"], s["ties"])
+    run.log({"fc_rewardbench": table,
+             **{f"{r.scorer}/accuracy": r.accuracy for r in reports},
+             **{f"{r.scorer}/schema_valid_accuracy": r.schema_valid_subset.get("accuracy") for r in reports}})
+    run.finish()
+
+
+# -- the recipe ------------------------------------------------------------------------------------
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class FCRewardBenchConfig:
+    """``toolrm eval fc-rewardbench`` settings (recipe YAML and ``key=value`` overrides)."""
+
+    data: str = _f("ibm-research/fc-reward-bench", "FC-RewardBench-format pairs: a local file/dir or a hub id.")
+    split: str | None = _f(None, "Dataset split (hub ids, DatasetDict dirs); None: the only/first split.")
+    limit: int | None = _f(None, "Evaluate only the first N pairs (quick checks).")
+    skip_bad_rows: bool = _f(False, "Count and skip malformed rows instead of failing.")
+    scorers: list = _f(["rules"], "Scorer backends to compare: rules, rm, hybrid, judge, hf-rm (see toolrm_rl.scoring).")
+    model: str | None = _f(None, "ToolRM checkpoint for the rm and hybrid scorers.")
+    device: str = _f("cpu", "Device for the rm/hybrid model.")
+    batch_tokens: int | None = _f(None, "Token budget per forward pass for rm/hybrid (None: the model's default).")
+    hybrid_mode: str = _f("gate", "hybrid scorer: gate (schema-invalid always ranks last) or weighted.")
+    judge: dict = _f({}, "LLM-as-judge options (toolrm_rl.judge.JudgeConfig: base_url, model, mode, ...).")
+    hf_rm: dict = _f({}, "General-purpose HF reward model options (toolrm_rl.hf_rm.HFRMConfig: path, ...).")
+    bootstrap_samples: int = _f(1000, "Bootstrap resamples for the 95% interval.")
+    seed: int = _f(0, "Bootstrap seed.")
+    out: str | None = _f(None, "Directory for report.md, report.json and by_category.png (None: print only).")
+    wandb: bool = _f(False, "Also log a wandb table (offline mode automatically without credentials).")
+    wandb_project: str = _f("toolrm-rl", "wandb project.")
+    run_name: str | None = _f(None, "wandb run name.")
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> FCRewardBenchConfig:
+    """Defaults <- recipe YAML <- ``key=value`` overrides; unknown keys are errors naming the key."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(FCRewardBenchConfig)
+    if path is not None:
+        cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    return OmegaConf.to_object(cfg)
+
+
+def build_scorers(cfg: FCRewardBenchConfig) -> list[Scorer]:
+    """The configured scorers, in order; ``rm`` and ``hybrid`` share one loaded model (and its score cache)."""
+    from toolrm_rl.scoring import get_scorer
+
+    rm = None
+    out = []
+    for name in cfg.scorers:
+        if name in ("rm", "hybrid"):
+            if cfg.model is None:
+                raise ValueError(f"scorer {name!r} needs model=PATH (--model): a ToolRM checkpoint")
+            if rm is None:
+                rm = get_scorer("rm", path=cfg.model, device=cfg.device, batch_tokens=cfg.batch_tokens)
+            out.append(rm if name == "rm" else get_scorer("hybrid", rm=rm, mode=cfg.hybrid_mode))
+        elif name == "judge":
+            out.append(get_scorer("judge", **dict(cfg.judge)))
+        elif name == "hf-rm":
+            out.append(get_scorer("hf-rm", **dict(cfg.hf_rm)))
+        else:
+            out.append(get_scorer(name))
+    return out
+
+
+def run(cfg: FCRewardBenchConfig, *, echo: Any = print) -> dict[str, Any]:
+    """Evaluate every configured scorer on the pairs; print the category table with ``echo``; write
+    the reports when ``cfg.out`` is set; return :func:`result_json` (with ``data``, ``n_skipped``)."""
+    from toolrm_rl.data.records import load_pairs
+
+    if not cfg.scorers:
+        raise ValueError("scorers: give at least one scorer")
+    pairs, load_report = load_pairs(cfg.data, split=cfg.split, skip_bad_rows=cfg.skip_bad_rows)
+    if cfg.limit is not None:
+        pairs = pairs[:cfg.limit]
+    if not pairs:
+        raise ValueError(f"{cfg.data}: no pairs to evaluate")
+    scorers = build_scorers(cfg)
+    valid = schema_valid_mask(pairs)
+    reports = []
+    for scorer in scorers:
+        reports.append(evaluate_pairs(scorer, pairs, bootstrap_samples=cfg.bootstrap_samples, seed=cfg.seed,
+                                      valid=valid))
+        log.info("%s: accuracy %.3f on %d pairs in %.1fs", reports[-1].scorer, reports[-1].accuracy, len(pairs),
+                 reports[-1].seconds)
+    echo(f"{len(pairs)} pairs from {cfg.data} ({load_report.n_skipped} skipped)\n")
+    echo(_overall_table(reports))
+    echo(markdown_table(reports, "by_category"))
+    extra = {"data": cfg.data, "n_skipped": load_report.n_skipped}
+    if cfg.out is not None:
+        paths = write_reports(reports, cfg.out, data=cfg.data, extra=extra)
+        echo("reports: " + ", ".join(str(p) for p in paths.values()))
+    if cfg.wandb:
+        log_wandb(reports, cfg)
+    return result_json(reports, **extra)
