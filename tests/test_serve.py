@@ -230,6 +230,25 @@ def test_examples_from_items_names_index_and_field():
     assert ex.calls == [] and ex.text == "No call needed."  # an abstention keeps its answer text
 
 
+def test_cli_serve_maps_flags_to_the_config(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import toolrm_rl.serve.app as app_module
+    from toolrm_rl.cli import app
+
+    seen = []
+    monkeypatch.setattr(app_module, "run_server", seen.append)
+    result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path), "--port", "0", "--max-batch", "8",
+                                      "--max-wait-ms", "2", "--max-body-mb", "1", "--max-items", "9",
+                                      "--torch-threads", "1"])
+    assert result.exit_code == 0, result.output
+    cfg = seen[0]
+    assert (cfg.model, cfg.host, cfg.port, cfg.max_batch, cfg.max_wait_ms, cfg.max_body_mb, cfg.max_items,
+            cfg.torch_threads, cfg.token_env) == (str(tmp_path), "127.0.0.1", 0, 8, 2.0, 1.0, 9, 1, "TOOLRM_SERVE_TOKEN")
+    missing = CliRunner().invoke(app, ["serve", "--model", str(tmp_path / "nope")])
+    assert missing.exit_code != 0 and "not a checkpoint directory" in missing.output
+
+
 # ------------------------------------------------------------------ the batcher
 class GatedScorer:
     """A score function whose first call blocks until released (so requests pile up behind it)."""

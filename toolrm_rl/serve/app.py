@@ -73,6 +73,8 @@ class ServeConfig:
     max_items: int = _help(512, "Most items / input texts in one request (413 above).")
     device: str = _help("cpu", "Torch device for the model: cpu, cuda, cuda:1, ...")
     dtype: str | None = _help(None, "Model dtype (float32, bfloat16, auto); None: float32 on CPU, bf16 elsewhere.")
+    torch_threads: int | None = _help(None, "torch.set_num_threads for CPU forwards; None: torch's default. "
+                                      "On a shared CPU 1 avoids OpenMP threads waiting for each other.")
     served_name: str | None = _help(None, "Model name reported in responses; None: the checkpoint directory name.")
 
 
@@ -246,10 +248,15 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
 
-def load_model(path: str, *, device: str = "cpu", dtype: str | None = None) -> Any:
-    """Load a ToolRM checkpoint for serving (torch is imported here)."""
+def load_model(path: str, *, device: str = "cpu", dtype: str | None = None, torch_threads: int | None = None) -> Any:
+    """Load a ToolRM checkpoint for serving (torch is imported here); ``torch_threads`` sets the
+    process-wide CPU thread count."""
+    import torch
+
     from toolrm_rl.model import ToolRM
 
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
     return ToolRM.from_pretrained(path, device=device, dtype=dtype)
 
 
@@ -275,7 +282,7 @@ def create_app(model: Any, config: ServeConfig | None = None, *, token: str | No
     config = config or ServeConfig()
     if isinstance(model, (str, os.PathLike)):
         config.model = str(model)
-        model = load_model(str(model), device=config.device, dtype=config.dtype)
+        model = load_model(str(model), device=config.device, dtype=config.dtype, torch_threads=config.torch_threads)
     if token is None and config.token_env:
         token = os.environ.get(config.token_env) or None
     name = config.served_name or (os.path.basename(os.path.normpath(config.model)) if config.model else "toolrm")
@@ -353,9 +360,8 @@ def create_app(model: Any, config: ServeConfig | None = None, *, token: str | No
         items = body["items"]
         if isinstance(items, list) and len(items) > config.max_items:
             return _error(413, "too_many_items", f"{len(items)} items exceed --max-items {config.max_items}")
-        try:
-            examples = examples_from_items(items)
-            texts, n_tokens = await asyncio.to_thread(render_all, examples)
+        try:  # decoding and rendering are CPU work: off the event loop
+            texts, n_tokens = await asyncio.to_thread(lambda: render_all(examples_from_items(items)))
         except ItemError as err:
             return _error(422, "invalid_item", str(err), index=err.index, field=err.field)
         scores = await scores_or_error(texts)
