@@ -169,7 +169,7 @@ class NegativeJudge:
 # "no call" or repeat a call, so those would otherwise crowd out the value-level near misses, which are
 # what real failures mostly are (value errors are 43% of FC-RewardBench).
 OPERATOR_WEIGHTS = {"no_call": 0.3, "duplicate_call": 0.4, "swap_order": 0.5, "wrong_type": 0.6, "unknown_param": 0.6,
-                    "drop_required": 0.7, "extra_call": 0.8, "drop_call": 1.2, "wrong_function": 1.5,
+                    "drop_required": 0.7, "extra_call": 0.5, "drop_call": 1.2, "wrong_function": 1.5,
                     "wrong_value": 2.5, "query_swap": 2.0,
                     "swap_values": 1.0, "drop_optional": 1.2, "extra_param": 1.0, "call_when_none": 1.0}
 
@@ -233,7 +233,9 @@ def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: in
             schema_ok = check_calls(calls, ex.tools).ok
             (valid_pool if schema_ok else invalid_pool).append((op, calls, schema_ok, error_type))
         valid_pool, invalid_pool = _spread(valid_pool, rng, weights), _spread(invalid_pool, rng, weights)
-        n_valid = min(len(valid_pool), round(negatives_per_example * schema_valid_share))
+        # stochastic rounding: the achieved share meets the target on average for any negatives_per_example
+        target = negatives_per_example * schema_valid_share
+        n_valid = min(len(valid_pool), int(target) + (rng.random() < target - int(target)))
         chosen = valid_pool[:n_valid] + invalid_pool[:negatives_per_example - n_valid]
         chosen += valid_pool[n_valid:n_valid + negatives_per_example - len(chosen)]  # top up if invalid ran out
         for j, (op, calls, schema_ok, error_type) in enumerate(chosen[:negatives_per_example]):
