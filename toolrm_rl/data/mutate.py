@@ -120,7 +120,7 @@ def near_miss_string(value: str, rng: random.Random) -> str | None:
         options += [" ".join(words[:-1]), " ".join(words[1:])]
         if all(w[:1].isalpha() for w in words):
             options.append("".join(w[0].upper() for w in words))
-    if not options and value[-1:].isalpha() and len(value) > 3 and " " not in value:
+    if not options and value[-1:].isalpha() and len(value) > 3 and value.islower() and " " not in value:
         options.append(value[:-1] if value.endswith("s") else value + "s")
     options = [o for o in options if o and o != value]
     return rng.choice(options) if options else None
@@ -344,7 +344,9 @@ def _query_swap(calls, catalog, rng, literal, query) -> Iterator[Variant]:
     for i, call in enumerate(calls):
         for param, value in call.arguments.items():
             if type(value) is str:
-                pool = [s for s in strings if s.lower() != value.lower()]
+                # same shape: an id made of digits is confused with another number, a name with another name
+                pool = ([str(n) for n in numbers if type(n) is int and str(n) != value] if value.isdigit()
+                        else [s for s in strings if s.lower() != value.lower()])
             elif type(value) in (int, float):
                 pool = [type(value)(n) for n in numbers if n != value and (type(value) is float or type(n) is int)]
             else:
