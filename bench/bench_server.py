@@ -9,8 +9,10 @@ asyncio clients that POST ``/score`` back to back for ``--duration`` seconds (``
 items each, BFCL single-turn examples: a ground-truth call list or one mutation of it, as an RL
 reward would send them). Reports items/s, requests/s, p50/p99 latency, the error count (must be 0),
 the server's forwards and mean batch size (from ``/health``), and the throughput ratio batched /
-unbatched measured in the same run. The model is ``runs/toolrm-minilm/final`` when present, else a
-tiny random BERT built into a temporary directory. ``--out`` writes results.json, results.md and a
+unbatched measured in the same run. The model is ``runs/toolrm-minilm/final`` when present, else (or
+with ``--model tiny``) a tiny random BERT built into a temporary directory: there the forward is cheap
+and per-call overhead dominates, which is the regime where batching pays on CPU (on a GPU it pays
+for real models too). ``--out`` writes results.json, results.md and a
 PNG. Read ratios, not absolute numbers: the machine may be shared.
 """
 
@@ -196,8 +198,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: runs/toolrm-minilm/final, "
-                        "else a tiny random BERT)")
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint, or 'tiny' for a tiny random BERT "
+                        "(default: runs/toolrm-minilm/final when present, else tiny)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per server config")
     parser.add_argument("--items-per-request", type=int, default=1, help="items per /score request")
@@ -209,7 +211,10 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or (DEFAULT_MODEL if (DEFAULT_MODEL / "config.json").is_file() else tiny_model(Path(tmp)))
+        if str(args.model) == "tiny" or (args.model is None and not (DEFAULT_MODEL / "config.json").is_file()):
+            model = tiny_model(Path(tmp))
+        else:
+            model = args.model or DEFAULT_MODEL
         items = build_items(args.n_items)
         print(f"model {model}; {len(items)} BFCL items; {args.concurrency} clients x {args.duration:.0f} s per "
               f"config; {args.items_per_request} item(s) per request; server torch threads {args.torch_threads}; cpus {os.cpu_count()}, "

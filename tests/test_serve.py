@@ -284,6 +284,23 @@ def test_batcher_merges_requests_that_wait_behind_a_forward():
     assert batcher.forwards == 2 and [len(c) for c in fn.calls] == [1, 6]  # 4 requests, 2 forwards
 
 
+def test_batcher_waits_for_more_until_the_batch_is_full():
+    async def main():
+        sizes = []
+
+        def fn(texts):
+            sizes.append(len(texts))
+            return [1.0] * len(texts)
+
+        batcher = Batcher(fn, max_batch=3, max_wait_ms=60_000)  # only a full batch ends the wait
+        out = await asyncio.gather(*(batcher.submit([f"t{i}"]) for i in range(3)))
+        await batcher.close()
+        return sizes, out
+
+    sizes, out = asyncio.run(main())
+    assert sizes == [3] and out == [[1.0]] * 3
+
+
 def test_batcher_splits_at_max_batch_and_reports_errors_to_every_request():
     async def main():
         seen = []

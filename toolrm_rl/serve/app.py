@@ -159,13 +159,14 @@ class Batcher:
         self.pending = 0           # texts waiting or being scored
         self.closing = False
         self._queue: asyncio.Queue | None = None
+        self._arrived: asyncio.Event | None = None  # set on every submit: wakes a batch that waits for more
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolrm-score")
 
     def start(self) -> None:
         """Start the background task in the running event loop (idempotent)."""
         if self._task is None or self._task.done():
-            self._queue = asyncio.Queue()
+            self._queue, self._arrived = asyncio.Queue(), asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def submit(self, texts: Sequence[str]) -> list[float]:
@@ -183,6 +184,7 @@ class Batcher:
             self.pending += len(chunk)
             self._queue.put_nowait((chunk, fut))
             futures.append(fut)
+        self._arrived.set()
         results = await asyncio.gather(*futures)
         return [s for part in results for s in part]
 
@@ -203,14 +205,18 @@ class Batcher:
                     timeout = deadline - loop.time()
                     if timeout <= 0:
                         break
+                    # wait on an event, not on queue.get(): a get cancelled by the timeout can lose an item
+                    self._arrived.clear()
                     try:
-                        nxt = await asyncio.wait_for(self._queue.get(), timeout)
+                        await asyncio.wait_for(self._arrived.wait(), timeout)
                     except asyncio.TimeoutError:
                         break
-                if nxt is None or size + len(nxt[0]) > self.max_batch:
-                    carry = nxt if nxt is not None else None
-                    if nxt is None:
-                        self._queue.put_nowait(None)  # handle the sentinel after this batch
+                    continue
+                if nxt is None:  # the close() sentinel: score this batch, then stop
+                    self._queue.put_nowait(None)
+                    break
+                if size + len(nxt[0]) > self.max_batch:
+                    carry = nxt  # starts the next batch
                     break
                 batch.append(nxt)
                 size += len(nxt[0])
@@ -244,6 +250,7 @@ class Batcher:
         self.closing = True
         if self._task is not None and not self._task.done():
             self._queue.put_nowait(None)
+            self._arrived.set()
             await self._task
         self._executor.shutdown(wait=True)
 
