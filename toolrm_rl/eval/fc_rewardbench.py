@@ -307,10 +307,14 @@ def build_scorers(cfg: FCRewardBenchConfig) -> list[Scorer]:
             if rm is None:
                 rm = get_scorer("rm", path=cfg.model, device=cfg.device, batch_tokens=cfg.batch_tokens)
             out.append(rm if name == "rm" else get_scorer("hybrid", rm=rm, mode=cfg.hybrid_mode))
-        elif name == "judge":
-            out.append(get_scorer("judge", **dict(cfg.judge)))
+        elif name == "judge":  # options as a config object: their "name" must not clash with get_scorer's
+            from toolrm_rl.judge import JudgeConfig
+
+            out.append(get_scorer("judge", config=JudgeConfig(**dict(cfg.judge))))
         elif name == "hf-rm":
-            out.append(get_scorer("hf-rm", **dict(cfg.hf_rm)))
+            from toolrm_rl.hf_rm import HFRMConfig
+
+            out.append(get_scorer("hf-rm", config=HFRMConfig(**dict(cfg.hf_rm))))
         else:
             out.append(get_scorer(name))
     return out
