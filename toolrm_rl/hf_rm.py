@@ -51,7 +51,8 @@ class HFRMConfig:
     show_progress: bool | None = _f(None, "tqdm bar (None: above 256 inputs).")
     name: str = _f("hf-rm", "Scorer name in reports.")
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad field (called by the scorer, so recipes can hold defaults)."""
         if not self.path:
             raise ValueError("hf_rm.path: the reward model's directory or hub id is required")
         if self.tools_in not in TOOLS_IN:
@@ -120,6 +121,7 @@ class HFRewardModelScorer:
         if config is not None and options:
             config = HFRMConfig(**{**asdict(config), **options})
         self.config = config if config is not None else HFRMConfig(**options)
+        self.config.validate()
         self.name = self.config.name
         self.model = model if model is not None else self._load()
         self._cache: dict[str, float] = {}

@@ -73,7 +73,8 @@ class JudgeConfig:
     show_progress: bool | None = _f(None, "tqdm bar (None: above 32 requests).")
     name: str = _f("judge", "Scorer name in reports.")
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad field (called by the scorer, so recipes can hold defaults)."""
         if self.mode not in MODES:
             raise ValueError(f"judge.mode: expected one of {MODES}, got {self.mode!r}")
         if self.pointwise_format not in POINTWISE_FORMATS:
@@ -201,6 +202,7 @@ class JudgeScorer:
         if config is not None and options:
             config = JudgeConfig(**{**asdict(config), **options})
         self.config = config if config is not None else JudgeConfig(**options)
+        self.config.validate()
         self.name = self.config.name
         self.url = _endpoint(self.config.base_url)
         self.stats = {"requests": 0, "retries": 0, "cached": 0, "unparsed": 0}

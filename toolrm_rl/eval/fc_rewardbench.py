@@ -33,6 +33,8 @@ from toolrm_rl.core.match import ERROR_CATEGORIES, error_category
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.records import PairRecord
 from toolrm_rl.eval.plots import atomic_write_text, bar_chart, md_table
+from toolrm_rl.hf_rm import HFRMConfig
+from toolrm_rl.judge import JudgeConfig
 from toolrm_rl.scoring import Scorer, score_pairs
 
 __all__ = ["PairwiseReport", "evaluate_pairs", "summarize", "bootstrap_ci", "markdown_table", "report_markdown",
@@ -175,7 +177,7 @@ def markdown_table(reports: Sequence[PairwiseReport], breakdown: str = "by_test_
 def _overall_table(reports: Sequence[PairwiseReport]) -> str:
     rows = [[r.scorer, r.accuracy, f"[{r.ci95[0]:.3f}, {r.ci95[1]:.3f}]", r.ties, r.tie_rate, r.accuracy_ties_half,
              r.schema_valid_subset.get("accuracy", float("nan")), r.schema_valid_subset.get("n", 0), r.n,
-             round(r.seconds, 1)] for r in reports]
+             f"{r.seconds:.1f}"] for r in reports]
     return md_table(["scorer", "accuracy", "95% CI", "ties", "tie rate", "acc (tie=0.5)", "schema-valid acc",
                      "schema-valid n", "n", "seconds"], rows)
 
@@ -272,8 +274,9 @@ class FCRewardBenchConfig:
     device: str = _f("cpu", "Device for the rm/hybrid model.")
     batch_tokens: int | None = _f(None, "Token budget per forward pass for rm/hybrid (None: the model's default).")
     hybrid_mode: str = _f("gate", "hybrid scorer: gate (schema-invalid always ranks last) or weighted.")
-    judge: dict = _f({}, "LLM-as-judge options (toolrm_rl.judge.JudgeConfig: base_url, model, mode, ...).")
-    hf_rm: dict = _f({}, "General-purpose HF reward model options (toolrm_rl.hf_rm.HFRMConfig: path, ...).")
+    torch_threads: int | None = _f(None, "torch CPU threads for model scorers (None: torch's default; 1 on a busy shared CPU).")
+    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "LLM-as-judge options (used by scorer judge)."})
+    hf_rm: HFRMConfig = field(default_factory=HFRMConfig, metadata={"help": "General-purpose HF reward model options (scorer hf-rm)."})
     bootstrap_samples: int = _f(1000, "Bootstrap resamples for the 95% interval.")
     seed: int = _f(0, "Bootstrap seed.")
     out: str | None = _f(None, "Directory for report.md, report.json and by_category.png (None: print only).")
@@ -307,14 +310,10 @@ def build_scorers(cfg: FCRewardBenchConfig) -> list[Scorer]:
             if rm is None:
                 rm = get_scorer("rm", path=cfg.model, device=cfg.device, batch_tokens=cfg.batch_tokens)
             out.append(rm if name == "rm" else get_scorer("hybrid", rm=rm, mode=cfg.hybrid_mode))
-        elif name == "judge":  # options as a config object: their "name" must not clash with get_scorer's
-            from toolrm_rl.judge import JudgeConfig
-
-            out.append(get_scorer("judge", config=JudgeConfig(**dict(cfg.judge))))
+        elif name == "judge":  # a config object: its "name" field must not clash with get_scorer's argument
+            out.append(get_scorer("judge", config=cfg.judge))
         elif name == "hf-rm":
-            from toolrm_rl.hf_rm import HFRMConfig
-
-            out.append(get_scorer("hf-rm", config=HFRMConfig(**dict(cfg.hf_rm))))
+            out.append(get_scorer("hf-rm", config=cfg.hf_rm))
         else:
             out.append(get_scorer(name))
     return out
@@ -332,6 +331,10 @@ def run(cfg: FCRewardBenchConfig, *, echo: Any = print) -> dict[str, Any]:
         pairs = pairs[:cfg.limit]
     if not pairs:
         raise ValueError(f"{cfg.data}: no pairs to evaluate")
+    if cfg.torch_threads is not None:
+        import torch  # only model scorers need it; rules-only runs stay torch-free
+
+        torch.set_num_threads(cfg.torch_threads)
     scorers = build_scorers(cfg)
     valid = schema_valid_mask(pairs)
     reports = []

@@ -99,7 +99,7 @@ def bar_chart(groups: Sequence[str], series: Mapping[str, Sequence[float]], path
         ax.set_ylim(*ylim)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: bars reach 1.0
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
