@@ -536,7 +536,7 @@ def _as_declared(value: Any, type_name: Any) -> Any:
     return value
 
 
-def complexfuncbench_examples(distractors: int = 4, max_result_chars: int = 2000, seed: int = 0) -> Iterator[ToolExample]:
+def complexfuncbench_examples(distractors: int = 4, max_result_chars: int = 1200, seed: int = 0) -> Iterator[ToolExample]:
     """ComplexFuncBench (1,000 multi-step booking requests, shipped by ``nestful-wrapper``): one example
     per step, the conversation holding the request and the earlier calls with their (truncated) results.
 
