@@ -147,6 +147,8 @@ def test_different_config_in_same_dir_is_refused_unless_forced(tmp_path):
     synthesize(_small_cfg(out, max_examples=24))
     with pytest.raises(ValueError, match="different config_hash.*--force"):
         synthesize(_small_cfg(out, max_examples=24, **{"mutations.negatives_per_example": 1}))
+    with pytest.raises(ValueError, match="generation.format"):
+        synthesize(_small_cfg(out, max_examples=24, **{"generation.format": "xml"}))
     result = synthesize(_small_cfg(out, max_examples=24, **{"mutations.negatives_per_example": 1}), force=True)
     records, _ = load_pairs(result.pairs_file)
     assert Counter(r.id.rsplit("#", 1)[0] for r in records).most_common(1)[0][1] == 1

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from toolrm_rl.core.match import canonical_calls, error_category
-from toolrm_rl.core.parse import parse
+from toolrm_rl.core.parse import FORMATS, parse
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.generate import GenerationRequest, Generator, get_generator
 from toolrm_rl.data.pairs import NegativeJudge
@@ -76,7 +76,7 @@ class ObfuscationSettings:
 @dataclass
 class GenerationSettings:
     generators: list = _f([], "Generator pool: each {kind: vllm|transformers|openai|replay, name, ...backend options}; "
-                              "with Ray also num_gpus, num_cpus, replicas per actor. Empty: no generation.")
+                              "with Ray also num_gpus, num_cpus (default 0), replicas per actor. Empty: no generation.")
     n: int = _f(4, "Samples per query per generator.")
     temperature: float = _f(0.8, "Sampling temperature.")
     max_tokens: int = _f(512, "Max new tokens per sample.")
@@ -360,7 +360,8 @@ def _run_ray(cfg: SynthConfig, todo: list[tuple[int, list[ToolExample]]], done_c
         for i, spec in enumerate(cfg.generation.generators):
             if "kind" not in spec:
                 raise ValueError(f"generation.generators[{i}]: missing 'kind'")
-            actor_cls = ray.remote(num_gpus=spec.get("num_gpus", 0), num_cpus=spec.get("num_cpus", 1))(_GeneratorActor)
+            # num_cpus 0 by default: actors that reserve CPUs can starve the shard tasks that call them
+            actor_cls = ray.remote(num_gpus=spec.get("num_gpus", 0), num_cpus=spec.get("num_cpus", 0))(_GeneratorActor)
             handles = [actor_cls.remote(dict(spec)) for _ in range(int(spec.get("replicas", 1)))]
             name = ray.get(handles[0].name.remote())
             pools.append([_ActorGenerator(name, h) for h in handles])
@@ -393,6 +394,8 @@ def synthesize(cfg: SynthConfig, *, force: bool = False) -> SynthResult:
     start = time.perf_counter()
     if cfg.shard_size < 1:
         raise ValueError("shard_size: must be >= 1")
+    if cfg.generation.format not in (*FORMATS, "auto"):
+        raise ValueError(f"generation.format: expected auto or one of {FORMATS}, got {cfg.generation.format!r}")
     if not cfg.generation.generators and not cfg.mutations.enabled:
         raise ValueError("nothing to do: no generation.generators and mutations.enabled is false")
     out = Path(cfg.output_dir)
