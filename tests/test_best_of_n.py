@@ -143,3 +143,12 @@ def test_cli_best_of_n_with_rules_scorer(tmp_path):
     assert out["ns"] == [1, 2, 4] and set(out["accuracy"]) == set(STRATEGIES)
     # Rules rate every schema-valid call 0: ties go to the earliest valid candidate, like first_valid.
     assert out["accuracy"]["reward"] == out["accuracy"]["first_valid"] == EXPECTED_ACCURACY["first_valid"]
+
+
+def test_make_scorer_gives_the_checkpoint_only_to_reward_model_scorers():
+    from toolrm_rl.eval.best_of_n import make_scorer
+    from toolrm_rl.scoring import RulesScorer
+
+    assert isinstance(make_scorer("rules", "some/checkpoint"), RulesScorer)  # a recipe's model does not break rules
+    with pytest.raises(ValueError, match="needs a model checkpoint"):
+        make_scorer("rm")

@@ -93,14 +93,12 @@ def load_recipe(config_cls: type, path: str | Path | None = None, overrides: Seq
 
 
 def make_scorer(name: str, model: str | None = None, **options: Any) -> Scorer:
-    """A scorer by name; ``model`` is the checkpoint path of ``rm`` / ``hybrid``."""
-    if name in ("rm", "hybrid"):
-        if not model and "rm" not in options and "model" not in options:
+    """A scorer by name (:func:`toolrm_rl.scoring.get_scorer`). ``model`` is the ToolRM checkpoint of
+    ``rm`` / ``hybrid`` and ignored by other backends, which take their settings from ``options``."""
+    if name in ("rm", "hybrid") and "path" not in options and "model" not in options and "rm" not in options:
+        if not model:
             raise ValueError(f"scorer {name!r} needs a model checkpoint (--model / model=PATH)")
-        if model:
-            options["path"] = model
-    elif model:
-        options.setdefault("model", model)
+        options["path"] = model
     return get_scorer(name, **options)
 
 

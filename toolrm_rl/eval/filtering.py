@@ -54,7 +54,8 @@ class FilterConfig:
     scorer_options: dict = _f({}, "Extra scorer constructor options.")
     keep_top: float | None = _f(None, "Keep this top fraction of rows by score (0 < f <= 1); exclusive with threshold.")
     threshold: float | None = _f(None, "Keep rows with score >= threshold; exclusive with keep_top.")
-    report_dir: str | None = _f(None, "Where scores.jsonl, score_hist.png and report.json go (default: <out>_filter/).")
+    report_dir: str | None = _f(None, "Where scores.jsonl, score_hist.png and report.json go (default: <out without "
+                                      "its last suffix>_filter/).")
     chunk_size: int = _f(512, "Rows scored per chunk (each chunk is saved, so a stopped run resumes).")
 
 
@@ -202,7 +203,8 @@ def filter_dataset(data: str | Path, out: str | Path, scorer: Scorer, *, keep_to
     if (keep_top is None) == (threshold is None):
         raise ValueError("give exactly one of keep_top and threshold")
     data, out = Path(data), Path(out)
-    report = Path(report_dir) if report_dir else out.with_name(out.name.split(".")[0] + "_filter")
+    report = Path(report_dir) if report_dir else out.with_name((out.name[:-len(out.suffix)] if out.suffix else out.name)
+                                                                + "_filter")
     rows, kind = read_sft_rows(data)
     examples = [row_example(row, f"{data}: row {i}" + (f" (line {i + 1})" if kind == "jsonl" else "")) for i, row in enumerate(rows)]
     stat = data.stat()
