@@ -426,4 +426,7 @@ def run_server(config: ServeConfig) -> None:
     import uvicorn
 
     app = create_app(config.model, config)
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not (config.token_env and os.environ.get(config.token_env)):
+        log.warning("serving on %s without a bearer token: anyone who can reach the port can use the model "
+                    "(set %s)", config.host, config.token_env or "--token-env")
     uvicorn.run(app, host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=30)
