@@ -81,6 +81,10 @@ def logs(tmp_path):
                 [{"id": "simple_python_0", "result": "[calc_area(base=10, height=5)]"},  # right: not a failure
                  {"id": "simple_python_1", "result": "[calc_area(base=3)]"},
                  {"id": "simple_python_9", "result": "[calc_area(base=3)]"}])  # no such question
+    # model-e logs function-calling output: [{func: "json args"}]; its second answer's JSON is cut off.
+    write_jsonl(root / "result" / "model-e" / "BFCL_v4_simple_python_result.json",
+                [{"id": "simple_python_1", "result": [{"calc_area": '{"base": 3, "height": 5}'}]},
+                 {"id": "simple_python_0", "result": [{"calc_area": '{"base": 10, "hei'}]}])
     data = tmp_path / "data"
     write_jsonl(data / "BFCL_v4_simple_python.json", [
         {"id": "simple_python_0", "question": [[{"role": "user", "content": QUESTION}]], "function": [AREA]},
@@ -100,7 +104,8 @@ def test_both_formats_give_the_expected_pairs_and_skip_counts(logs):
     pairs, report = build_pairs(root, data_dir=data, per_question=2)
     got = by_key(pairs)
     assert sorted(got) == [("1", "old-model"), ("4", "old-model"), ("simple_python_0", "model-b"),
-                           ("simple_python_0", "model-c"), ("simple_python_1", "model-d")]
+                           ("simple_python_0", "model-c"), ("simple_python_1", "model-d"), ("simple_python_1", "model-e")]
+    assert got[("simple_python_1", "model-e")].rejected == [ToolCall("calc_area", {"base": 3, "height": 5})]
     old = got[("1", "old-model")]
     assert old.conversation == [{"role": "user", "content": QUESTION}]
     # Chosen: first acceptable values, the omittable "unit" left out; rejected: the logged decoded output.
@@ -114,9 +119,9 @@ def test_both_formats_give_the_expected_pairs_and_skip_counts(logs):
     from_result = got[("simple_python_1", "model-d")]
     assert from_result.error_type == "simple_function_checker:missing_required"  # our matcher's verdict
     assert from_result.conversation == [{"role": "user", "content": "Base 3, height 4."}]
-    assert report.skipped == {"unparsable": 1, "passes_answer": 1, "not_a_failure": 1, "question_not_found": 1}
-    assert report.pairs == 5 and report.questions == 4
-    assert sum(k == "result" for k in report.files.values()) == 1  # model-c's result file was not read
+    assert report.skipped == {"unparsable": 2, "passes_answer": 1, "not_a_failure": 1, "question_not_found": 1}
+    assert report.pairs == 6 and report.questions == 4
+    assert sum(k == "result" for k in report.files.values()) == 2  # model-c's result file was not read
 
 
 def test_one_pair_per_question_is_a_seeded_choice_among_failing_models(logs):
@@ -140,7 +145,7 @@ def test_filters_by_model_and_category_and_keeps_unparsable_on_request(logs):
     unparsable = next(p for p in pairs if p.id == "2")
     assert unparsable.rejected == [] and unparsable.rejected_text == "calc_area(base=10"
     assert unparsable.error_type == "ast_decoder:decoder_failed"
-    assert report.skipped["other_model"] == 5 and report.skipped["other_category"] == 1
+    assert report.skipped["other_model"] == 7 and report.skipped["other_category"] == 1
     # v4 names select the same question set as v3 names.
     v4, _ = build_pairs(root, data_dir=data, categories=["simple_python"], models=["model-b"])
     assert [p.id for p in v4] == ["simple_python_0"]
@@ -184,5 +189,5 @@ def test_cli_bench_build(logs, tmp_path):
                                       "--out", str(out), "--models", "old-model,model-b", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
-    assert summary["pairs"] == 3 and summary["skipped"]["unparsable"] == 1
+    assert summary["pairs"] == 3 and summary["skipped"]["unparsable"] == 1 and summary["skipped"]["other_model"] == 6
     assert len(out.read_text().splitlines()) == 3

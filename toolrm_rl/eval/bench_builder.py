@@ -175,8 +175,10 @@ def _result_rows(path: Path, model: str, file_category: str) -> Iterator[LogRow]
     for line_no, row in _jsonl(path):
         raw = row.get("result")
         if isinstance(raw, list) and all(isinstance(x, dict) for x in raw):  # FC models: [{"f": "{json args}"}]
-            raw_calls = [{k: (json.loads(v) if isinstance(v, str) and v.strip().startswith("{") else v) for k, v in x.items()}
-                         for x in raw]
+            try:
+                raw_calls = [{k: (json.loads(v) if isinstance(v, str) else v) for k, v in x.items()} for x in raw]
+            except json.JSONDecodeError:
+                raw_calls = None
             decoded = _decoded(raw_calls)
         elif isinstance(raw, str):
             parsed = parse(raw)
