@@ -78,18 +78,12 @@ class BestOfNConfig:
 
 def load_recipe(config_cls: type, path: str | Path | None = None, overrides: Sequence[str] = (),
                 values: dict[str, Any] | None = None) -> Any:
-    """Defaults of ``config_cls`` <- recipe YAML <- ``key=value`` overrides <- ``values`` (e.g. CLI options
-    that were given); unknown keys are errors naming the key."""
-    from omegaconf import OmegaConf
+    """:func:`toolrm_rl.config.load_structured` (defaults <- recipe YAML <- ``key=value`` overrides) with
+    ``values`` (e.g. the CLI flags that were given) applied last; unknown keys are errors naming the key."""
+    from toolrm_rl.config import load_structured
 
-    cfg = OmegaConf.structured(config_cls)
-    if path is not None:
-        cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    if values:
-        cfg = OmegaConf.merge(cfg, values)
-    return OmegaConf.to_object(cfg)
+    extra = [f"{key}={json.dumps(value)}" for key, value in (values or {}).items()]
+    return load_structured(config_cls, path, list(overrides) + extra)
 
 
 def make_scorer(name: str, model: str | None = None, **options: Any) -> Scorer:
