@@ -228,3 +228,16 @@ def test_rules_on_the_shared_dev_failures(shared_failures_path, tmp_path):
 def test_doctests_of_the_report_modules():
     for module in (fcr, plots):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_plot_helpers_write_pngs_and_reject_ragged_series(tmp_path):
+    png = b"\x89PNG\r\n\x1a\n"
+    assert plots.line_chart([1, 2, 4, 8], {"reward": [0.5, 0.6, 0.7, 0.75], "oracle": [0.5, 0.7, 0.8, 0.9]},
+                            tmp_path / "curve.png", logx=True, reference=0.5).read_bytes()[:8] == png
+    assert plots.histogram([0.1, 0.2, float("nan"), 0.9], tmp_path / "h.png", threshold=0.5).read_bytes()[:8] == png
+    with pytest.raises(ValueError, match="series 'a' has 1 values for 2 groups"):
+        plots.bar_chart(["x", "y"], {"a": [0.5]}, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="series 'a' has 3 values for 2 x values"):
+        plots.line_chart([1, 2], {"a": [1, 2, 3]}, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+    assert plots.md_table(["k", "acc", "n"], [["a", float("nan"), 3]]) == "| k | acc | n |\n|---|---:|---:|\n| a | nan | 3 |\n"
