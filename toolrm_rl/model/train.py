@@ -52,6 +52,8 @@ class DataConfig:
     negatives_per_example: int = _f(3, "Mutation negatives per source example (the paper keeps at most 3).")
     schema_valid_share: float = _f(0.7, "Target share of mutation negatives that pass the schema rules (the hard ones).")
     eval_fraction: float = _f(0.05, "Share of source examples held out (split by example, so no query is in both).")
+    file_eval_fraction: float = _f(0.0, "Share of the queries in train_files held out for evaluation (split by query; "
+                                        "obfuscated copies of a query stay on its side).")
     max_train_pairs: int | None = _f(None, "Cap on training pairs after shuffling (None: all).")
     skip_bad_rows: bool = _f(False, "Count and skip malformed rows in pair files instead of failing.")
     seed: int = _f(0, "Seed for pair synthesis, splits and shuffling.")
@@ -116,6 +118,15 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 # -- data ------------------------------------------------------------------------------------------
 
+def query_key(pair_id: str) -> str:
+    """The query a pair id belongs to: ``<example id>[@obf<seed>]#<k>`` -> ``<example id>``.
+
+    >>> query_key("bfcl_sql_12@obf3#g1"), query_key("nestful_7#0"), query_key("plain")
+    ('bfcl_sql_12', 'nestful_7', 'plain')
+    """
+    return pair_id.rsplit("#", 1)[0].split("@obf", 1)[0]
+
+
 def build_pairs(cfg: DataConfig) -> tuple[list[PairRecord], list[PairRecord], dict[str, Any]]:
     """Training and held-out pairs from the configured sources and files, with a report."""
     from toolrm_rl.data.pairs import mutation_pairs
@@ -138,7 +149,13 @@ def build_pairs(cfg: DataConfig) -> tuple[list[PairRecord], list[PairRecord], di
                               "schema_valid_share": round(stats.schema_valid_share, 3), "by_operator": stats.by_operator}
     for path in cfg.train_files:
         pairs, load_report = load_pairs(path, skip_bad_rows=cfg.skip_bad_rows)
-        train_pairs.extend(pairs)
+        if cfg.file_eval_fraction > 0:
+            queries = sorted({query_key(p.id) for p in pairs})
+            held = set(rng.sample(queries, round(len(queries) * cfg.file_eval_fraction)))
+            for pair in pairs:
+                (eval_pairs if query_key(pair.id) in held else train_pairs).append(pair)
+        else:
+            train_pairs.extend(pairs)
         report[f"file:{path}"] = asdict(load_report)
     for path in cfg.eval_files:
         pairs, load_report = load_pairs(path, skip_bad_rows=cfg.skip_bad_rows)

@@ -1,0 +1,375 @@
+"""``toolrm quickstart``: the whole product on the embedded default, offline, on a CPU.
+
+Four stages, each reusing the library's own entry points (no second pipeline):
+
+1. **synth**: ``recipes/synth/cpu_default.yaml`` (offline packaged sources, mutation negatives; no
+   BFCL single-turn question) -> ``DIR/synth/pairs.jsonl``;
+2. **train**: ``recipes/rm/minilm_cpu.yaml`` on those pairs within ``minutes`` -> ``DIR/model/``;
+3. **eval**: the ``rules``, ``rm`` and ``hybrid`` scorers on an FC-RewardBench-format set built from
+   bfcl-eval's single-turn questions with verified mutation negatives (evaluation data, never
+   training data), and on every ``--bench`` file -> ``DIR/eval/<name>/report.{md,json}`` + PNG;
+4. **reward**: the verl reward function (``toolrm_rl.verl.reward.compute_score``) on a GRPO-style
+   group of responses to one prompt -> ``DIR/reward_group.{md,json}``.
+
+Then ``DIR/report.md`` and ``DIR/report.json`` gather everything. A finished stage leaves a marker
+``DIR/.quickstart/<stage>.json`` with the settings it ran with: a rerun with the same settings reuses
+it, different settings are refused (naming the stage) unless ``force``, which redoes every stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+STAGES = ("synth", "train", "eval", "reward")
+# Categories of the built-in evaluation set: BFCL's Python single-turn questions (Java/JavaScript
+# values are source literals that the mutation operators do not rewrite).
+BENCH_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple",
+                    "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
+# What the paper reports on FC-RewardBench (approximate, from summaries of arXiv 2509.11963).
+PAPER_REFERENCE = {"random": 0.5, "general-purpose RMs": "0.45-0.80", "LLM judges 70B+": ">0.80",
+                   "ToolRM-14B": "0.82-0.88"}
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class QuickstartConfig:
+    """``toolrm quickstart`` settings; the defaults are the README's first command."""
+
+    out: str = _f("runs/quickstart", "Output directory: model/, report.md, report.json, plots, stage markers.")
+    minutes: float = _f(13.0, "Training time budget in minutes (the CPU recipe stops cleanly and saves).")
+    max_steps: int = _f(-1, "Stop training after this many steps (-1: the time budget / one epoch decides).")
+    synth_examples: int | None = _f(None, "Source examples for synthesis (None: every example of the CPU recipe).")
+    eval_pairs: int = _f(1500, "Pairs in the built-in BFCL mutation evaluation set.")
+    bench: list = _f([], "Extra FC-RewardBench-format files to evaluate on (e.g. real failure pairs).")
+    recipes_dir: str | None = _f(None, "Folder with synth/cpu_default.yaml and rm/minilm_cpu.yaml (None: the repo's recipes/).")
+    wandb: bool = _f(True, "Log training and evaluation to wandb (offline automatically without credentials).")
+    seed: int = _f(0, "Seed for synthesis, the evaluation set and the reward group.")
+    force: bool = _f(False, "Redo every stage, replacing earlier outputs in out/.")
+    show_progress: bool = _f(True, "Progress bars.")
+
+
+class QuickstartError(RuntimeError):
+    """A quickstart stage cannot run as asked (e.g. earlier outputs made with other settings)."""
+
+
+# -- stage bookkeeping ------------------------------------------------------------------------------
+
+def _fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_stage(out: Path, name: str, settings: dict[str, Any], fn: Callable[[], dict[str, Any]], *, force: bool,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run stage ``name`` unless a marker says it finished with the same ``settings``; returns its result.
+
+    Raises :class:`QuickstartError` when the marker was written with other settings and not ``force``.
+    """
+    marker = out / ".quickstart" / f"{name}.json"
+    fp = _fingerprint(settings)
+    if marker.exists() and not force:
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        if done.get("fingerprint") == fp:
+            echo(f"[{name}] reusing the finished stage in {out} (--force to redo)")
+            return done["result"]
+        changed = sorted(k for k in settings if done.get("settings", {}).get(k) != settings[k])
+        raise QuickstartError(f"stage {name!r} in {out} was run with other settings ({', '.join(changed) or '?'} "
+                              f"differ); use another --out or --force to redo it")
+    echo(f"[{name}] running")
+    start = time.perf_counter()
+    result = fn()
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    _write_json(marker, {"stage": name, "fingerprint": fp, "settings": settings, "result": result})
+    return result
+
+
+def recipes_dir(cfg: QuickstartConfig) -> Path:
+    """The recipes folder: ``cfg.recipes_dir`` or the repository's ``recipes/`` next to the package."""
+    path = Path(cfg.recipes_dir) if cfg.recipes_dir else Path(__file__).resolve().parents[1] / "recipes"
+    if not (path / "synth" / "cpu_default.yaml").exists() or not (path / "rm" / "minilm_cpu.yaml").exists():
+        raise QuickstartError(f"recipes not found in {path}: run from a clone of the repository or pass "
+                              f"--recipes DIR (with synth/cpu_default.yaml and rm/minilm_cpu.yaml)")
+    return path
+
+
+# -- 1. synthesis -----------------------------------------------------------------------------------
+
+def stage_synth(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
+    """Synthesize training pairs with the CPU default recipe into ``out/synth``."""
+    from toolrm_rl.data.synth import load_config, summary_markdown, synthesize
+
+    overrides = [f"output_dir={out / 'synth'}", f"seed={cfg.seed}", f"show_progress={cfg.show_progress}"]
+    if cfg.synth_examples is not None:
+        overrides.append(f"max_examples={cfg.synth_examples}")
+    scfg = load_config(recipes_dir(cfg) / "synth" / "cpu_default.yaml", overrides)
+    res = synthesize(scfg, force=cfg.force)
+    print(summary_markdown(res.summary))
+    return {"pairs_file": str(res.pairs_file), "summary": res.summary, "summary_png": str(out / "synth" / "summary.png")}
+
+
+# -- 2. training ------------------------------------------------------------------------------------
+
+def stage_train(cfg: QuickstartConfig, out: Path, pairs_file: str) -> dict[str, Any]:
+    """Train the embedded MiniLM ToolRM on the synthesized pairs; the final checkpoint goes to ``out/model``."""
+    from toolrm_rl.model.train import load_config, train
+
+    train_dir, model_dir = out / "train", out / "model"
+    if cfg.force:
+        shutil.rmtree(train_dir, ignore_errors=True)
+    overrides = ["data.sources=[]", f"data.train_files=[{pairs_file}]", "data.file_eval_fraction=0.05",
+                 f"data.seed={cfg.seed}", f"train.output_dir={train_dir}", f"train.max_minutes={cfg.minutes}",
+                 f"train.max_steps={cfg.max_steps}", f"train.report_to={'wandb' if cfg.wandb else 'none'}",
+                 "train.run_name=quickstart-train"]
+    tcfg = load_config(recipes_dir(cfg) / "rm" / "minilm_cpu.yaml", overrides)
+    result = train(tcfg)
+    tmp = out / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(result.final_dir, tmp)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.replace(tmp, model_dir)
+    metrics = result.metrics
+    curve = _plot_training(train_dir, out / "training_loss.png")
+    ev = metrics.get("eval") or {}
+    return {"model_dir": str(model_dir), "train_minutes": metrics.get("train_minutes"),
+            "train_steps": (metrics.get("train") or {}).get("global_step") or _last_step(train_dir),
+            "train_pairs": (metrics.get("data") or {}).get("n_train"),
+            "heldout_pairs": (metrics.get("data") or {}).get("n_eval"),
+            "heldout_accuracy": ev.get("eval_accuracy"), "tokens_per_second": metrics.get("train_tokens_per_second"),
+            "loss_png": str(curve) if curve else None}
+
+
+def _trainer_state(train_dir: Path) -> dict[str, Any] | None:
+    states = sorted(train_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
+    return json.loads(states[-1].read_text()) if states else None
+
+
+def _last_step(train_dir: Path) -> int | None:
+    state = _trainer_state(train_dir)
+    return state.get("global_step") if state else None
+
+
+def _plot_training(train_dir: Path, path: Path) -> Path | None:
+    """Training loss (and held-out accuracy) over steps from the last checkpoint's trainer state."""
+    from toolrm_rl.eval.plots import line_chart
+
+    state = _trainer_state(train_dir)
+    rows = [h for h in (state or {}).get("log_history", []) if "loss" in h]
+    if len(rows) < 2:
+        return None
+    return line_chart([h["step"] for h in rows], {"train loss": [h["loss"] for h in rows]}, path,
+                      title="ToolRM training loss (Bradley-Terry + centering)", xlabel="step", ylabel="loss")
+
+
+# -- 3. evaluation ----------------------------------------------------------------------------------
+
+def bfcl_mutation_bench(n: int, seed: int = 0, categories: tuple[str, ...] = BENCH_CATEGORIES) -> list:
+    """An FC-RewardBench-format evaluation set: BFCL single-turn questions, chosen = the ground truth,
+    rejected = one verified mutation negative (``model_name`` = ``mutation:<operator>``).
+
+    For evaluation only: BFCL single-turn questions never enter training data.
+    """
+    from toolrm_rl.data.bfcl import ground_truth_calls, load_bfcl
+    from toolrm_rl.data.pairs import mutation_pairs
+    from toolrm_rl.data.sources import ToolExample
+
+    records = load_bfcl(categories)
+    random.Random(seed).shuffle(records)
+    examples = [ToolExample(id=r.id, source=r.category, conversation=r.conversation, tools=r.catalog,
+                            gold=ground_truth_calls(r), answer=r.answer, category=r.category) for r in records]
+    pairs, _ = mutation_pairs(examples, negatives_per_example=1, schema_valid_share=0.7, seed=seed)
+    return pairs[:n]
+
+
+def stage_eval(cfg: QuickstartConfig, out: Path, model_dir: str) -> dict[str, Any]:
+    """Evaluate rules, rm and hybrid on the built-in BFCL mutation set and every ``--bench`` file."""
+    from toolrm_rl.data.records import load_pairs, save_pairs
+    from toolrm_rl.eval.fc_rewardbench import evaluate_pairs, markdown_table, result_json, schema_valid_mask, write_reports
+    from toolrm_rl.scoring import get_scorer
+
+    bench_file = out / "eval" / "bfcl_mutations.jsonl"
+    if not bench_file.exists() or cfg.force:
+        bench_file.parent.mkdir(parents=True, exist_ok=True)
+        save_pairs(bfcl_mutation_bench(cfg.eval_pairs, cfg.seed), bench_file, schema="fc_rewardbench")
+    sets = {"bfcl_mutations": str(bench_file)}
+    for path in cfg.bench:
+        name = Path(path).name.split(".")[0]
+        while name in sets:
+            name += "_"
+        sets[name] = str(path)
+    rm = get_scorer("rm", path=model_dir)
+    scorers = [get_scorer("rules"), rm, get_scorer("hybrid", rm=rm)]
+    results: dict[str, Any] = {}
+    for name, path in sets.items():
+        pairs, load_report = load_pairs(path)
+        valid = schema_valid_mask(pairs)
+        reports = [evaluate_pairs(s, pairs, valid=valid, seed=cfg.seed) for s in scorers]
+        paths = write_reports(reports, out / "eval" / name, data=path)
+        print(f"\n{name}: {len(pairs)} pairs from {path}\n" + markdown_table(reports, "by_category"))
+        results[name] = {"data": path, "n": len(pairs), "n_skipped": load_report.n_skipped,
+                         "report_dir": str(out / "eval" / name), "png": str(paths["png"]),
+                         "scorers": result_json(reports)["scorers"]}
+    if cfg.wandb:
+        _log_eval_wandb(results, out)
+    return {"sets": results}
+
+
+def _log_eval_wandb(results: dict[str, Any], out: Path) -> None:
+    """One wandb run with a table (set, scorer, accuracy, schema-valid accuracy, n); offline without credentials."""
+    try:
+        import wandb
+    except ImportError:
+        log.warning("wandb is not installed: skipping the evaluation table")
+        return
+    if not (os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").exists()) and "WANDB_MODE" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
+    run = wandb.init(project="toolrm-rl", name="quickstart-eval", dir=str(out), job_type="eval")
+    table = wandb.Table(columns=["set", "scorer", "accuracy", "ties", "schema_valid_accuracy", "n"])
+    for name, res in results.items():
+        for scorer, r in res["scorers"].items():
+            table.add_data(name, scorer, r["accuracy"], r["ties"], r["schema_valid_subset"].get("accuracy"), r["n"])
+    run.log({"quickstart_eval": table})
+    run.finish()
+
+
+# -- 4. the verl reward on a GRPO-style group ------------------------------------------------------
+
+def reward_group(seed: int = 0) -> tuple[Any, list[tuple[str, str]]]:
+    """One training prompt (bfcl-eval's executable set, a fair training source) and a group of
+    responses a policy might sample: the gold call, verified near misses, a schema-invalid call, no
+    call, and unparsable text. Returns ``(example, [(label, response_text), ...])``."""
+    from toolrm_rl.core.calls import ToolCall
+    from toolrm_rl.core.parse import serialize
+    from toolrm_rl.data.pairs import mutation_pairs
+    from toolrm_rl.data.sources import load_source
+
+    examples = [ex for ex in load_source("bfcl_exec") if len(ex.gold) == 1 and ex.gold[0].arguments]
+    random.Random(seed).shuffle(examples)
+    for ex in examples:
+        pairs, _ = mutation_pairs([ex], negatives_per_example=6, schema_valid_share=1.0, seed=seed)
+        near = [p for p in pairs if p.rejected and p.generator != "mutation:no_call"][:2]
+        if len(near) == 2:
+            break
+    else:  # pragma: no cover - the packaged data always has such examples
+        raise QuickstartError("no bfcl_exec example gives two near-miss negatives")
+    gold = ex.gold[0]
+    wrong_args = dict(gold.arguments)
+    wrong_args["not_a_parameter"] = 1
+    group = [("gold", serialize(ex.gold, "hermes"))]
+    group += [(f"near miss ({p.generator.split(':', 1)[-1]}: {p.error_type})", serialize(p.rejected, "hermes"))
+              for p in near]
+    group += [("unexpected parameter (schema-invalid)", serialize([ToolCall(gold.name, wrong_args)], "hermes")),
+              ("no call", "I can't help with that."),
+              ("unparsable", "<tool_call>{\"name\": \"" + gold.name + "\", \"arguments\": {</tool_call>")]
+    return ex, group
+
+
+def stage_reward(cfg: QuickstartConfig, out: Path, model_dir: str) -> dict[str, Any]:
+    """Score a GRPO-style group with ``toolrm_rl.verl.reward`` (in-process RM on CPU) and show the keys."""
+    from toolrm_rl.verl.data import example_to_row
+    from toolrm_rl.verl.reward import reward_sync
+
+    ex, group = reward_group(cfg.seed)
+    row = example_to_row(ex, 0, "train")
+    kwargs = {"rm_source": "inprocess", "model_path": model_dir}
+    rows = []
+    for label, text in group:
+        keys = reward_sync(row["data_source"], text, row["reward_model"]["ground_truth"], dict(row["extra_info"]), **kwargs)
+        rows.append({"response": label, **keys})
+    from toolrm_rl.eval.plots import atomic_write_text, md_table
+
+    cols = list(rows[0])
+    query = next((m["content"] for m in reversed(ex.conversation) if m.get("role") == "user"), "")
+    md = (f"Prompt ({ex.id}): {query}\n\nGold: `{group[0][1]}`\n\n"
+          + md_table(cols, [[r[c] for c in cols] for r in rows]))
+    atomic_write_text(out / "reward_group.md", md)
+    _write_json(out / "reward_group.json", {"example": ex.id, "query": query, "reward_kwargs": kwargs,
+                                             "responses": [{"text": t, **r} for (_, t), r in zip(group, rows)]})
+    print(md)
+    return {"example": ex.id, "rows": rows, "md": str(out / "reward_group.md")}
+
+
+# -- the whole run ----------------------------------------------------------------------------------
+
+def _report(cfg: QuickstartConfig, out: Path, results: dict[str, Any]) -> str:
+    from toolrm_rl.eval.plots import md_table
+
+    syn, tr, ev = results["synth"], results["train"], results["eval"]
+    s = syn["summary"]
+    lines = ["# toolrm quickstart report", "",
+             f"Output directory: `{out}`. Model: `{tr['model_dir']}` (plain HF checkpoint + toolrm.json).", "",
+             "## 1. Synthesized training pairs", "",
+             f"{s.get('n_pairs')} verified pairs in {syn['seconds']} s; schema-valid share "
+             f"{s.get('schema_valid_share')}. Details: `{out / 'synth' / 'summary.md'}`.", "",
+             "## 2. Reward model training (MiniLM-L6, CPU)", "",
+             f"{tr.get('train_steps')} steps in {tr.get('train_minutes')} min on {tr.get('train_pairs')} pairs "
+             f"({tr.get('tokens_per_second')} tokens/s); held-out synthetic pairwise accuracy "
+             f"{_fmt(tr.get('heldout_accuracy'))} on {tr.get('heldout_pairs')} pairs.", "",
+             "## 3. Pairwise accuracy (ties are not wins; random = 0.5)", ""]
+    rows = []
+    for name, res in ev["sets"].items():
+        for scorer, r in res["scorers"].items():
+            sv = r["schema_valid_subset"]
+            rows.append([name, scorer, r["n"], _fmt(r["accuracy"]), f"[{_fmt(r['ci95'][0])}, {_fmt(r['ci95'][1])}]",
+                         _fmt(r["tie_rate"]), _fmt(r.get("accuracy_ties_half")),
+                         f"{_fmt(sv.get('accuracy'))} (n={sv.get('n')})"])
+    lines += [md_table(["set", "scorer", "pairs", "accuracy", "95% CI", "tie rate", "ties as 1/2",
+                        "schema-valid subset"], rows), "",
+              "Paper reference on FC-RewardBench (approximate): " +
+              ", ".join(f"{k} {v}" for k, v in PAPER_REFERENCE.items()) + ".", "",
+              "## 4. The verl reward on one GRPO group", "", Path(results["reward"]["md"]).read_text(), ""]
+    return "\n".join(lines)
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
+
+
+def run_quickstart(cfg: QuickstartConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) the four stages into ``cfg.out``; returns the ``report.json`` object."""
+    from toolrm_rl.eval.plots import atomic_write_text
+
+    out = Path(cfg.out)
+    if cfg.minutes <= 0:
+        raise QuickstartError("minutes: must be > 0")
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.force and any(out.iterdir()) and not (out / ".quickstart").exists():
+        raise QuickstartError(f"{out} is not empty and holds no quickstart run: pick another --out or pass --force")
+    results: dict[str, Any] = {}
+    results["synth"] = run_stage(out, "synth", {"seed": cfg.seed, "synth_examples": cfg.synth_examples},
+                                 lambda: stage_synth(cfg, out), force=cfg.force, echo=echo)
+    train_settings = {"seed": cfg.seed, "minutes": cfg.minutes, "max_steps": cfg.max_steps,
+                      "pairs": results["synth"]["summary"].get("n_pairs")}
+    results["train"] = run_stage(out, "train", train_settings,
+                                 lambda: stage_train(cfg, out, results["synth"]["pairs_file"]), force=cfg.force, echo=echo)
+    model_dir = results["train"]["model_dir"]
+    results["eval"] = run_stage(out, "eval", {**train_settings, "eval_pairs": cfg.eval_pairs, "bench": list(cfg.bench)},
+                                lambda: stage_eval(cfg, out, model_dir), force=cfg.force, echo=echo)
+    results["reward"] = run_stage(out, "reward", train_settings, lambda: stage_reward(cfg, out, model_dir),
+                                  force=cfg.force, echo=echo)
+    report = {"config": dataclasses.asdict(cfg), **results, "paper_reference": PAPER_REFERENCE}
+    _write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", _report(cfg, out, results))
+    return report
