@@ -541,5 +541,40 @@ def synth_cmd(
                f"{result.seconds:.1f} s); summary: {result.output_dir / 'summary.md'}")
 
 
+
+# -- quickstart (the README's first command) ---------------------------------------------------------
+
+@app.command("quickstart")
+def quickstart_cmd(
+    out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Output directory (model/, report.md, plots)."),
+    minutes: float = typer.Option(13.0, "--minutes", help="Training time budget in minutes."),
+    bench: list[Path] = typer.Option([], "--bench", exists=True, help="Extra FC-RewardBench-format file to evaluate on (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Redo every stage, replacing earlier outputs in --out."),
+    synth_examples: Optional[int] = typer.Option(None, help="Use only N source examples for synthesis (quick runs)."),
+    eval_pairs: int = typer.Option(1500, help="Pairs in the built-in BFCL mutation evaluation set."),
+    max_steps: int = typer.Option(-1, help="Stop training after N steps (-1: the time budget decides)."),
+    recipes: Optional[Path] = typer.Option(None, "--recipes", help="Recipes folder (default: the repository's recipes/)."),
+    wandb: bool = typer.Option(True, "--wandb/--no-wandb", help="Log to wandb (offline without credentials)."),
+) -> None:
+    """Synthesize pairs, train the embedded MiniLM ToolRM, evaluate it against rules and hybrid, and score a
+    GRPO group with the verl reward: the whole product on a CPU, offline. Reruns reuse finished stages."""
+    import logging
+
+    from toolrm_rl.quickstart import QuickstartConfig, QuickstartError, run_quickstart
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    cfg = QuickstartConfig(out=str(out), minutes=minutes, bench=[str(b) for b in bench], force=force,
+                           synth_examples=synth_examples, eval_pairs=eval_pairs, max_steps=max_steps,
+                           recipes_dir=str(recipes) if recipes else None, wandb=wandb)
+    try:
+        run_quickstart(cfg, echo=typer.echo)
+    except QuickstartError as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(f"\nmodel:   {out / 'model'}  (toolrm eval/serve/verl accept it)\n"
+               f"report:  {out / 'report.md'}  and  {out / 'report.json'}\n"
+               f"plots:   {out / 'eval'}/*/by_category.png, {out / 'synth' / 'summary.png'}, {out / 'training_loss.png'}\n"
+               f"reward:  {out / 'reward_group.md'}")
+
+
 if __name__ == "__main__":
     app()
