@@ -287,14 +287,9 @@ class FCRewardBenchConfig:
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> FCRewardBenchConfig:
     """Defaults <- recipe YAML <- ``key=value`` overrides; unknown keys are errors naming the key."""
-    from omegaconf import OmegaConf
+    from toolrm_rl.config import load_structured
 
-    cfg = OmegaConf.structured(FCRewardBenchConfig)
-    if path is not None:
-        cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    return OmegaConf.to_object(cfg)
+    return load_structured(FCRewardBenchConfig, path, overrides)
 
 
 def build_scorers(cfg: FCRewardBenchConfig) -> list[Scorer]:
