@@ -304,3 +304,40 @@ def test_huge_solution_string_is_cut_not_fatal():
     text = "x" * 3_000_000 + to_hermes([GOOD])
     out = score(text, rm_source="none", max_chars=100_000)
     assert out["n_calls"] == 1 and out["valid"] == 1
+
+
+def test_against_our_server_with_a_tiny_model(tmp_path):
+    """toolrm serve's app under uvicorn on loopback: /score and /classify give the in-process scores."""
+    import threading
+
+    import torch
+    import uvicorn
+    from transformers import AutoTokenizer
+
+    from toolrm_rl.core.render import RMExample
+    from toolrm_rl.model import ToolRM
+    from toolrm_rl.model.backbones import build_tiny_qwen3
+    from toolrm_rl.serve.app import ServeConfig, create_app
+
+    torch.set_num_threads(1)
+    path = str(build_tiny_qwen3(tmp_path / "rm"))
+    rm = ToolRM.from_pretrained(path)
+    expected = rm.score([RMExample(TOOLS, CONV, [GOOD])])[0]
+    server = uvicorn.Server(uvicorn.Config(create_app(rm, ServeConfig(model=path, max_wait_ms=0)), host="127.0.0.1",
+                                           port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        native = score(to_hermes([GOOD]), rm_source="server", server_url=url, server_api="toolrm", rm_clip=1e9)
+        vllm = score(to_hermes([GOOD]), rm_source="server", server_url=url, server_api="vllm", model_path=path,
+                     server_model=path, rm_clip=1e9, reward_model_tokenizer=AutoTokenizer.from_pretrained(path))
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert native["fallback"] == 0 and native["rm_score"] == pytest.approx(expected, abs=1e-4)
+    assert vllm["fallback"] == 0 and vllm["rm_score"] == pytest.approx(expected, abs=1e-4)

@@ -1,0 +1,221 @@
+"""Per-sample latency of the verl reward, and what the toolrm manager's cross-sample batching buys.
+
+    .venv/bin/python bench/bench_reward.py [--n 128] [--model DIR] [--no-server] [--rounds 2] [--out DIR]
+
+Samples: ``--n`` verl rows written by ``toolrm_rl.verl.data`` from the offline ``bfcl_exec`` source
+(never BFCL single-turn questions), each with a response in hermes format: the gold calls (1/2), a
+mutation of them (1/4, mostly schema-valid near misses) or a call to an unknown function (1/4, gated
+before the RM). Measured in one process, rounds interleaved, best round kept:
+
+- ``compute_score`` one sample at a time: rules only (``rm_source=none``), the RM in-process
+  (``inprocess``, the checkpoint on CPU), and through ``toolrm serve`` on loopback (``server``,
+  started as a subprocess by ``bench/bench_server.py``'s ``Server``; skipped with ``--no-server``).
+- The ``toolrm`` reward manager scoring all samples concurrently (as verl's reward worker calls it),
+  batching RM inputs across samples (window 20 ms, up to 64) versus the same manager with
+  ``max_batch=1`` (one RM call per sample): the ratio is the batching speed-up, measured in the same run.
+
+The model is ``runs/toolrm-minilm/final`` (or ``--model DIR``; ``--model tiny``: a tiny random BERT, where
+the forward is cheap and per-call overhead dominates, as with a GPU or a remote RM). Read ratios, not
+absolute numbers: the machine may be shared. ``--out`` writes results.json, results.md and latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "runs" / "toolrm-minilm" / "final"
+
+
+def build_samples(n: int, seed: int = 0) -> list[dict]:
+    """``n`` (row, response) samples from the offline bfcl_exec source."""
+    from toolrm_rl.core.calls import ToolCall
+    from toolrm_rl.core.parse import to_hermes
+    from toolrm_rl.data.mutate import mutate
+    from toolrm_rl.data.sources import load_source
+    from toolrm_rl.verl.data import example_to_row
+
+    examples = [ex for ex in load_source("bfcl_exec") if ex.gold]
+    random.Random(seed).shuffle(examples)
+    samples = []
+    for k, ex in enumerate(examples[:n]):
+        calls = ex.gold
+        if k % 4 == 1:
+            wrong = next(iter(mutate(ex.gold, ex.tools, seed=k)), None)
+            calls = wrong[1] if wrong is not None else calls
+        elif k % 4 == 3:
+            calls = [ToolCall(ex.gold[0].name + "_v2", dict(ex.gold[0].arguments))]
+        row = example_to_row(ex, k, "train")
+        samples.append({"row": row, "response": to_hermes(calls)})
+    return samples
+
+
+def clear_score_caches() -> None:
+    """Forget the in-process scorer's cached scores (it caches by rendered text; every run here repeats
+    the same texts, which would turn every measurement after the first into cache look-ups)."""
+    from toolrm_rl.verl import reward
+
+    for scorer in reward._SCORERS.values():
+        cache = getattr(getattr(scorer, "scorer", None), "_cache", None)
+        if cache is not None:
+            cache.clear()
+
+
+async def per_sample(samples: list[dict], kwargs: dict) -> list[float]:
+    """Latency (ms) of compute_score for each sample, called one after another."""
+    from toolrm_rl.verl.reward import compute_score
+
+    clear_score_caches()
+    out = []
+    for s in samples:
+        row = s["row"]
+        t = time.perf_counter()
+        result = await compute_score(row["data_source"], s["response"], row["reward_model"]["ground_truth"],
+                                     row["extra_info"], **kwargs)
+        out.append((time.perf_counter() - t) * 1000)
+        if result["fallback"]:
+            raise RuntimeError(f"reward fell back with {kwargs}: the RM is not answering")
+    return out
+
+
+def make_batch(samples: list[dict], tokenizer):
+    """A DataProto of the samples, as verl's rollout hands it to the reward loop."""
+    import numpy as np
+    import torch
+    from verl import DataProto
+
+    pad = tokenizer.pad_token_id
+    ids = [tokenizer(s["response"] + "<|im_end|>", add_special_tokens=False)["input_ids"] for s in samples]
+    width = max(map(len, ids))
+    prompts = torch.full((len(ids), 4), pad)
+    responses = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
+    mask = torch.tensor([[1] * 4 + [1] * len(x) + [0] * (width - len(x)) for x in ids])
+    rows = [s["row"] for s in samples]
+    return DataProto.from_dict(
+        tensors={"prompts": prompts, "responses": responses, "attention_mask": mask},
+        non_tensors={"data_source": np.array([r["data_source"] for r in rows], dtype=object),
+                     "reward_model": np.array([r["reward_model"] for r in rows], dtype=object),
+                     "extra_info": np.array([r["extra_info"] for r in rows], dtype=object)})
+
+
+async def manager_run(data, tokenizer, kwargs: dict) -> tuple[float, int]:
+    """(wall ms, RM calls) for the toolrm manager scoring every sample concurrently."""
+    from omegaconf import OmegaConf
+
+    from toolrm_rl.verl.manager import ToolRMRewardManager
+
+    config = OmegaConf.create({"reward": {"custom_reward_function": {"reward_kwargs": kwargs}}})
+    mgr = ToolRMRewardManager(config, tokenizer, None)
+    clear_score_caches()
+    t = time.perf_counter()
+    outs = await asyncio.gather(*(mgr.run_single(data[i:i + 1]) for i in range(len(data))))
+    wall = (time.perf_counter() - t) * 1000
+    if any(o["reward_extra_info"]["fallback"] for o in outs):
+        raise RuntimeError(f"manager fell back with {kwargs}")
+    batcher = mgr._batchers.get(id(asyncio.get_running_loop()))
+    return wall, batcher.n_calls if batcher else 0
+
+
+def stats(ms: list[float]) -> dict:
+    ordered = sorted(ms)
+    return {"mean_ms": statistics.fmean(ms), "p50_ms": ordered[len(ms) // 2],
+            "p99_ms": ordered[min(len(ms) - 1, int(0.99 * len(ms)))]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=128)
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--no-server", action="store_true")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--max-batch", type=int, default=64, help="the manager's max_batch on the batched side")
+    ap.add_argument("--window-ms", type=float, default=20.0, help="the manager's batch_window_ms on the batched side")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads, here and in the server")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(ROOT / "bench"))
+    if str(args.model) == "tiny":  # a forward costs little: the regime where per-call overhead shows
+        import tempfile
+
+        from bench_server import tiny_model
+
+        args.model = tiny_model(Path(tempfile.mkdtemp(prefix="toolrm-tiny-")))
+    if not (args.model / "config.json").is_file():
+        sys.exit(f"no ToolRM checkpoint at {args.model} (train one: toolrm train recipes/rm/minilm_cpu.yaml)")
+    samples = build_samples(args.n)
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())  # the policy's tokenizer, for the manager
+    data = make_batch(samples, tokenizer)
+    sources = {"rules": {"rm_source": "none"}, "inprocess": {"rm_source": "inprocess", "model_path": str(args.model)}}
+
+    server = None
+    if not args.no_server:
+        from bench_server import Server
+
+        server = Server(args.model, max_batch=64, max_wait_ms=5.0, torch_threads=args.threads).__enter__()
+        sources["server"] = {"rm_source": "server", "server_url": server.url, "timeout_s": 60.0}
+    try:
+        best: dict[str, list[float]] = {}
+        managers: dict[str, dict] = {}
+        for name, kw in sources.items():  # warm-up: model load, connections, caches of compiled catalogs
+            asyncio.run(per_sample(samples[:4], kw))
+        for _ in range(args.rounds):
+            for name, kw in sources.items():
+                ms = asyncio.run(per_sample(samples, kw))
+                if name not in best or sum(ms) < sum(best[name]):
+                    best[name] = ms
+            for name, kw in sources.items():
+                if name == "rules":
+                    continue
+                batched = asyncio.run(manager_run(data, tokenizer, {**kw, "batch_window_ms": args.window_ms,
+                                                                     "max_batch": args.max_batch}))
+                single = asyncio.run(manager_run(data, tokenizer, {**kw, "batch_window_ms": 0.0, "max_batch": 1}))
+                m = managers.setdefault(name, {"batched_ms": batched[0], "batched_calls": batched[1],
+                                               "per_sample_ms": single[0], "per_sample_calls": single[1]})
+                if batched[0] < m["batched_ms"]:
+                    m.update(batched_ms=batched[0], batched_calls=batched[1])
+                if single[0] < m["per_sample_ms"]:
+                    m.update(per_sample_ms=single[0], per_sample_calls=single[1])
+    finally:
+        if server is not None:
+            server.__exit__(None, None, None)
+
+    from toolrm_rl.eval.plots import atomic_write_text, bar_chart, md_table
+
+    lat_rows = [[name, round(s["mean_ms"], 3), round(s["p50_ms"], 3), round(s["p99_ms"], 3)]
+                for name, s in ((n, stats(ms)) for n, ms in best.items())]
+    mgr_rows = [[name, round(m["per_sample_ms"], 1), m["per_sample_calls"], round(m["batched_ms"], 1), m["batched_calls"],
+                 round(m["per_sample_ms"] / m["batched_ms"], 2)] for name, m in managers.items()]
+    text = (f"Reward latency, {len(samples)} samples (schema-valid ones reach the RM), model {args.model}, torch threads "
+            f"{args.threads}, best of {args.rounds} rounds\n\n"
+            + md_table(["rm_source", "mean ms/sample", "p50 ms", "p99 ms"], lat_rows)
+            + f"\ntoolrm manager, all samples concurrent: one RM call per sample vs batched across samples "
+              f"(window {args.window_ms} ms, max_batch {args.max_batch})\n\n"
+            + md_table(["rm_source", "per-sample ms (total)", "RM calls", "batched ms (total)", "RM calls",
+                        "speed-up (x)"], mgr_rows))
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out / "results.md", text)
+        atomic_write_text(args.out / "results.json", json.dumps(
+            {"n": len(samples), "latency": {n: stats(ms) for n, ms in best.items()}, "manager": managers}, indent=2))
+        bar_chart([r[0] for r in lat_rows], {"mean ms/sample": [r[1] for r in lat_rows]}, args.out / "latency.png",
+                  title="verl reward latency per sample", ylabel="ms", ylim=None)
+        print(f"wrote {args.out}/results.md, results.json, latency.png")
+
+
+if __name__ == "__main__":
+    main()
