@@ -7,4 +7,4 @@ in the environment of verl's reward workers.
 
 from toolrm_rl.verl.reward import KEYS, ToolRewardConfig, compute_score
 
-__all__ = ["compute_score", "KEYS", "ToolRewardConfig"]
+__all__ = ["KEYS", "ToolRewardConfig", "compute_score"]

@@ -13,7 +13,12 @@ from toolrm_rl.cli import app
 from toolrm_rl.core.calls import ToolCall, calls_from_bfcl
 from toolrm_rl.core.parse import to_hermes
 from toolrm_rl.data.sources import ToolExample
-from toolrm_rl.verl.data import example_to_row, load_examples, system_prompt, write_verl_data
+from toolrm_rl.verl.data import (
+    example_to_row,
+    load_examples,
+    system_prompt,
+    write_verl_data,
+)
 from toolrm_rl.verl.reward import compute_score
 
 TOOLS = [{"name": "get_weather", "description": "Weather", "parameters": {

@@ -171,9 +171,9 @@ def test_manager_keeps_tool_markers_and_survives_a_malformed_item(tokenizer):
 
 
 def test_verl_naive_manager_calls_our_function(tokenizer):
+    from omegaconf import OmegaConf
     from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
     from verl.trainer.ppo.reward import get_custom_reward_fn
-    from omegaconf import OmegaConf
 
     config = OmegaConf.create({"reward": {"custom_reward_function": {
         "path": "pkg://toolrm_rl.verl.reward", "name": "compute_score",
@@ -203,30 +203,45 @@ def ray_session():
     ray.shutdown()
 
 
+def _score_by_days(body, headers):
+    return 200, {"scores": [float(item["calls"][0]["arguments"].get("days", 0)) if item["calls"] else 0.0
+                            for item in body["items"]]}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("manager", ["naive", "toolrm"])
 def test_reward_loop_manager_puts_scores_on_the_last_response_token(tokenizer, ray_session, manager):
+    """verl's RewardLoopManager (a Ray reward worker) -> naive + our function (rules only), or -> our manager
+    -> RemoteScorer -> a fake scoring server on loopback: the RM inputs of the chunk go in ONE request."""
     import ray
+    from loopback import LoopbackServer
     from verl.experimental.reward_loop.reward_loop import RewardLoopManager
 
     from toolrm_rl.model.backbones import qwen3_tokenizer_dir
 
-    cfg = _compose([f"actor_rollout_ref.model.path={qwen3_tokenizer_dir()}",
-                    "reward.custom_reward_function.path=pkg://toolrm_rl.verl.reward",
-                    "+reward.custom_reward_function.reward_kwargs.rm_source=none",
-                    "+reward.custom_reward_function.reward_kwargs.w_gt=1.0",
-                    f"reward.reward_manager.name={manager}", "reward.num_workers=1"])
-    data = make_batch(tokenizer, RESPONSES)
-    loop_manager = RewardLoopManager(cfg)
-    try:
-        out = loop_manager.compute_rm_score(data)
-    finally:
-        for worker in loop_manager.reward_loop_workers:
-            ray.kill(worker)  # the named workers must not clash with the next test's
+    kw = "+reward.custom_reward_function.reward_kwargs"
+    with LoopbackServer({("POST", "/score"): _score_by_days}) as srv:
+        rm = ([f"{kw}.rm_source=server", f"{kw}.server_url={srv.url}", f"{kw}.batch_window_ms=500"]
+              if manager == "toolrm" else [f"{kw}.rm_source=none"])
+        cfg = _compose([f"actor_rollout_ref.model.path={qwen3_tokenizer_dir()}",
+                        "reward.custom_reward_function.path=pkg://toolrm_rl.verl.reward", f"{kw}.w_gt=1.0",
+                        f"reward.reward_manager.name={manager}", "reward.num_workers=1", *rm])
+        data = make_batch(tokenizer, RESPONSES)
+        loop_manager = RewardLoopManager(cfg)
+        try:
+            out = loop_manager.compute_rm_score(data)
+        finally:
+            for worker in loop_manager.reward_loop_workers:
+                ray.kill(worker)  # the named workers must not clash with the next test's
+        requests = list(srv.requests)
+    expected = [1.0, 0.0, -1.0, -1.0] if manager == "naive" else [3.0, 5.0, -1.0, -1.0]
     scores = out.batch["rm_scores"]
     lengths = data.batch["attention_mask"][:, data.batch["prompts"].shape[1]:].sum(1)
-    for i, expected in enumerate([1.0, 0.0, -1.0, -1.0]):
-        assert scores[i, lengths[i] - 1].item() == expected
-        assert scores[i].abs().sum().item() == abs(expected)  # nothing anywhere else
+    for i, value in enumerate(expected):
+        assert scores[i, lengths[i] - 1].item() == value
+        assert scores[i].abs().sum().item() == abs(value)  # nothing anywhere else
     assert set(R.KEYS) <= set(out.meta_info["reward_extra_keys"])
     assert list(out.non_tensor_batch["format_ok"]) == [1.0, 1.0, 1.0, 0.0]
+    if manager == "toolrm":  # two schema-valid samples reach the RM, in one request
+        assert [len(r["body"]["items"]) for r in requests] == [2]
+        assert list(out.non_tensor_batch["fallback"]) == [0.0] * 4

@@ -16,7 +16,8 @@ NAMES = sorted(p.stem for p in RECIPES.glob("*.yaml"))
 
 
 def compose(name, overrides=()):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(RECIPES), version_base=None):
         return hydra_compose(config_name=name, overrides=list(overrides))
@@ -57,8 +58,13 @@ def test_recipe_reward_options_and_manager_resolve(name):
     from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
     from verl.utils.import_utils import load_extern_object
 
-    import toolrm_rl.verl.manager  # noqa: F401 - registers "toolrm"
-    from toolrm_rl.verl.reward import KEYS, ToolRewardConfig, compute_score, load_reward_config
+    import toolrm_rl.verl.manager
+    from toolrm_rl.verl.reward import (
+        KEYS,
+        ToolRewardConfig,
+        compute_score,
+        load_reward_config,
+    )
 
     cfg = compose(name)
     fn_cfg = cfg.reward.custom_reward_function

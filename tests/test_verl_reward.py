@@ -11,8 +11,8 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from loopback import LoopbackServer
+
 from toolrm_rl.core.calls import ToolCall
 from toolrm_rl.core.parse import to_hermes
 from toolrm_rl.verl import reward as R
@@ -201,8 +201,9 @@ def _classify(body, headers):
 
 
 def test_router_source_renders_with_tools_and_reads_classify():
-    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
     from transformers import AutoTokenizer
+
+    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
 
     tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     with LoopbackServer({("POST", "/classify"): _classify}) as srv:
@@ -215,8 +216,9 @@ def test_router_source_renders_with_tools_and_reads_classify():
 
 
 def test_server_source_vllm_and_toolrm_apis():
-    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
     from transformers import AutoTokenizer
+
+    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
 
     tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     routes = {("POST", "/classify"): _classify,

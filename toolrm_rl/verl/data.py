@@ -27,15 +27,28 @@ import json
 import os
 import random
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from toolrm_rl.core.calls import ToolCall, ToolCatalog, calls_from_bfcl, calls_from_openai, calls_to_bfcl
+from toolrm_rl.core.calls import (
+    ToolCall,
+    ToolCatalog,
+    calls_from_bfcl,
+    calls_from_openai,
+    calls_to_bfcl,
+)
 from toolrm_rl.core.parse import serialize
 
-__all__ = ["VerlDataReport", "system_prompt", "example_to_row", "load_examples", "write_verl_data",
-           "SINGLE_TURN_PREFIXES"]
+__all__ = [
+    "SINGLE_TURN_PREFIXES",
+    "VerlDataReport",
+    "example_to_row",
+    "load_examples",
+    "system_prompt",
+    "write_verl_data",
+]
 
 TOOLS_IN = ("system", "template")
 # BFCL single-turn ids look like "simple_12", "live_multiple_3-1-0", "parallel_multiple_7", "java_4".

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager import register
@@ -28,10 +29,16 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.verl.reward import (
-    _error_result, _rm_failure, finish, get_rm_scorer, load_reward_config, prepare, score_examples,
+    _error_result,
+    _rm_failure,
+    finish,
+    get_rm_scorer,
+    load_reward_config,
+    prepare,
+    score_examples,
 )
 
-__all__ = ["ToolRMRewardManager", "RMBatcher", "reward_kwargs_of"]
+__all__ = ["RMBatcher", "ToolRMRewardManager", "reward_kwargs_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +104,7 @@ class RMBatcher:
             scores = await score_examples(self.scorer, flat)
             if len(scores) != len(flat):
                 raise ValueError(f"scorer returned {len(scores)} scores for {len(flat)} inputs")
-        except BaseException as err:  # noqa: BLE001 - handed to every waiting sample, which falls back
+        except BaseException as err:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(err if isinstance(err, Exception) else RuntimeError(repr(err)))

@@ -10,7 +10,8 @@ Per sample: the response (``solution_str``, the decoded rollout) is split into a
 calls are parsed (``core.parse``, hermes by default) and checked against the catalog
 (``core.schema.check_calls``); valid turns are scored by ToolRM in their context (catalog +
 conversation + earlier turns and observations); the turn scores are combined by ``turn_combine``.
-Tools, conversation and gold calls come from ``extra_info`` (JSON strings written by ``toolrm verl-data``).
+Tools, conversation and gold calls come from ``extra_info`` (JSON strings written by ``toolrm verl-data``);
+a row without tools gets the format check only (its schema check is skipped, ``schema_ok=1``).
 
 The combination rule (:func:`combine`, per turn)::
 
@@ -38,16 +39,36 @@ import os
 import re
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from toolrm_rl.core.calls import ToolCall, ToolCatalog, calls_from_bfcl, calls_from_openai, calls_to_openai
+from toolrm_rl.core.calls import (
+    ToolCall,
+    ToolCatalog,
+    calls_from_bfcl,
+    calls_from_openai,
+    calls_to_openai,
+)
 from toolrm_rl.core.parse import parse, strip_thinking
 from toolrm_rl.core.render import RenderSpec, RMExample
 from toolrm_rl.core.schema import check_calls
 
-__all__ = ["ToolRewardConfig", "KEYS", "compute_score", "combine", "combine_turns", "load_reward_config",
-           "split_turns", "Prepared", "prepare", "finish", "score_examples", "get_rm_scorer", "reward_sync"]
+__all__ = [
+    "KEYS",
+    "Prepared",
+    "ToolRewardConfig",
+    "combine",
+    "combine_turns",
+    "compute_score",
+    "finish",
+    "get_rm_scorer",
+    "load_reward_config",
+    "prepare",
+    "reward_sync",
+    "score_examples",
+    "split_turns",
+]
 
 logger = logging.getLogger(__name__)
 
