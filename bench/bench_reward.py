@@ -170,8 +170,11 @@ def main() -> None:
     try:
         best: dict[str, list[float]] = {}
         managers: dict[str, dict] = {}
-        for name, kw in sources.items():  # warm-up: model load, connections, caches of compiled catalogs
-            asyncio.run(per_sample(samples[:4], kw))
+        for name, kw in sources.items():  # warm-up: model load, connections, and the batch shapes
+            asyncio.run(per_sample(samples[:4], kw))  # (a first forward at a new shape is slow on CPU)
+            if name != "rules":
+                asyncio.run(manager_run(data, tokenizer, {**kw, "batch_window_ms": args.window_ms,
+                                                          "max_batch": args.max_batch}))
         for _ in range(args.rounds):
             for name, kw in sources.items():
                 ms = asyncio.run(per_sample(samples, kw))
