@@ -107,3 +107,20 @@ def test_run_stage_force_redoes_and_foreign_dirs_are_refused(tmp_path):
     with pytest.raises(QuickstartError, match="not empty"):
         run_quickstart(_tiny(foreign), echo=lambda *_: None)
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_a_bench_file_added_later_runs_only_its_own_stage(quick_run, tmp_path):
+    import shutil
+
+    out, _ = quick_run
+    extra = tmp_path / "extra.jsonl"
+    shutil.copy(out / "eval" / "bfcl_mutations.jsonl", extra)
+    messages = []
+    report = run_quickstart(_tiny(out, bench=[str(extra)]), echo=messages.append)
+    assert sum("reusing" in m for m in messages) == 4 and "[bench-extra] running" in messages
+    sets = report["eval"]["sets"]
+    assert set(sets) == {"bfcl_mutations", "extra"}
+    # the same pairs and the same model give the same accuracies
+    for scorer in ("rules", "rm", "hybrid"):
+        assert sets["extra"]["scorers"][scorer]["accuracy"] == sets["bfcl_mutations"]["scorers"][scorer]["accuracy"]
+    assert "| extra | hybrid |" in (out / "report.md").read_text()

@@ -22,7 +22,8 @@ app = typer.Typer(name="toolrm", help="ToolRM: outcome reward models for tool-ca
 core_app = typer.Typer(help="The tool-call core: parse model outputs, check them against schemas and ground truth.",
                        no_args_is_help=True)
 app.add_typer(core_app, name="core")
-eval_app = typer.Typer(help="Evaluate scorers: FC-RewardBench pairwise accuracy.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate scorers: FC-RewardBench pairwise accuracy, Best-of-N, noise robustness.",
+                       no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 
@@ -547,7 +548,7 @@ def synth_cmd(
 @app.command("quickstart")
 def quickstart_cmd(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Output directory (model/, report.md, plots)."),
-    minutes: float = typer.Option(13.0, "--minutes", help="Training time budget in minutes."),
+    minutes: float = typer.Option(12.0, "--minutes", help="Training time budget in minutes."),
     bench: list[Path] = typer.Option([], "--bench", exists=True, help="Extra FC-RewardBench-format file to evaluate on (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Redo every stage, replacing earlier outputs in --out."),
     synth_examples: Optional[int] = typer.Option(None, help="Use only N source examples for synthesis (quick runs)."),

@@ -53,7 +53,9 @@ class QuickstartConfig:
     """``toolrm quickstart`` settings; the defaults are the README's first command."""
 
     out: str = _f("runs/quickstart", "Output directory: model/, report.md, report.json, plots, stage markers.")
-    minutes: float = _f(13.0, "Training time budget in minutes (the CPU recipe stops cleanly and saves).")
+    minutes: float = _f(12.0, "Training time budget in minutes (the CPU recipe stops cleanly and saves).")
+    max_train_pairs: int = _f(3_600, "Training pairs drawn from the synthesized ones: about what one epoch on 2 CPU cores "
+                                     "gets through in 12 minutes, so the learning-rate schedule ends with the budget.")
     max_steps: int = _f(-1, "Stop training after this many steps (-1: the time budget / one epoch decides).")
     synth_examples: int | None = _f(None, "Source examples for synthesis (None: every example of the CPU recipe).")
     eval_pairs: int = _f(1500, "Pairs in the built-in BFCL mutation evaluation set.")
@@ -140,8 +142,10 @@ def stage_train(cfg: QuickstartConfig, out: Path, pairs_file: str) -> dict[str, 
     if cfg.force:
         shutil.rmtree(train_dir, ignore_errors=True)
     overrides = ["data.sources=[]", f"data.train_files=[{pairs_file}]", "data.file_eval_fraction=0.05",
-                 f"data.seed={cfg.seed}", f"train.output_dir={train_dir}", f"train.max_minutes={cfg.minutes}",
+                 f"data.seed={cfg.seed}", f"data.max_train_pairs={cfg.max_train_pairs}",
+                 f"train.output_dir={train_dir}", f"train.max_minutes={cfg.minutes}",
                  f"train.max_steps={cfg.max_steps}", f"train.report_to={'wandb' if cfg.wandb else 'none'}",
+                 "data.max_eval_pairs=400", "train.eval_steps=null",  # one held-out evaluation, at the end
                  "train.run_name=quickstart-train"]
     tcfg = load_config(recipes_dir(cfg) / "rm" / "minilm_cpu.yaml", overrides)
     result = train(tcfg)
@@ -203,37 +207,51 @@ def bfcl_mutation_bench(n: int, seed: int = 0, categories: tuple[str, ...] = BEN
     return pairs[:n]
 
 
-def stage_eval(cfg: QuickstartConfig, out: Path, model_dir: str) -> dict[str, Any]:
-    """Evaluate rules, rm and hybrid on the built-in BFCL mutation set and every ``--bench`` file."""
-    from toolrm_rl.data.records import load_pairs, save_pairs
+def _evaluate_set(out: Path, name: str, path: str, model_dir: str, seed: int, wandb: bool) -> dict[str, Any]:
+    """Evaluate rules, rm and hybrid on one FC-RewardBench-format file; reports go to ``out/eval/<name>``."""
+    from toolrm_rl.data.records import load_pairs
     from toolrm_rl.eval.fc_rewardbench import evaluate_pairs, markdown_table, result_json, schema_valid_mask, write_reports
     from toolrm_rl.scoring import get_scorer
 
-    bench_file = out / "eval" / "bfcl_mutations.jsonl"
-    if not bench_file.exists() or cfg.force:
-        bench_file.parent.mkdir(parents=True, exist_ok=True)
-        save_pairs(bfcl_mutation_bench(cfg.eval_pairs, cfg.seed), bench_file, schema="fc_rewardbench")
-    sets = {"bfcl_mutations": str(bench_file)}
-    for path in cfg.bench:
-        name = Path(path).name.split(".")[0]
-        while name in sets:
-            name += "_"
-        sets[name] = str(path)
+    pairs, load_report = load_pairs(path)
     rm = get_scorer("rm", path=model_dir)
     scorers = [get_scorer("rules"), rm, get_scorer("hybrid", rm=rm)]
-    results: dict[str, Any] = {}
-    for name, path in sets.items():
-        pairs, load_report = load_pairs(path)
-        valid = schema_valid_mask(pairs)
-        reports = [evaluate_pairs(s, pairs, valid=valid, seed=cfg.seed) for s in scorers]
-        paths = write_reports(reports, out / "eval" / name, data=path)
-        print(f"\n{name}: {len(pairs)} pairs from {path}\n" + markdown_table(reports, "by_category"))
-        results[name] = {"data": path, "n": len(pairs), "n_skipped": load_report.n_skipped,
-                         "report_dir": str(out / "eval" / name), "png": str(paths["png"]),
-                         "scorers": result_json(reports)["scorers"]}
-    if cfg.wandb:
-        _log_eval_wandb(results, out)
-    return {"sets": results}
+    valid = schema_valid_mask(pairs)
+    reports = [evaluate_pairs(s, pairs, valid=valid, seed=seed) for s in scorers]
+    paths = write_reports(reports, out / "eval" / name, data=path)
+    print(f"\n{name}: {len(pairs)} pairs from {path}\n" + markdown_table(reports, "by_category"))
+    result = {"data": path, "n": len(pairs), "n_skipped": load_report.n_skipped, "report_dir": str(out / "eval" / name),
+              "png": str(paths["png"]), "rm_seconds": round(reports[1].seconds, 1),
+              "scorers": result_json(reports)["scorers"]}
+    if wandb:
+        _log_eval_wandb({name: result}, out)
+    return result
+
+
+def stage_eval(cfg: QuickstartConfig, out: Path, model_dir: str) -> dict[str, Any]:
+    """Build the BFCL mutation evaluation set and evaluate rules, rm and hybrid on it."""
+    from toolrm_rl.data.records import save_pairs
+
+    bench_file = out / "eval" / "bfcl_mutations.jsonl"
+    bench_file.parent.mkdir(parents=True, exist_ok=True)
+    save_pairs(bfcl_mutation_bench(cfg.eval_pairs, cfg.seed), bench_file, schema="fc_rewardbench")
+    return _evaluate_set(out, "bfcl_mutations", str(bench_file), model_dir, cfg.seed, cfg.wandb)
+
+
+def bench_names(paths: list[str]) -> dict[str, str]:
+    """A unique report name per ``--bench`` file (its file name without suffixes).
+
+    >>> bench_names(["a/dev.jsonl", "b/dev.jsonl", "c/test.parquet"])
+    {'dev': 'a/dev.jsonl', 'dev_2': 'b/dev.jsonl', 'test': 'c/test.parquet'}
+    """
+    names: dict[str, str] = {}
+    for path in paths:
+        base = Path(path).name.split(".")[0] or "bench"
+        name, k = base, 2
+        while name in names or name == "bfcl_mutations":
+            name, k = f"{base}_{k}", k + 1
+        names[name] = str(path)
+    return names
 
 
 def _log_eval_wandb(results: dict[str, Any], out: Path) -> None:
@@ -337,6 +355,9 @@ def _report(cfg: QuickstartConfig, out: Path, results: dict[str, Any]) -> str:
                          f"{_fmt(sv.get('accuracy'))} (n={sv.get('n')})"])
     lines += [md_table(["set", "scorer", "pairs", "accuracy", "95% CI", "tie rate", "ties as 1/2",
                         "schema-valid subset"], rows), "",
+              "RM scoring time (all pairs of a set, both sides, on this machine): " +
+              ", ".join(f"{name} {res.get('rm_seconds')} s for {res['n']} pairs" for name, res in ev["sets"].items()) + ".",
+              "",
               "Paper reference on FC-RewardBench (approximate): " +
               ", ".join(f"{k} {v}" for k, v in PAPER_REFERENCE.items()) + ".", "",
               "## 4. The verl reward on one GRPO group", "", Path(results["reward"]["md"]).read_text(), ""]
@@ -361,12 +382,18 @@ def run_quickstart(cfg: QuickstartConfig, echo: Callable[[str], None] = print) -
     results["synth"] = run_stage(out, "synth", {"seed": cfg.seed, "synth_examples": cfg.synth_examples},
                                  lambda: stage_synth(cfg, out), force=cfg.force, echo=echo)
     train_settings = {"seed": cfg.seed, "minutes": cfg.minutes, "max_steps": cfg.max_steps,
+                      "max_train_pairs": cfg.max_train_pairs,
                       "pairs": results["synth"]["summary"].get("n_pairs")}
     results["train"] = run_stage(out, "train", train_settings,
                                  lambda: stage_train(cfg, out, results["synth"]["pairs_file"]), force=cfg.force, echo=echo)
     model_dir = results["train"]["model_dir"]
-    results["eval"] = run_stage(out, "eval", {**train_settings, "eval_pairs": cfg.eval_pairs, "bench": list(cfg.bench)},
-                                lambda: stage_eval(cfg, out, model_dir), force=cfg.force, echo=echo)
+    sets = {"bfcl_mutations": run_stage(out, "eval", {**train_settings, "eval_pairs": cfg.eval_pairs},
+                                        lambda: stage_eval(cfg, out, model_dir), force=cfg.force, echo=echo)}
+    for name, path in bench_names(list(cfg.bench)).items():  # each file is its own stage: adding one later reuses the rest
+        sets[name] = run_stage(out, f"bench-{name}", {**train_settings, "path": str(Path(path).resolve())},
+                               lambda path=path, name=name: _evaluate_set(out, name, path, model_dir, cfg.seed, cfg.wandb),
+                               force=cfg.force, echo=echo)
+    results["eval"] = {"sets": sets}
     results["reward"] = run_stage(out, "reward", train_settings, lambda: stage_reward(cfg, out, model_dir),
                                   force=cfg.force, echo=echo)
     report = {"config": dataclasses.asdict(cfg), **results, "paper_reference": PAPER_REFERENCE}

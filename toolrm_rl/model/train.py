@@ -55,6 +55,7 @@ class DataConfig:
     file_eval_fraction: float = _f(0.0, "Share of the queries in train_files held out for evaluation (split by query; "
                                         "obfuscated copies of a query stay on its side).")
     max_train_pairs: int | None = _f(None, "Cap on training pairs after shuffling (None: all).")
+    max_eval_pairs: int | None = _f(None, "Cap on held-out pairs after shuffling (None: all); evaluation costs time too.")
     skip_bad_rows: bool = _f(False, "Count and skip malformed rows in pair files instead of failing.")
     seed: int = _f(0, "Seed for pair synthesis, splits and shuffling.")
 
@@ -164,6 +165,9 @@ def build_pairs(cfg: DataConfig) -> tuple[list[PairRecord], list[PairRecord], di
     rng.shuffle(train_pairs)
     if cfg.max_train_pairs is not None:
         train_pairs = train_pairs[:cfg.max_train_pairs]
+    if cfg.max_eval_pairs is not None:
+        rng.shuffle(eval_pairs)
+        eval_pairs = eval_pairs[:cfg.max_eval_pairs]
     if not train_pairs:
         raise ValueError("no training pairs: set data.sources and/or data.train_files")
     report.update(n_train=len(train_pairs), n_eval=len(eval_pairs))
