@@ -3,12 +3,29 @@ dataclasses whose fields carry help text, <- an OmegaConf YAML recipe <- ``key=v
 
 from __future__ import annotations
 
+from dataclasses import field
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import Any, Sequence, TypeVar
 
-__all__ = ["load_structured"]
+__all__ = ["load_structured", "option"]
 
 T = TypeVar("T")
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with ``help`` text in its metadata (lists and dicts get a fresh copy per instance).
+
+    >>> from dataclasses import dataclass, fields
+    >>> @dataclass
+    ... class C:
+    ...     n: int = option(3, "How many.")
+    ...     xs: list = option([1], "Which.")
+    >>> C().xs is not C().xs, fields(C)[0].metadata["help"]
+    (True, 'How many.')
+    """
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 def load_structured(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:

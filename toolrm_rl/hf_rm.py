@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from toolrm_rl.config import option as _f
 from toolrm_rl.core.calls import ToolCatalog, load_json_field
 from toolrm_rl.core.render import RMExample
 
@@ -31,10 +32,6 @@ __all__ = ["HFRMConfig", "HFRewardModelScorer", "adapt_example"]
 TOOLS_IN = ("template", "system")
 CANDIDATE_AS = ("tool_calls", "text")
 _SYSTEM_TOOLS = "You can call these functions (OpenAI JSON schemas):\n"
-
-
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

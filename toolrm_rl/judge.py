@@ -31,11 +31,12 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from toolrm_rl.config import option as _f
 from toolrm_rl.core.render import RenderSpec, RMExample, format_calls, render
 from toolrm_rl.scoring import ScorerUnavailable
 
@@ -47,10 +48,6 @@ log = logging.getLogger(__name__)
 MODES = ("pairwise", "pointwise")
 POINTWISE_FORMATS = ("scale", "yes_no")
 NEUTRAL = {"scale": 5.5, "yes_no": 0.5}
-
-
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

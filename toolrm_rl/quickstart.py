@@ -26,9 +26,11 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from toolrm_rl.config import option as _f
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +42,6 @@ BENCH_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple"
 # What the paper reports on FC-RewardBench (approximate, from summaries of arXiv 2509.11963).
 PAPER_REFERENCE = {"random": 0.5, "general-purpose RMs": "0.45-0.80", "LLM judges 70B+": ">0.80",
                    "ToolRM-14B": "0.82-0.88"}
-
-
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -210,7 +206,13 @@ def bfcl_mutation_bench(n: int, seed: int = 0, categories: tuple[str, ...] = BEN
 def _evaluate_set(out: Path, name: str, path: str, model_dir: str, seed: int, wandb: bool) -> dict[str, Any]:
     """Evaluate rules, rm and hybrid on one FC-RewardBench-format file; reports go to ``out/eval/<name>``."""
     from toolrm_rl.data.records import load_pairs
-    from toolrm_rl.eval.fc_rewardbench import evaluate_pairs, markdown_table, result_json, schema_valid_mask, write_reports
+    from toolrm_rl.eval.fc_rewardbench import (
+        evaluate_pairs,
+        markdown_table,
+        result_json,
+        schema_valid_mask,
+        write_reports,
+    )
     from toolrm_rl.scoring import get_scorer
 
     pairs, load_report = load_pairs(path)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from toolrm_rl.config import option as _f
 from toolrm_rl.core.match import canonical_calls, error_category
 from toolrm_rl.core.parse import FORMATS, parse
 from toolrm_rl.core.schema import check_calls
@@ -58,12 +59,6 @@ log = logging.getLogger(__name__)
 
 UNPARSABLE = "ast_decoder:decoder_failed"
 _RAY_KEYS = ("num_gpus", "num_cpus", "replicas")  # generator-spec keys that place Ray actors
-
-
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from toolrm_rl.config import option as _f
 from toolrm_rl.core.bfcl_types import language_of_category
 from toolrm_rl.core.calls import ToolCatalog
 from toolrm_rl.core.match import GroundTruth, canonical_calls, normalize_answer
@@ -48,12 +49,6 @@ __all__ = ["STRATEGIES", "BestOfNConfig", "Question", "BestOfNResult", "load_rec
            "best_of_n", "markdown", "run_best_of_n"]
 
 STRATEGIES = ("greedy", "reward", "oracle", "majority", "first_valid", "random")
-
-
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

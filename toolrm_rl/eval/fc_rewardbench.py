@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from toolrm_rl.config import option as _f
 from toolrm_rl.core.match import ERROR_CATEGORIES, error_category
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.records import PairRecord
@@ -254,11 +255,6 @@ def log_wandb(reports: Sequence[PairwiseReport], cfg: FCRewardBenchConfig) -> No
 
 
 # -- the recipe ------------------------------------------------------------------------------------
-
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

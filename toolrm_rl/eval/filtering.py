@@ -26,23 +26,23 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from toolrm_rl.core.calls import CatalogError, ToolCatalog, calls_from_bfcl, load_json_field
+from toolrm_rl.config import option as _f
+from toolrm_rl.core.calls import (
+    CatalogError,
+    ToolCatalog,
+    calls_from_bfcl,
+    load_json_field,
+)
 from toolrm_rl.core.parse import parse_openai_message, strip_thinking
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.data.sources import xlam_tool_to_spec
 from toolrm_rl.scoring import Scorer
 
 __all__ = ["FilterConfig", "FilterResult", "read_sft_rows", "row_example", "select_rows", "filter_dataset"]
-
-
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

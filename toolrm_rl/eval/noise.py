@@ -26,10 +26,11 @@ import json
 import math
 import random
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from toolrm_rl.config import option as _f
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.data.obfuscate import random_identifier
 from toolrm_rl.data.records import PairRecord
@@ -40,12 +41,6 @@ __all__ = ["PERTURBATIONS", "NoiseConfig", "NoiseResult", "perturb", "perturb_al
 
 PERTURBATIONS = ("typos", "descriptions", "rename_params", "shuffle_tools", "distractors")
 DISTRACTORS_PER_UNIT = 10  # distractor tools at level 1.0
-
-
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

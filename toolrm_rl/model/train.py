@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from toolrm_rl.config import option as _f
 from toolrm_rl.core.render import RenderSpec, render_example
 from toolrm_rl.data.records import PairRecord
 
@@ -29,12 +30,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ModelConfig", "DataConfig", "LoraSettings", "TrainSettings", "RMTrainConfig", "load_config",
            "build_pairs", "tokenize_pairs", "train", "TrainResult"]
-
-
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

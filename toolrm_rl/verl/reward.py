@@ -43,6 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolrm_rl.config import option as _help
 from toolrm_rl.core.calls import (
     ToolCall,
     ToolCatalog,
@@ -78,10 +79,6 @@ KEYS = ("score", "rm_score", "format_ok", "schema_ok", "valid", "n_calls", "n_tu
 RM_SOURCES = ("auto", "router", "server", "inprocess", "none")
 TURN_COMBINES = ("last", "mean", "min")
 CONFIG_ENV = "TOOLRM_REWARD_CONFIG"
-
-
-def _help(default: Any, text: str) -> Any:
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass
