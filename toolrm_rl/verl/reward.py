@@ -16,7 +16,7 @@ a row without tools gets the format check only (its schema check is skipped, ``s
 The combination rule (:func:`combine`, per turn)::
 
     invalid format or schema:  invalid_penalty                       (gate: the RM is not asked)
-    otherwise:                 valid_reward + w_rm * clip(rm_score)
+    otherwise:                 valid_reward + w_rm * transform(rm_score)   (sigmoid by default: in (0, 1))
     episode score = turn_combine(turn scores) + w_gt * gt_match + abstain_reward * abstained_correctly
 
 Where the RM score comes from (``rm_source``): ``router`` (verl's reward-model router, vLLM
@@ -78,6 +78,7 @@ KEYS = ("score", "rm_score", "format_ok", "schema_ok", "valid", "n_calls", "n_tu
         "abstained", "fallback", "latency_ms")
 RM_SOURCES = ("auto", "router", "server", "inprocess", "none")
 TURN_COMBINES = ("last", "mean", "min")
+RM_TRANSFORMS = ("sigmoid", "tanh", "clip")
 CONFIG_ENV = "TOOLRM_REWARD_CONFIG"
 
 
@@ -100,7 +101,11 @@ class ToolRewardConfig:
     breaker_failures: int = _help(5, "Consecutive failed calls that open the circuit breaker.")
     breaker_reset_s: float = _help(30.0, "Seconds an open breaker waits before trying the RM again.")
     w_rm: float = _help(1.0, "Weight of the (clipped) RM score in a valid turn's score.")
-    rm_clip: float = _help(10.0, "RM scores are clipped to [-rm_clip, rm_clip] (a runaway head cannot dominate).")
+    rm_transform: str = _help("sigmoid", "How the RM score enters a valid turn: sigmoid (into (0, 1)) or tanh (into "
+                                         "(-1, 1)) keep every valid call above an invalid_penalty <= the range's floor, "
+                                         "so the gate holds whatever the RM says; clip uses the raw score in "
+                                         "[-rm_clip, rm_clip] (then the gate needs invalid_penalty < -rm_clip).")
+    rm_clip: float = _help(10.0, "RM scores are clipped to [-rm_clip, rm_clip] first (a runaway head cannot dominate).")
     valid_reward: float = _help(0.0, "Added to a turn whose calls parse and pass the schema checks.")
     invalid_penalty: float = _help(-1.0, "Score of a turn whose calls do not parse or fail the schema (the gate).")
     w_gt: float = _help(0.0, "Weight of the gold-call match (1/0) when extra_info has gold calls.")
@@ -120,6 +125,8 @@ class ToolRewardConfig:
     def __post_init__(self) -> None:
         if self.rm_source not in RM_SOURCES:
             raise ValueError(f"reward_kwargs.rm_source: expected one of {RM_SOURCES}, got {self.rm_source!r}")
+        if self.rm_transform not in RM_TRANSFORMS:
+            raise ValueError(f"reward_kwargs.rm_transform: expected one of {RM_TRANSFORMS}, got {self.rm_transform!r}")
         if self.turn_combine not in TURN_COMBINES:
             raise ValueError(f"reward_kwargs.turn_combine: expected one of {TURN_COMBINES}, got {self.turn_combine!r}")
         if self.format not in ("hermes", "json", "pythonic", "auto"):
@@ -169,20 +176,30 @@ def load_reward_config(overrides: Mapping[str, Any] | None = None) -> ToolReward
 
 # -- the combination rule ---------------------------------------------------------------------------
 
-def combine(valid: bool, rm_score: float, cfg: ToolRewardConfig) -> float:
-    """One turn's score: the gate, then the weighted RM score.
+def combine(valid: bool, rm_score: float | None, cfg: ToolRewardConfig) -> float:
+    """One turn's score: the gate, then the weighted, transformed RM score (``None``: no RM score, the
+    rules alone decide: ``valid_reward``).
 
-    >>> cfg = ToolRewardConfig(w_rm=0.5, invalid_penalty=-1.0, valid_reward=0.2, rm_clip=4.0)
+    >>> cfg = ToolRewardConfig(w_rm=1.0, invalid_penalty=-1.0, valid_reward=0.0)   # rm_transform=sigmoid
     >>> combine(False, 3.0, cfg)          # invalid format or schema: the penalty, whatever the RM says
     -1.0
-    >>> combine(True, 3.0, cfg)           # 0.2 + 0.5 * 3.0
-    1.7
-    >>> combine(True, 100.0, cfg)         # the RM score is clipped to [-4, 4]: 0.2 + 0.5 * 4
-    2.2
+    >>> combine(True, 0.0, cfg), round(combine(True, -9.0, cfg), 4)   # a valid call stays above the penalty
+    (0.5, 0.0001)
+    >>> clip = ToolRewardConfig(w_rm=0.5, valid_reward=0.2, rm_clip=4.0, rm_transform="clip")
+    >>> combine(True, 3.0, clip), combine(True, 100.0, clip)   # 0.2 + 0.5 * 3.0; clipped to [-4, 4]
+    (1.7, 2.2)
+    >>> combine(True, None, clip)          # rm_source=none or a fallback
+    0.2
     """
     if not valid:
         return cfg.invalid_penalty
-    rm = max(-cfg.rm_clip, min(cfg.rm_clip, rm_score)) if math.isfinite(rm_score) else 0.0
+    if rm_score is None or not math.isfinite(rm_score):
+        return cfg.valid_reward
+    rm = max(-cfg.rm_clip, min(cfg.rm_clip, rm_score))
+    if cfg.rm_transform == "sigmoid":  # the stable form: exp never overflows
+        rm = 1.0 / (1.0 + math.exp(-rm)) if rm >= 0 else math.exp(rm) / (1.0 + math.exp(rm))
+    elif cfg.rm_transform == "tanh":
+        rm = math.tanh(rm)
     return cfg.valid_reward + cfg.w_rm * rm
 
 
@@ -388,11 +405,11 @@ def finish(p: Prepared, rm_scores: Sequence[float] | None, fallback: bool) -> di
     try:
         cfg = p.cfg
         if rm_scores is None or len(rm_scores) != len(p.examples):
-            rm_scores = [0.0] * len(p.examples)
-        rm_iter = iter(float(s) if isinstance(s, (int, float)) and math.isfinite(s) else 0.0 for s in rm_scores)
-        turn_rm = [next(rm_iter) if v else 0.0 for v in p.valid]
+            rm_scores = [None] * len(p.examples)  # no RM score: the RM term is left out, not guessed
+        rm_iter = iter(float(s) if isinstance(s, (int, float)) and math.isfinite(s) else None for s in rm_scores)
+        turn_rm = [next(rm_iter) if v else None for v in p.valid]
         turn_scores = [combine(v, r, cfg) for v, r in zip(p.valid, turn_rm)]
-        valid_rm = [r for v, r in zip(p.valid, turn_rm) if v]
+        valid_rm = [r for v, r in zip(p.valid, turn_rm) if v and r is not None]
         score = episode_score(turn_scores, p.gt_match, p.has_gold, p.abstained_correctly, cfg)
         rm = combine_turns(valid_rm, cfg.turn_combine) if valid_rm else 0.0
         if not math.isfinite(score):
