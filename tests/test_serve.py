@@ -458,3 +458,33 @@ def test_ray_serve_deployment_builds_with_the_right_options(bert_dir):
     deployment = app._bound_deployment
     assert deployment.num_replicas == 3 and deployment.ray_actor_options["num_gpus"] == 0.5
     assert deployment.init_args[0]["device"] == "cuda"
+
+
+@pytest.mark.slow
+def test_ray_serve_replicas_answer_like_the_in_process_model(bert_dir, bert_rm):
+    """``toolrm serve --ray``: two replicas under a local Ray give the in-process scores over HTTP."""
+    try:
+        from ray import serve
+    except ImportError as err:
+        pytest.skip(f"ray.serve is not importable: {err}")
+    import socket
+
+    import httpx
+    import ray
+
+    from toolrm_rl.serve.ray_serve import run_ray_serve
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    try:
+        run_ray_serve(ServeConfig(model=str(bert_dir), port=port), replicas=2, num_cpus_per_replica=0.5,
+                      blocking=False)
+        res = httpx.post(f"http://127.0.0.1:{port}/score", json={"items": _items(EXAMPLES)}, timeout=120)
+        assert res.status_code == 200, res.text
+        _close(res.json()["scores"], bert_rm.score(EXAMPLES))
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).json()["status"] == "ok"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
