@@ -47,16 +47,15 @@ def build_pairs(n: int, seed: int = 0) -> list[tuple[RMExample, RMExample]]:
 
 
 def naive_scores(rm: ToolRM, pairs: list[tuple[RMExample, RMExample]]) -> list[tuple[float, float]]:
-    """What one writes first: render, tokenize and forward each example alone."""
+    """What one writes first: render, tokenize and forward each example alone (the same token ids as
+    the scorer, including its cut of over-long inputs, so both sides score identical inputs)."""
     out = []
-    plain = rm.render_spec.mode == "plain"
     with torch.inference_mode():
         for pair in pairs:
             scores = []
             for ex in pair:
-                enc = rm.tokenizer(rm.render(ex).text, return_tensors="pt", add_special_tokens=plain,
-                                   truncation=plain, max_length=rm.max_length if plain else None)
-                scores.append(rm.model(**enc.to(rm.device)).logits.item())
+                ids = torch.tensor([rm.encode([rm.render(ex).text])[0]], device=rm.device)
+                scores.append(rm.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.item())
             out.append((scores[0], scores[1]))
     return out
 
