@@ -51,6 +51,39 @@ def _read_arg(value: str) -> str:
     return value
 
 
+_RECIPE_CTX = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _split_list(values: Optional[list[str]]) -> list[str]:
+    """Repeated options and comma-separated lists alike: ``--models a,b --models c`` -> [a, b, c]."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def _recipe_config(config_cls: type, ctx: typer.Context, config: Optional[Path], values: dict) -> object:
+    """Defaults <- recipe (``--config`` or a leading ``*.yaml`` argument) <- key=value extras <- given flags."""
+    from toolrm_rl.config import load_structured
+
+    extras = list(ctx.args)
+    if config is None and extras and extras[0].endswith((".yaml", ".yml")) and "=" not in extras[0]:
+        config = Path(extras.pop(0))
+        if not config.is_file():
+            raise typer.BadParameter(f"recipe not found: {config}")
+    bad = [a for a in extras if "=" not in a]
+    if bad:
+        raise typer.BadParameter(f"overrides must be key=value, got {bad}")
+    try:
+        return load_structured(config_cls, config, extras, {k: v for k, v in values.items() if v is not None})
+    except Exception as err:  # omegaconf names the bad key
+        raise typer.BadParameter(f"{config or 'config'}: {err}") from None
+
+
+def _print_config(cfg: object) -> None:
+    from omegaconf import OmegaConf
+
+    typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    raise typer.Exit()
+
+
 @core_app.command("check")
 def core_check(
     output: str = typer.Option(..., "--output", "-o", help="Model output text, @FILE or - for stdin."),
@@ -153,7 +186,7 @@ def core_demo(
                       f"truncation: {rendered.truncation}[/dim]")
 
 
-@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("train", context_settings=_RECIPE_CTX)
 def train_cmd(
     ctx: typer.Context,
     recipe: Path = typer.Argument(..., exists=True, dir_okay=False, help="Recipe YAML (see recipes/rm/)."),
@@ -162,20 +195,11 @@ def train_cmd(
     """Train ToolRM from a recipe YAML. Extra arguments are key=value overrides (train.max_minutes=5)."""
     import logging
 
-    from omegaconf import OmegaConf
+    from toolrm_rl.model.train import RMTrainConfig, train
 
-    from toolrm_rl.model.train import load_config, train
-
-    bad = [a for a in ctx.args if "=" not in a]
-    if bad:
-        raise typer.BadParameter(f"overrides must be key=value, got {bad}")
-    try:
-        cfg = load_config(recipe, ctx.args)
-    except Exception as err:  # omegaconf names the bad key
-        raise typer.BadParameter(f"{recipe}: {err}") from None
+    cfg = _recipe_config(RMTrainConfig, ctx, recipe, {})
     if print_config:
-        typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        raise typer.Exit()
+        _print_config(cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = train(cfg)
     ev = result.metrics.get("eval", {})
@@ -186,7 +210,7 @@ def train_cmd(
     typer.echo(f"metrics: {Path(cfg.train.output_dir) / 'metrics.json'}")
 
 
-@eval_app.command("fc-rewardbench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@eval_app.command("fc-rewardbench", context_settings=_RECIPE_CTX)
 def eval_fc_rewardbench(
     ctx: typer.Context,
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False,
@@ -209,26 +233,14 @@ def eval_fc_rewardbench(
     n, ties, ci95, by_error_type, by_category, schema_valid_subset, ...) and "scorers": {name: report}."""
     import logging
 
-    from omegaconf import OmegaConf
-
-    from toolrm_rl.eval.fc_rewardbench import load_config, run
+    from toolrm_rl.eval.fc_rewardbench import FCRewardBenchConfig, run
     from toolrm_rl.scoring import ScorerUnavailable
 
-    bad = [a for a in ctx.args if "=" not in a]
-    if bad:
-        raise typer.BadParameter(f"overrides must be key=value, got {bad}")
     flags = {"data": data, "model": model, "split": split, "out": str(out) if out is not None else None,
-             "wandb": wandb, "skip_bad_rows": skip_bad_rows}
-    overrides = list(ctx.args) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
-    if scorer:
-        overrides.append(f"scorers={json.dumps(list(scorer))}")
-    try:
-        cfg = load_config(config, overrides)
-    except Exception as err:  # omegaconf names the bad key
-        raise typer.BadParameter(f"{config or 'config'}: {err}") from None
+             "wandb": wandb, "skip_bad_rows": skip_bad_rows, "scorers": list(scorer) if scorer else None}
+    cfg = _recipe_config(FCRewardBenchConfig, ctx, config, flags)
     if print_config:
-        typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        raise typer.Exit()
+        _print_config(cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         result = run(cfg, echo=typer.echo)
@@ -285,39 +297,6 @@ def serve_cmd(
 # ------------------------------------------------- bench build, eval best-of-n / noise, filter (eval-tools)
 bench_app = typer.Typer(help="Build benchmarks: FC-RewardBench-format pairs from BFCL logs.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-_RECIPE_CTX = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-def _split_list(values: Optional[list[str]]) -> list[str]:
-    """Repeated options and comma-separated lists alike: ``--models a,b --models c`` -> [a, b, c]."""
-    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
-
-
-def _recipe_config(config_cls: type, ctx: typer.Context, config: Optional[Path], values: dict) -> object:
-    """Defaults <- recipe (``--config`` or a leading ``*.yaml`` argument) <- key=value extras <- given flags."""
-    from toolrm_rl.eval.best_of_n import load_recipe
-
-    extras = list(ctx.args)
-    if config is None and extras and extras[0].endswith((".yaml", ".yml")) and "=" not in extras[0]:
-        config = Path(extras.pop(0))
-        if not config.is_file():
-            raise typer.BadParameter(f"recipe not found: {config}")
-    bad = [a for a in extras if "=" not in a]
-    if bad:
-        raise typer.BadParameter(f"overrides must be key=value, got {bad}")
-    try:
-        return load_recipe(config_cls, config, extras, {k: v for k, v in values.items() if v is not None})
-    except Exception as err:  # omegaconf names the bad key
-        raise typer.BadParameter(f"{config or 'config'}: {err}") from None
-
-
-def _print_config(cfg: object) -> None:
-    from omegaconf import OmegaConf
-
-    typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    raise typer.Exit()
-
-
 @bench_app.command("build")
 def bench_build(
     bfcl_logs: Path = typer.Option(..., "--bfcl-logs", exists=True, file_okay=False,
@@ -509,7 +488,7 @@ def verl_data_cmd(
 
 # -- synth: preference-pair synthesis (toolrm_rl.data.synth) ------------------------------------------
 
-@app.command("synth", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("synth", context_settings=_RECIPE_CTX)
 def synth_cmd(
     ctx: typer.Context,
     recipe: Path = typer.Argument(..., exists=True, dir_okay=False, help="Recipe YAML (see recipes/synth/)."),
@@ -517,22 +496,14 @@ def synth_cmd(
     force: bool = typer.Option(False, "--force", help="Discard shards of a different config in output_dir and start over."),
 ) -> None:
     """Synthesize (correct, incorrect) tool-call pairs from a recipe. Extra arguments are key=value overrides."""
-    from omegaconf import OmegaConf
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from toolrm_rl.data.synth import load_config, summary_markdown, synthesize
+    from toolrm_rl.data.synth import SynthConfig, summary_markdown, synthesize
 
-    bad = [a for a in ctx.args if "=" not in a]
-    if bad:
-        raise typer.BadParameter(f"overrides must be key=value, got {bad}")
-    try:
-        cfg = load_config(recipe, ctx.args)
-    except Exception as err:  # omegaconf names the bad key
-        raise typer.BadParameter(f"{recipe}: {err}") from None
+    cfg = _recipe_config(SynthConfig, ctx, recipe, {})
     if print_config:
-        typer.echo(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        raise typer.Exit()
+        _print_config(cfg)
     try:
         result = synthesize(cfg, force=force)
     except ValueError as err:  # a config/output-dir conflict or bad source entry, named in the message

@@ -28,10 +28,16 @@ def option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-def load_structured(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """An instance of the dataclass ``schema``: its defaults, merged with the YAML at ``path`` and the
-    ``key=value`` overrides. Unknown keys and wrong types are errors naming the key."""
+def load_structured(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = (),
+                    values: dict[str, Any] | None = None) -> T:
+    """An instance of the dataclass ``schema``: its defaults, merged with the YAML at ``path``, the
+    ``key=value`` overrides, then ``values`` (e.g. the CLI flags that were given). Unknown keys and
+    wrong types are errors naming the key."""
+    import json
+
     from omegaconf import OmegaConf
+
+    overrides = list(overrides) + [f"{key}={json.dumps(value)}" for key, value in (values or {}).items()]
 
     cfg = OmegaConf.structured(schema)
     if path is not None:

@@ -44,7 +44,7 @@ from toolrm_rl.scoring import Scorer, get_scorer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STRATEGIES", "BestOfNConfig", "Question", "BestOfNResult", "load_recipe", "make_scorer",
+__all__ = ["STRATEGIES", "BestOfNConfig", "Question", "BestOfNResult", "make_scorer",
            "questions_from_bfcl", "questions_from_file", "load_candidates", "sample_candidates", "n_values",
            "best_of_n", "markdown", "run_best_of_n"]
 
@@ -70,15 +70,6 @@ class BestOfNConfig:
     out: str = _f("runs/eval/best_of_n", "Output directory: candidates.jsonl, report.json, report.md, best_of_n.png.")
     seed: int = _f(0, "Seed for question sampling and generation.")
 
-
-def load_recipe(config_cls: type, path: str | Path | None = None, overrides: Sequence[str] = (),
-                values: dict[str, Any] | None = None) -> Any:
-    """:func:`toolrm_rl.config.load_structured` (defaults <- recipe YAML <- ``key=value`` overrides) with
-    ``values`` (e.g. the CLI flags that were given) applied last; unknown keys are errors naming the key."""
-    from toolrm_rl.config import load_structured
-
-    extra = [f"{key}={json.dumps(value)}" for key, value in (values or {}).items()]
-    return load_structured(config_cls, path, list(overrides) + extra)
 
 
 def make_scorer(name: str, model: str | None = None, **options: Any) -> Scorer:
