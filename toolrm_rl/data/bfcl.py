@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import types
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from toolrm_rl.core.bfcl_types import encode_java, encode_js, language_of_catego
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.match import normalize_answer
 from toolrm_rl.data.packages import package_dir
+from toolrm_rl.data.records import iter_jsonl
 
 __all__ = ["SINGLE_TURN_CATEGORIES", "BfclRecord", "bfcl_data_dir", "load_bfcl", "ground_truth_calls", "concrete_calls",
            "load_bfcl_checker"]
@@ -56,13 +56,7 @@ def bfcl_data_dir() -> Path:
 
 
 def _read_jsonl(path: Path) -> Iterator[dict]:
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
+    return (row for _, row in iter_jsonl(path))
 
 
 def load_bfcl(categories: tuple[str, ...] | list[str] = SINGLE_TURN_CATEGORIES, data_dir: Path | None = None) -> list[BfclRecord]:

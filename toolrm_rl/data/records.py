@@ -58,8 +58,8 @@ from toolrm_rl.core.calls import (
 )
 from toolrm_rl.core.render import RMExample
 
-__all__ = ["END_ROLES", "SCHEMAS", "LoadReport", "PairRecord", "RecordError", "detect_schema", "iter_rows",
-           "load_pairs", "pair_rows", "save_pairs"]
+__all__ = ["END_ROLES", "SCHEMAS", "LoadReport", "PairRecord", "RecordError", "detect_schema", "iter_jsonl",
+           "iter_rows", "load_pairs", "pair_rows", "save_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -392,6 +392,22 @@ def _open_text(path: Path):
 # An item of _rows: (label, unit, index, row or the RecordError of an unreadable row); unit is
 # "line" (1-based line of a JSON Lines file) or "row" (0-based index).
 _Item = tuple[str, str, int, Any]
+
+
+def iter_jsonl(path: str | Path, *, objects: bool = True) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for every non-blank line of a JSON Lines file; a bad line raises
+    ``ValueError`` naming the file and the line (and so does a non-object line when ``objects``)."""
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {line_no}: not valid JSON ({err.msg})") from None
+            if objects and not isinstance(row, dict):
+                raise ValueError(f"{path}: line {line_no}: expected a JSON object, got {type(row).__name__}")
+            yield line_no, row
 
 
 def _jsonl_rows(lines: Iterable[str], label: str) -> Iterator[_Item]:

@@ -47,7 +47,7 @@ from toolrm_rl.core.calls import CatalogError, ToolCall, ToolCatalog, calls_from
 from toolrm_rl.core.match import GroundTruth, normalize_answer
 from toolrm_rl.core.parse import parse
 from toolrm_rl.data.bfcl import SINGLE_TURN_CATEGORIES, concrete_calls
-from toolrm_rl.data.records import PairRecord
+from toolrm_rl.data.records import PairRecord, iter_jsonl
 
 __all__ = ["LogRow", "BuildReport", "read_bfcl_logs", "build_pairs", "UNPARSABLE"]
 
@@ -99,18 +99,6 @@ class BuildReport:
 
 # -- reading logs --------------------------------------------------------------------------------------
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {line_no}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}: line {line_no}: expected a JSON object, got {type(row).__name__}")
-            yield line_no, row
 
 
 def _file_kind(path: Path) -> tuple[str, str] | None:
@@ -154,7 +142,7 @@ def _decoded(value: Any) -> list[ToolCall] | None:
 
 
 def _score_rows(path: Path, model: str, file_category: str) -> Iterator[LogRow]:
-    for line_no, row in _jsonl(path):
+    for line_no, row in iter_jsonl(path):
         if "accuracy" in row and "id" not in row:
             continue  # the summary line
         if row.get("valid", False) is not False:
@@ -172,7 +160,7 @@ def _score_rows(path: Path, model: str, file_category: str) -> Iterator[LogRow]:
 
 
 def _result_rows(path: Path, model: str, file_category: str) -> Iterator[LogRow]:
-    for line_no, row in _jsonl(path):
+    for line_no, row in iter_jsonl(path):
         raw = row.get("result")
         if isinstance(raw, list) and all(isinstance(x, dict) for x in raw):  # FC models: [{"f": "{json args}"}]
             try:

@@ -40,6 +40,7 @@ from toolrm_rl.core.match import GroundTruth, canonical_calls, normalize_answer
 from toolrm_rl.core.parse import parse, strip_thinking
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.core.schema import check_calls
+from toolrm_rl.data.records import iter_jsonl, iter_rows
 from toolrm_rl.scoring import Scorer, get_scorer
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,6 @@ def questions_from_file(path: str | Path, *, limit: int | None = None, seed: int
     """Examples with possible answers from JSON lines (or a JSON list): ``id``, ``tools`` (or BFCL
     ``function``), ``conversation`` (or BFCL ``question``), ``possible_answer`` (or ``ground_truth``),
     optional ``category`` (default ``parallel``: calls matched in any order, equal counts)."""
-    from toolrm_rl.data.records import iter_rows
-
     out = []
     for label, index, row in iter_rows(path):
         where = f"{label}: row {index}"
@@ -142,17 +141,10 @@ def questions_from_file(path: str | Path, *, limit: int | None = None, seed: int
 def load_candidates(path: str | Path) -> dict[str, dict[str, Any]]:
     """``{id: {"candidates": [text, ...], "greedy": text or None}}`` from a candidates JSONL file."""
     out: dict[str, dict[str, Any]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {line_no}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("candidates"), list):
-                raise ValueError(f"{path}: line {line_no}: expected {{\"id\": ..., \"candidates\": [text, ...]}}")
-            out[str(row["id"])] = {"candidates": row["candidates"], "greedy": row.get("greedy")}
+    for line_no, row in iter_jsonl(path):
+        if "id" not in row or not isinstance(row.get("candidates"), list):
+            raise ValueError(f"{path}: line {line_no}: expected {{\"id\": ..., \"candidates\": [text, ...]}}")
+        out[str(row["id"])] = {"candidates": row["candidates"], "greedy": row.get("greedy")}
     return out
 
 
