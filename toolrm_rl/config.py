@@ -7,7 +7,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
-__all__ = ["load_structured", "option"]
+__all__ = ["load_structured", "option", "wandb_offline_without_credentials"]
 
 T = TypeVar("T")
 
@@ -45,3 +45,13 @@ def load_structured(schema: type[T], path: str | Path | None = None, overrides: 
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     return OmegaConf.to_object(cfg)
+
+
+def wandb_offline_without_credentials() -> None:
+    """Set ``WANDB_MODE=offline`` when there is no wandb API key or ``~/.netrc`` and the user chose no
+    mode: runs then go to a local directory (``wandb sync`` uploads them later) instead of failing."""
+    import os
+
+    has_key = os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").exists()
+    if not has_key and os.environ.get("WANDB_MODE") is None:
+        os.environ["WANDB_MODE"] = "offline"

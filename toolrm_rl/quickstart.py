@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from toolrm_rl.config import option as _f
+from toolrm_rl.config import wandb_offline_without_credentials
+from toolrm_rl.eval.plots import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +80,7 @@ def _fingerprint(settings: dict[str, Any]) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def run_stage(out: Path, name: str, settings: dict[str, Any], fn: Callable[[], dict[str, Any]], *, force: bool,
@@ -268,8 +267,7 @@ def _log_eval_wandb(results: dict[str, Any], out: Path) -> None:
     except ImportError:
         log.warning("wandb is not installed: skipping the evaluation table")
         return
-    if not (os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").exists()) and "WANDB_MODE" not in os.environ:
-        os.environ["WANDB_MODE"] = "offline"
+    wandb_offline_without_credentials()
     run = wandb.init(project="toolrm-rl", name="quickstart-eval", dir=str(out), job_type="eval")
     table = wandb.Table(columns=["set", "scorer", "accuracy", "ties", "schema_valid_accuracy", "n"])
     for name, res in results.items():
@@ -323,7 +321,7 @@ def stage_reward(cfg: QuickstartConfig, out: Path, model_dir: str) -> dict[str, 
     for label, text in group:
         keys = reward_sync(row["data_source"], text, row["reward_model"]["ground_truth"], dict(row["extra_info"]), **kwargs)
         rows.append({"response": label, **keys})
-    from toolrm_rl.eval.plots import atomic_write_text, md_table
+    from toolrm_rl.eval.plots import md_table
 
     cols = list(rows[0])
     query = next((m["content"] for m in reversed(ex.conversation) if m.get("role") == "user"), "")
@@ -377,8 +375,6 @@ def _fmt(x: Any) -> str:
 
 def run_quickstart(cfg: QuickstartConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) the four stages into ``cfg.out``; returns the ``report.json`` object."""
-    from toolrm_rl.eval.plots import atomic_write_text
-
     out = Path(cfg.out)
     if cfg.minutes <= 0:
         raise QuickstartError("minutes: must be > 0")

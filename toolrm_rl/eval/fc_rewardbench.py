@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from collections import defaultdict
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from toolrm_rl.config import option as _f
+from toolrm_rl.config import wandb_offline_without_credentials
 from toolrm_rl.core.match import ERROR_CATEGORIES, error_category
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.records import PairRecord
@@ -235,9 +235,7 @@ def log_wandb(reports: Sequence[PairwiseReport], cfg: FCRewardBenchConfig) -> No
     except ImportError:
         log.warning("wandb is not installed: skipping the wandb table")
         return
-    has_key = os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").exists()
-    if not has_key and os.environ.get("WANDB_MODE") is None:
-        os.environ["WANDB_MODE"] = "offline"
+    wandb_offline_without_credentials()
     run = wandb.init(project=cfg.wandb_project, name=cfg.run_name, dir=cfg.out or ".", job_type="eval",
                      config={"data": cfg.data, "scorers": list(cfg.scorers), "model": cfg.model})
     table = wandb.Table(columns=["scorer", "breakdown", "key", "accuracy", "n", "ties"])

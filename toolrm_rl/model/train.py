@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from toolrm_rl.config import option as _f
+from toolrm_rl.config import wandb_offline_without_credentials
 from toolrm_rl.core.render import RenderSpec, render_example
 from toolrm_rl.data.records import PairRecord
 
@@ -222,9 +223,7 @@ def _setup_reporting(settings: TrainSettings) -> list[str]:
         except ImportError:
             log.warning("wandb is not installed: logging to the console only")
             return []
-        has_key = os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").exists()
-        if not has_key and os.environ.get("WANDB_MODE") is None:
-            os.environ["WANDB_MODE"] = "offline"  # no credentials: a local run directory, synced later if wanted
+        wandb_offline_without_credentials()
         os.environ.setdefault("WANDB_DIR", settings.output_dir)
         os.environ.setdefault("WANDB_PROJECT", "toolrm-rl")
     return [settings.report_to]
