@@ -13,7 +13,7 @@ import pytest
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.match import ERROR_CATEGORIES, error_category
 from toolrm_rl.data.mutate import INTENDED_CATEGORY, OPERATORS, mutate
-from toolrm_rl.data.pairs import NegativeJudge, mutation_pairs
+from toolrm_rl.data.pairs import WRONG_ORDER, NegativeJudge, mutation_pairs
 from toolrm_rl.data.sources import ToolExample, load_source
 
 SOURCES = ("bfcl_exec", "bfcl_sql", "bfcl_rest", "bfcl_multi_turn", "nestful", "complexfuncbench")
@@ -38,7 +38,9 @@ def _user(ex: ToolExample) -> str:
 
 
 def test_every_operator_hits_its_intended_family_in_95_percent(sample):
-    assert set(INTENDED_CATEGORY) == set(OPERATORS) and set(INTENDED_CATEGORY.values()) <= set(ERROR_CATEGORIES)
+    assert set(INTENDED_CATEGORY) == set(OPERATORS)
+    # the card has no order category: only swap_order aims outside it ("other", its WRONG_ORDER label)
+    assert {op for op, cat in INTENDED_CATEGORY.items() if cat not in ERROR_CATEGORIES} == {"swap_order"}
     total, hits = collections.Counter(), collections.Counter()
     misses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for k, ex in enumerate(sample):
@@ -83,6 +85,30 @@ def test_calling_when_no_call_is_right_is_a_wrong_count():
     assert pairs and all(p.chosen == [] and p.rejected for p in pairs) and stats.by_operator == {"call_when_none": 2}
 
 
+def test_swap_order_only_where_a_call_uses_the_previous_result_and_is_labelled_wrong_order():
+    tools = ToolCatalog.load([
+        {"name": "find_bus", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        {"name": "buy_ticket", "parameters": {"type": "object", "properties": {"bus_id": {"type": "string"}}}},
+        {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}])
+    user = [{"role": "user", "content": "Book me the bus to Oslo, and what's the weather there?"}]
+    dependent = [ToolCall("find_bus", {"city": "Oslo"}), ToolCall("buy_ticket", {"bus_id": "$var1.id$"})]
+    independent = [ToolCall("find_bus", {"city": "Oslo"}), ToolCall("get_weather", {"city": "Oslo"})]
+    # a dependent pair in a sequential example: swapped, and the matcher names the order, not a function
+    ex = ToolExample("seq", "t", user, tools, dependent, category="sequential")
+    swapped = [calls for op, calls in mutate(dependent, tools, seed=0) if op == "swap_order"]
+    assert swapped == [[dependent[1], dependent[0]]]
+    assert NegativeJudge(ex).error_type(swapped[0]) == WRONG_ORDER
+    pairs, stats = mutation_pairs([ex], negatives_per_example=20, operators=["swap_order"])
+    assert stats.by_operator == {"swap_order": 1} and [p.error_type for p in pairs] == [WRONG_ORDER]
+    # independent calls: order does not provably matter (a state checker may accept either), no swap
+    assert not [op for op, _ in mutate(independent, tools, seed=0) if op == "swap_order"]
+    # a wrong function at a position stays a wrong function; order-free categories ignore order
+    wrong = [dependent[0], ToolCall("get_weather", {"city": "Oslo"})]
+    assert error_category(NegativeJudge(ex).error_type(wrong)) == "wrong_function"
+    parallel = ToolExample("par", "t", user, tools, independent, category="parallel")
+    assert NegativeJudge(parallel).error_type(independent[::-1]) == ""
+
+
 SURFACE_CUES = (" extra", "zz", "unknown", "_v2", "verbose", "extra_flag", "_x\"")
 
 
@@ -100,7 +126,9 @@ def test_no_negative_carries_surface_cues(sample):
 
 def test_negatives_carry_the_raw_error_type_and_the_schema_valid_share_is_reported(sample):
     pairs, stats = mutation_pairs(sample, negatives_per_example=3, schema_valid_share=0.7, seed=2)
-    assert all(p.error_type and error_category(p.error_type) in ERROR_CATEGORIES for p in pairs)
+    assert all(p.error_type and (error_category(p.error_type) in ERROR_CATEGORIES or p.error_type == WRONG_ORDER)
+               for p in pairs)
+    assert all(p.error_type == WRONG_ORDER for p in pairs if p.generator == "mutation:swap_order")
     assert all(p.generator.startswith("mutation:") for p in pairs)
     assert sum(stats.by_category.values()) == stats.n_pairs == len(pairs)
     assert set(stats.by_category) >= {"wrong_value", "wrong_function", "wrong_count", "missing_required"}

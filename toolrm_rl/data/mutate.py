@@ -400,10 +400,25 @@ def _no_call(calls, catalog, rng, literal, query) -> Iterator[Variant]:
         yield "no_call", []
 
 
+_RESULT_REF = re.compile(r"\$var(\d+)[.$]")  # NESTFUL-style reference to the k-th call's result
+
+
+def _references(value: Any) -> set[int]:
+    """1-based indices of the earlier results a value refers to (``$var2.id$`` -> {2})."""
+    if isinstance(value, str):
+        return {int(k) for k in _RESULT_REF.findall(value)}
+    if isinstance(value, dict):
+        return set().union(*map(_references, value.values())) if value else set()
+    if isinstance(value, (list, tuple)):
+        return set().union(*map(_references, value)) if value else set()
+    return set()
+
+
 def _swap_order(calls, catalog, rng, literal, query) -> Iterator[Variant]:
-    """Two adjacent calls of different functions in the wrong order (matters when a call uses the
-    result of the one before it)."""
-    spots = [i for i in range(len(calls) - 1) if calls[i].name != calls[i + 1].name]
+    """Two adjacent calls in the wrong order, only where order provably matters: the later call uses
+    the earlier one's result (``$varK...$``). Elsewhere a swap is either the same answer (order-free
+    checking) or, in a multi-turn state checker, possibly still right: never a safe negative."""
+    spots = [i for i in range(len(calls) - 1) if i + 1 in _references(calls[i + 1].arguments)]
     if spots:
         i = rng.choice(spots)
         out = _copy(calls)
@@ -442,13 +457,14 @@ OPERATORS: dict[str, Callable[..., Iterator[Variant]]] = {
 }
 
 # The FC-RewardBench error category (:data:`toolrm_rl.core.match.ERROR_CATEGORIES`) each operator aims
-# at. ``swap_order`` is judged call by call in order, so the first misplaced call has the wrong function.
+# at. The card has no order category: ``swap_order`` negatives carry the matcher's
+# ``sequential_checker:wrong_order`` (:data:`toolrm_rl.data.pairs.WRONG_ORDER`), filed under "other".
 INTENDED_CATEGORY: dict[str, str] = {
     "wrong_function": "wrong_function", "drop_required": "missing_required", "drop_optional": "missing_optional",
     "extra_param": "unexpected_param", "unknown_param": "unexpected_param", "wrong_type": "wrong_type",
     "wrong_value": "wrong_value", "query_swap": "wrong_value", "swap_values": "wrong_value", "drop_call": "wrong_count",
     "duplicate_call": "wrong_count", "extra_call": "wrong_count", "no_call": "wrong_count",
-    "swap_order": "wrong_function", "call_when_none": "wrong_count",
+    "swap_order": "other", "call_when_none": "wrong_count",
 }
 
 

@@ -28,7 +28,12 @@ from toolrm_rl.data.mutate import mutate
 from toolrm_rl.data.records import PairRecord
 from toolrm_rl.data.sources import ToolExample
 
-__all__ = ["PairStats", "NegativeJudge", "mutation_pairs", "OPERATOR_WEIGHTS"]
+__all__ = ["PairStats", "NegativeJudge", "mutation_pairs", "OPERATOR_WEIGHTS", "WRONG_ORDER"]
+
+# The error type of a call list whose calls are each right but in the wrong order, where order matters
+# (``multi_turn`` / ``sequential`` examples). BFCL's AST checkers have no such verdict (their parallel
+# checker ignores order); :func:`toolrm_rl.core.match.error_category` files it under "other".
+WRONG_ORDER = "sequential_checker:wrong_order"
 
 
 @dataclass
@@ -115,7 +120,8 @@ class NegativeJudge:
 
     Calls are judged one by one against the answer's calls (in order for ``multi_turn`` / ``sequential``
     examples, greedily order-free otherwise, as BFCL's parallel checker) so the error type names the
-    actual mistake: BFCL's parallel checker reports every mismatch as ``cannot_find_match``.
+    actual mistake: BFCL's parallel checker reports every mismatch as ``cannot_find_match``. In order,
+    right calls in the wrong order are :data:`WRONG_ORDER`, not the first position's function mismatch.
     """
 
     def __init__(self, example: ToolExample) -> None:
@@ -139,8 +145,12 @@ class NegativeJudge:
             for truth, call in zip(self.items, calls):
                 verdict = truth.check([call])
                 if not verdict.valid:
-                    return verdict.error_type
+                    # every call right, only the order wrong: a position-wise "wrong function" would misname it
+                    return WRONG_ORDER if self._unordered(calls) == "" else verdict.error_type
             return ""
+        return self._unordered(calls)
+
+    def _unordered(self, calls: Sequence[ToolCall]) -> str:
         remaining = list(range(len(calls)))
         for k, truth in enumerate(self.items):
             hit = next((j for j in remaining if truth.check([calls[j]]).valid), None)
