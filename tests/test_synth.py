@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -140,6 +141,35 @@ def test_interrupted_run_resumes_to_the_same_output(tmp_path, monkeypatch):
     assert len(calls) == whole.summary["n_shards"] - 2  # finished shards were skipped
     assert resumed.pairs_file.read_text() == whole.pairs_file.read_text()
     assert resumed.summary["n_pairs"] == whole.summary["n_pairs"] > 0
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from toolrm_rl.data.records import save_pairs
+
+def rows():  # save_pairs has opened its temporary file when it asks for the rows
+    os.kill(os.getpid(), signal.SIGKILL)
+    yield from ()
+
+save_pairs(rows(), sys.argv[1])
+"""
+
+
+def test_a_rerun_removes_the_temporary_files_of_a_killed_run(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    out.mkdir()
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(out / "shard-00001.jsonl")])
+    assert killed.returncode == -9
+    left = list(out.glob(".shard-*.tmp"))
+    assert len(left) == 1 and left[0].stat().st_size == 0  # what a kill during a shard write leaves
+    live = out / f".summary.json.{os.getppid()}.tmp"  # a writer that is still running keeps its file
+    live.write_text("")
+    result = synthesize(_small_cfg(out, max_examples=24))
+    assert result.summary["n_pairs"] > 0
+    assert sorted(p.name for p in out.glob(".*tmp*")) == [live.name]
 
 
 def test_different_config_in_same_dir_is_refused_unless_forced(tmp_path):

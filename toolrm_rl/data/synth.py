@@ -21,7 +21,7 @@ without mapping model outputs back; the map is in the source example's ``meta``.
 Examples are split into deterministic shards by index (``shard_size`` source examples each). A
 shard's pairs go to ``shard-00007.jsonl`` (and its counts to ``shard-00007.stats.json``), written
 atomically; finished shards are skipped on a rerun, so an interrupted run resumes without duplicates
-or losses. ``manifest.json`` records a hash of the config and of the example ids; rerunning into the
+or losses (the temporary files a killed run leaves behind are removed when a run starts). ``manifest.json`` records a hash of the config and of the example ids; rerunning into the
 same directory with a different config is refused unless ``force`` (which clears the old shards).
 Shards run in this process or as Ray tasks (``ray.enabled``), with generators as Ray actors (GPU
 actors for vLLM). At the end ``pairs.jsonl`` holds every shard's rows and ``summary.md`` /
@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ from toolrm_rl.data.records import PairRecord, save_pairs
 from toolrm_rl.data.sources import ToolExample, load_source
 
 __all__ = ["ObfuscationSettings", "GenerationSettings", "MutationSettings", "RaySettings", "SynthConfig",
-           "SynthResult", "load_config", "load_examples", "generation_pairs", "run_shard",
+           "SynthResult", "load_config", "load_examples", "generation_pairs", "run_shard", "remove_stale_tmp",
            "synthesize", "summary_markdown", "UNPARSABLE"]
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,37 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# Temporary files of this module's writers and of save_pairs: ".<name>.<pid>[.<hex8>].tmp[.png]".
+_TMP_NAME = re.compile(r"^\..+\.(\d+)(?:\.[0-9a-f]{8})?\.tmp(?:\.png)?$")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has nothing half-written yet when it starts
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_tmp(out: Path) -> list[Path]:
+    """Delete the temporary files a killed run left in ``out`` (their writer's process is gone);
+    returns what was removed. Files of a live writer are left alone."""
+    removed = []
+    for path in out.iterdir() if out.is_dir() else ():
+        match = _TMP_NAME.match(path.name)
+        if match and path.is_file() and not _pid_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.warning("%s: removed %d temporary file(s) left by an interrupted run (%s)", out, len(removed),
+                    ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else ""))
+    return removed
+
+
 def _shard_paths(out: Path, index: int) -> tuple[Path, Path]:
     return out / f"shard-{index:05d}.jsonl", out / f"shard-{index:05d}.stats.json"
 
@@ -394,6 +426,7 @@ def synthesize(cfg: SynthConfig, *, force: bool = False) -> SynthResult:
     if not cfg.generation.generators and not cfg.mutations.enabled:
         raise ValueError("nothing to do: no generation.generators and mutations.enabled is false")
     out = Path(cfg.output_dir)
+    remove_stale_tmp(out)
     examples = load_examples(cfg)
     shards = [examples[i:i + cfg.shard_size] for i in range(0, len(examples), cfg.shard_size)]
     ids_hash = hashlib.sha256("\n".join(ex.id for ex in examples).encode()).hexdigest()[:16]
