@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from toolrm_rl.cli import app
-from toolrm_rl.core.calls import ToolCall
-from toolrm_rl.core.match import match_bfcl
+from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.match import GroundTruth, match_bfcl, normalize_answer
+from toolrm_rl.data.bfcl import concrete_calls
 from toolrm_rl.data.records import load_pairs, save_pairs
 from toolrm_rl.eval.bench_builder import build_pairs
 
@@ -103,16 +106,17 @@ def test_both_formats_give_the_expected_pairs_and_skip_counts(logs):
     root, data = logs
     pairs, report = build_pairs(root, data_dir=data, per_question=2)
     got = by_key(pairs)
-    assert sorted(got) == [("1", "old-model"), ("4", "old-model"), ("simple_python_0", "model-b"),
+    # 2024 rows without prompt.id: the 1-based line id n becomes <category>_<n-1>, as BFCL numbered them.
+    assert sorted(got) == [("parallel_3", "old-model"), ("simple_0", "old-model"), ("simple_python_0", "model-b"),
                            ("simple_python_0", "model-c"), ("simple_python_1", "model-d"), ("simple_python_1", "model-e")]
     assert got[("simple_python_1", "model-e")].rejected == [ToolCall("calc_area", {"base": 3, "height": 5})]
-    old = got[("1", "old-model")]
+    old = got[("simple_0", "old-model")]
     assert old.conversation == [{"role": "user", "content": QUESTION}]
     # Chosen: first acceptable values, the omittable "unit" left out; rejected: the logged decoded output.
     assert old.chosen == [ToolCall("calc_area", {"base": 10, "height": 5})]
     assert old.rejected == [ToolCall("calc_area", {"base": 10, "height": "5"})]
     assert (old.error_type, old.source) == ("type_error:simple", "simple")
-    parallel = got[("4", "old-model")]  # dict-style answer with _1/_2 suffixes
+    parallel = got[("parallel_3", "old-model")]  # dict-style answer with _1/_2 suffixes
     assert parallel.chosen == [ToolCall("spotify.play", {"artist": "Taylor Swift", "duration": 20}),
                                ToolCall("spotify.play", {"artist": "Maroon 5", "duration": 15})]
     assert got[("simple_python_0", "model-b")].rejected == [ToolCall("calc_area", {"base": 10, "height": 6})]
@@ -141,8 +145,8 @@ def test_filters_by_model_and_category_and_keeps_unparsable_on_request(logs):
     root, data = logs
     pairs, report = build_pairs(root, data_dir=data, models=["old-model"], categories=["simple"], keep_unparsable=True,
                                 per_question=3)
-    assert sorted(p.id for p in pairs) == ["1", "2"]
-    unparsable = next(p for p in pairs if p.id == "2")
+    assert sorted(p.id for p in pairs) == ["simple_0", "simple_1"]
+    unparsable = next(p for p in pairs if p.id == "simple_1")
     assert unparsable.rejected == [] and unparsable.rejected_text == "calc_area(base=10"
     assert unparsable.error_type == "ast_decoder:decoder_failed"
     assert report.skipped["other_model"] == 7 and report.skipped["other_category"] == 1
@@ -191,3 +195,127 @@ def test_cli_bench_build(logs, tmp_path):
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["pairs"] == 3 and summary["skipped"]["unparsable"] == 1 and summary["skipped"]["other_model"] == 6
     assert len(out.read_text().splitlines()) == 3
+
+
+# -- the BFCL leaderboard's real logs of 2024-08-11 (tests/data/bfcl_2024_08_11, see its README) ----------
+LOGS_2024 = Path(__file__).parent / "data" / "bfcl_2024_08_11"
+# v3 category written on the pair -> the 2024 category that prefixes its test id
+PREFIX_2024 = {"simple": "simple", "multiple": "multiple_function", "parallel": "parallel_function",
+               "parallel_multiple": "parallel_multiple_function", "java": "java", "javascript": "javascript"}
+
+
+def logged_rows_2024():
+    """(model, question id) -> the logged score row, for every row of the fixture."""
+    rows = {}
+    for path in sorted(LOGS_2024.glob("score/*/*_score.json")):
+        for line in path.read_text().splitlines()[1:]:
+            row = json.loads(line)
+            rows[(row["model_name"], (row.get("prompt") or {}).get("id"))] = row
+    return rows
+
+
+def test_2024_logs_give_pairs_in_every_ast_category_with_category_prefixed_ids():
+    pairs, report = build_pairs(LOGS_2024, per_question=3)
+    assert set(report.pairs_by_category) == set(PREFIX_2024)
+    assert all(n > 0 for n in report.pairs_by_category.values())
+    assert sum(report.pairs_by_category.values()) == report.pairs == len(pairs)
+    for pair in pairs:
+        assert re.fullmatch(PREFIX_2024[pair.source] + r"_\d+", pair.id), (pair.source, pair.id)
+    assert {p.generator for p in pairs} == {"gorilla-openfunctions-v2", "gpt-4o-2024-05-13-FC", "claude-3-haiku-20240307"}
+    # The non-AST categories (relevance, executable_simple) are counted, not paired or mistaken for AST ones.
+    assert report.skipped["not_ast_category"] == 2 and "not_single_turn" not in report.skipped
+    # The 2024 names select the same questions as the v3 and v4 names.
+    by_name = {name: sorted(p.id for p in build_pairs(LOGS_2024, categories=[name], per_question=3)[0])
+               for name in ("parallel_function", "parallel")}
+    assert by_name["parallel_function"] == by_name["parallel"] == sorted(p.id for p in pairs if p.source == "parallel")
+    assert {p.id for p in build_pairs(LOGS_2024, categories=["simple_java"])[0]} == \
+           {p.id for p in pairs if p.source == "java"}
+
+
+def test_every_2024_pair_is_validated_by_the_matcher_against_the_logged_answer():
+    pairs, report = build_pairs(LOGS_2024, per_question=3)
+    logged = logged_rows_2024()
+    for pair in pairs:
+        row = logged[(pair.generator, pair.id)]
+        names = {f["name"] for f in (row["prompt"]["function"] if isinstance(row["prompt"]["function"], list)
+                                     else [row["prompt"]["function"]])}
+        # 2024 answers number repeated calls "f_1" or "f 1".
+        answer = [{(re.sub(r"[ _]\d+$", "", k) if re.sub(r"[ _]\d+$", "", k) in names else k): v}
+                  for k, v in row["possible_answer"].items()]
+        truth = GroundTruth(row["prompt"]["function"], answer, pair.source)
+        assert truth.check(pair.chosen).valid, (pair.id, pair.chosen)
+        assert not truth.check(pair.rejected).valid, (pair.id, pair.rejected)
+        assert pair.error_type == row["error_type"]
+    # Rows the matcher cannot validate are dropped, each counted under its reason with the row named.
+    assert report.skipped["matcher_error"] == 1 and "(id java_1)" in report.examples["matcher_error"][0]
+    assert report.skipped["chosen_fails_matcher"] == 1 and "(id java_64)" in report.examples["chosen_fails_matcher"][0]
+    assert report.skipped["bad_question"] == 1
+    assert "(id parallel_multiple_function_179)" in report.examples["bad_question"][0]
+    assert not {p.id for p in pairs} & {"java_1", "java_64", "parallel_multiple_function_179"}
+
+
+def test_java_literal_map_answer_gives_a_hashmap_literal_instead_of_crashing():
+    row = logged_rows_2024()[("gorilla-openfunctions-v2", "java_1")]
+    answer = normalize_answer(row["possible_answer"])
+    assert answer[0]["SQLCompletionAnalyzer.makeProposalsFromObject"]["params"] == [{"limit": 50, "schemaFilter": "public"}]
+    call, = concrete_calls(answer, ToolCatalog.load(row["prompt"]["function"]), "java")
+    assert call.arguments["params"] == 'new HashMap<String, Object>() {{ put("limit", 50); put("schemaFilter", "public"); }}'
+    assert call.arguments["useShortName"] == "true"
+    # A per-key option map (BFCL's dict checker form) still gives the first option of each key.
+    fn = {"name": "f", "parameters": {"type": "dict", "properties": {"m": {"type": "HashMap", "description": ""}}}}
+    call, = concrete_calls([{"f": {"m": [{"a": ["x", "y"], "b": [1]}]}}], ToolCatalog.load([fn]), "java")
+    assert call.arguments["m"] == 'new HashMap<String, Object>() {{ put("a", "x"); put("b", 1); }}'
+
+
+def test_2024_answer_quirks_still_give_valid_pairs():
+    got = by_key(build_pairs(LOGS_2024, per_question=3)[0])
+    # Answer keys "get_stock_price 1" ... "4": four calls of the catalog's function.
+    stock = got[("parallel_function_178", "gorilla-openfunctions-v2")]
+    assert [c.name for c in stock.chosen] == ["get_stock_price"] * 4
+    # A required parameter whose options include "" is written with its first non-empty value.
+    emissions = got[("simple_200", "gpt-4o-2024-05-13-FC")]
+    assert emissions.chosen[0].arguments["fuel_efficiency"] == 25.0
+    assert "efficiency_reduction" not in emissions.chosen[0].arguments  # optional: omitted
+
+
+def test_2024_result_only_logs_find_their_questions_under_v4_ids(tmp_path):
+    root = tmp_path / "logs"
+    write_jsonl(root / "result" / "m" / "gorilla_openfunctions_v1_test_parallel_function_result.json",
+                [{"id": "parallel_function_0", "result": "[spotify.play(artist='Taylor Swift', duration=20)]"}])
+    data = tmp_path / "data"
+    write_jsonl(data / "BFCL_v4_parallel.json", [
+        {"id": "parallel_0", "question": [[{"role": "user", "content": "Play Taylor Swift for 20 and Maroon 5 for 15."}]],
+         "function": [PLAY]}])
+    write_jsonl(data / "possible_answer" / "BFCL_v4_parallel.json", [
+        {"id": "parallel_0", "ground_truth": [{"spotify.play": {"artist": ["Taylor Swift"], "duration": [20]}},
+                                              {"spotify.play": {"artist": ["Maroon 5"], "duration": [15]}}]}])
+    pairs, report = build_pairs(root, data_dir=data)
+    assert [(p.id, p.source, p.error_type) for p in pairs] == \
+           [("parallel_function_0", "parallel", "parallel_function_checker_no_order:wrong_count")]
+    assert report.pairs_by_category == {"parallel": 1}
+
+
+def test_2024_ids_follow_the_dev_file_convention(shared_failures_path):
+    """The shared dev pairs were built from the same 2024-08-11 logs: same category names, same id prefixes."""
+    dev = {}
+    for line in shared_failures_path.read_text().splitlines():
+        row = json.loads(line)
+        dev.setdefault(row["test_category"], set()).add(re.sub(r"_\d+$", "", row["test_id"]))
+    pairs, _ = build_pairs(LOGS_2024, per_question=3)
+    ours = {}
+    for pair in pairs:
+        ours.setdefault(pair.source, set()).add(re.sub(r"_\d+$", "", pair.id))
+    assert ours == dev
+
+
+def test_cli_bench_build_on_2024_logs_prints_counts_per_category_and_dropped_rows(tmp_path):
+    out = tmp_path / "bench.jsonl"
+    result = CliRunner().invoke(app, ["bench", "build", "--bfcl-logs", str(LOGS_2024), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert set(summary["pairs_by_category"]) == set(PREFIX_2024)
+    assert "dropped (matcher_error):" in result.output and "(id java_1)" in result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == summary["pairs"] == sum(summary["pairs_by_category"].values())
+    assert {r["test_category"] for r in rows} == set(PREFIX_2024)
+    assert all(r["test_id"].startswith(PREFIX_2024[r["test_category"]] + "_") for r in rows)

@@ -300,12 +300,14 @@ app.add_typer(bench_app, name="bench")
 @bench_app.command("build")
 def bench_build(
     bfcl_logs: Path = typer.Option(..., "--bfcl-logs", exists=True, file_okay=False,
-                                   help="Folder of BFCL logs (score/<model>/... and/or result/<model>/...)."),
+                                   help="Folder of BFCL logs (score/<model>/... and/or result/<model>/...; 2024 "
+                                        "v1/v2 or v3/v4 layout)."),
     out: Path = typer.Option(..., "--out", help="Pairs file to write (.jsonl, .json or .parquet; FC-RewardBench schema)."),
     bfcl_data: Optional[Path] = typer.Option(None, "--bfcl-data", help="bfcl-eval data/ folder for questions missing "
                                              "from the logs (default: the installed wheel's)."),
     models: Optional[list[str]] = typer.Option(None, "--models", help="Keep only these models (repeatable or a,b)."),
-    categories: Optional[list[str]] = typer.Option(None, "--categories", help="Keep only these test categories (v3 or v4 names)."),
+    categories: Optional[list[str]] = typer.Option(None, "--categories", help="Keep only these test categories (2024, v3 or v4 names, "
+                                              "e.g. parallel_function or parallel; java or simple_java)."),
     per_question: int = typer.Option(1, "--per-question", help="Pairs per question, from different failing models."),
     seed: int = typer.Option(0, help="Seed of the choice among failing models."),
     keep_unparsable: bool = typer.Option(False, "--keep-unparsable", help="Keep outputs BFCL could not decode "
@@ -315,7 +317,8 @@ def bench_build(
     as_json: bool = typer.Option(False, "--json", help="End standard output with one JSON line of the build report."),
 ) -> None:
     """Turn BFCL result/score logs into FC-RewardBench-format pairs: chosen from the possible answer,
-    rejected from a logged failed output; one pair per question by default."""
+    rejected from a logged failed output; one pair per question by default. Every pair is checked with
+    our matcher (chosen passes, rejected fails); rows that cannot be are dropped and counted by reason."""
     from toolrm_rl.data.records import save_pairs
     from toolrm_rl.eval.bench_builder import build_pairs
 
@@ -326,6 +329,9 @@ def bench_build(
     except (ValueError, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from None
     save_pairs(pairs, out, schema="fc_rewardbench")
+    for reason, examples in sorted(report.examples.items()):
+        for example in examples:
+            typer.echo(f"dropped ({reason}): {example}")
     typer.echo(f"{report}\nwrote {len(pairs)} pairs to {out}")
     if as_json:
         typer.echo(json.dumps(report.to_dict()))

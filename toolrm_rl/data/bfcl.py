@@ -89,8 +89,9 @@ _DICT_TYPES = ("dict", "HashMap")
 
 
 def _concrete(option: Any, type_name: str | None, nested: str | None) -> Any:
-    """Options of a dict are per-key option lists (BFCL's dict checker): take the first of each."""
-    if type_name in _DICT_TYPES and isinstance(option, dict):
+    """Options of a dict are per-key option lists (BFCL's dict checker): take the first of each.
+    A dict whose values are not all lists is a literal value (2024 Java ``HashMap`` answers): kept as is."""
+    if type_name in _DICT_TYPES and isinstance(option, dict) and all(isinstance(o, list) for o in option.values()):
         return {k: v for k, (ok, v) in ((k, _first_value(opts)) for k, opts in option.items()) if ok}
     if nested in _DICT_TYPES and isinstance(option, list):
         return [_concrete(o, nested, None) for o in option]

@@ -15,8 +15,11 @@ per file and per row):
   failure: ``id``, ``model_name``, ``test_category``, ``valid: false``, ``error`` (a list of messages, or
   a dict holding ``error_type``), ``error_type``, ``prompt`` (the question entry: ``question`` + ``function``),
   ``model_result_raw``, ``model_result_decoded`` and ``possible_answer``.
-  - 2024 dict style (BFCL v1/v2): ``prompt.question`` is a string, ``prompt.function`` one doc or a
-    list, ``possible_answer`` a dict ``{"func": {...}}`` (parallel entries may carry ``func_1``, ``func_2``).
+  - 2024 dict style (BFCL v1/v2, e.g. the leaderboard's published logs of 2024-08-11): ``prompt.question``
+    is a string, ``prompt.function`` one doc or a list, ``possible_answer`` a dict ``{"func": {...}}``
+    (parallel entries may carry ``func_1``, ``func_2``); ``id`` is the 1-based line number and
+    ``prompt.id`` the question id (``parallel_function_9``); categories have their v1 names
+    (``multiple_function``, ``parallel_function``, ``parallel_multiple_function``).
   - v3/v4 list style: ``prompt`` is the full entry (``question`` a list of turns of messages),
     ``possible_answer`` a list ``[{"func": {param: [options]}}]``; v4 rows carry the decoded output as
     a list of ``{func: {args}}`` dicts.
@@ -25,10 +28,21 @@ per file and per row):
   answer come from bfcl-eval's packaged data by id (``--bfcl-data`` or the installed wheel), the output
   is parsed with the core parser and checked with the core matcher; failing ones become pairs.
 
+Test ids keep their category prefix as logged (``prompt.id`` of 2024 rows, else ``id``; a bare 2024
+line number ``n`` becomes ``<category>_<n-1>``); ``test_category`` is written with the v3 names
+FC-RewardBench uses (``simple``, ``multiple``, ``parallel``, ``parallel_multiple``, ``java``,
+``javascript``, ``live_*``). Only those AST categories have a possible answer; rows of the others
+(``executable_*``, ``rest``, ``relevance``, ``irrelevance``, ``sql``, ``chatable``, multi-turn, ...) are
+counted as ``not_ast_category``.
+
 Rows are skipped (and counted in :class:`BuildReport`) when the rejected output is unparsable
 (unless ``keep_unparsable``: the pair then has no rejected calls and the raw text as ``rejected_text``),
 when the "failed" output actually matches the answer under our matcher, when the question is not a
-single-turn one with a possible answer, or when the concrete chosen answer fails our own matcher.
+single-turn one with a possible answer, when the concrete chosen answer fails our own matcher
+(``chosen_fails_matcher``), or when our matcher cannot judge the answer at all (``matcher_error``:
+e.g. 2024 Java ``HashMap`` answers written as a literal map with non-list values). Every pair written
+therefore has a chosen output that passes :meth:`GroundTruth.check` and a rejected one that fails it
+(or, with ``keep_unparsable``, no rejected calls).
 One pair per question by default: a seeded choice among the models that failed it.
 """
 
@@ -49,11 +63,17 @@ from toolrm_rl.core.parse import parse
 from toolrm_rl.data.bfcl import SINGLE_TURN_CATEGORIES, concrete_calls
 from toolrm_rl.data.records import PairRecord, iter_jsonl
 
-__all__ = ["LogRow", "BuildReport", "read_bfcl_logs", "build_pairs", "UNPARSABLE"]
+__all__ = ["LogRow", "BuildReport", "read_bfcl_logs", "build_pairs", "canonical_category", "UNPARSABLE"]
 
 UNPARSABLE = "ast_decoder:decoder_failed"
-# BFCL v3 category names -> v4 (the packaged data is v4); FC-RewardBench keeps the v3 names.
+_EXAMPLES_PER_REASON = 5
+_SPACE_NUMBER = re.compile(r" \d+$")
+# BFCL v1/v2 (2024) category names -> v3; v3 names -> v4 (the packaged data is v4). FC-RewardBench and
+# our pairs keep the v3 names.
+_V2_TO_V3 = {"multiple_function": "multiple", "parallel_function": "parallel",
+             "parallel_multiple_function": "parallel_multiple"}
 _V3_TO_V4 = {"simple": "simple_python", "java": "simple_java", "javascript": "simple_javascript"}
+_V4_TO_V3 = {v: k for k, v in _V3_TO_V4.items()}
 _FILE_RE = re.compile(r"^(?:BFCL_v\d+_|gorilla_openfunctions_v\d+_test_)?(?P<cat>\w+?)_(?P<kind>score|result)\.json$")
 
 
@@ -85,20 +105,47 @@ class BuildReport:
     pairs: int = 0
     questions: int = 0
     skipped: Counter = field(default_factory=Counter)
+    pairs_by_category: Counter = field(default_factory=Counter)  # v3 category name -> pairs written
+    # reason -> the first few rows dropped for it ("file: line N (id X): why"), to find them in the logs
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def drop(self, reason: str, row: LogRow | None = None, why: str = "") -> None:
+        """Count a skipped row; with ``row``, keep it among the reason's first few examples."""
+        self.skipped[reason] += 1
+        if row is not None and len(self.examples.setdefault(reason, [])) < _EXAMPLES_PER_REASON:
+            self.examples[reason].append(f"{row.file}: line {row.line} (id {row.id}): {why}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return {"files": len(self.files), "rows": self.rows, "failures": self.failures, "candidates": self.candidates,
-                "questions": self.questions, "pairs": self.pairs, "skipped": dict(sorted(self.skipped.items()))}
+                "questions": self.questions, "pairs": self.pairs, "skipped": dict(sorted(self.skipped.items())),
+                "pairs_by_category": dict(sorted(self.pairs_by_category.items())), "examples": self.examples}
 
     def __str__(self) -> str:
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
+        by_category = ", ".join(f"{k} {v}" for k, v in sorted(self.pairs_by_category.items())) or "none"
         return (f"{len(self.files)} log files, {self.rows} rows, {self.failures} failures, {self.candidates} usable "
-                f"rejected outputs for {self.questions} questions -> {self.pairs} pairs; skipped: {skipped}")
+                f"rejected outputs for {self.questions} questions -> {self.pairs} pairs ({by_category}); "
+                f"skipped: {skipped}")
 
 
 # -- reading logs --------------------------------------------------------------------------------------
 
+def canonical_category(category: str) -> str:
+    """A BFCL test category under its v3 name (``parallel_function`` -> ``parallel``, ``simple_python``
+    -> ``simple``); names of other versions' categories without a v3 equivalent are returned unchanged."""
+    return _V4_TO_V3.get(category, _V2_TO_V3.get(category, category))
+
+
+def _test_id(row: dict, prompt: dict, category: str, fallback: str) -> str:
+    """The question id with its category prefix: 2024 rows carry it as ``prompt.id`` (their ``id`` is
+    the 1-based line number), later ones as ``id``."""
+    if isinstance(prompt.get("id"), str) and prompt["id"]:
+        return prompt["id"]
+    test_id = row.get("id")
+    if isinstance(test_id, int) and not isinstance(test_id, bool):
+        return f"{category}_{test_id - 1}"  # BFCL 2024 wrote id = index + 1 (prompt.id = <category>_<index>)
+    return str(test_id) if test_id is not None else fallback
 
 
 def _file_kind(path: Path) -> tuple[str, str] | None:
@@ -151,8 +198,9 @@ def _score_rows(path: Path, model: str, file_category: str) -> Iterator[LogRow]:
         prompt = prompt if isinstance(prompt, dict) else {}
         error_type = _error_type(row)
         decoded = None if error_type == UNPARSABLE else _decoded(row.get("model_result_decoded"))
-        yield LogRow(id=str(row.get("id", prompt.get("id", f"{path.name}#{line_no}"))),
-                     model_name=str(row.get("model_name") or model), test_category=str(row.get("test_category") or file_category),
+        logged_category = str(row.get("test_category") or file_category)
+        yield LogRow(id=_test_id(row, prompt, logged_category, f"{path.name}#{line_no}"),
+                     model_name=str(row.get("model_name") or model), test_category=canonical_category(logged_category),
                      error_type=error_type or ("ast_decoder:decoder_wrong_output_format" if decoded is None else ""),
                      conversation=_conversation(prompt.get("question")), functions=prompt.get("function"),
                      possible_answer=row.get("possible_answer"), decoded=decoded,
@@ -173,7 +221,8 @@ def _result_rows(path: Path, model: str, file_category: str) -> Iterator[LogRow]
             decoded = parsed.calls if parsed.ok and parsed.calls else None
         else:
             decoded = None
-        yield LogRow(id=str(row.get("id", f"{path.name}#{line_no}")), model_name=model, test_category=file_category,
+        yield LogRow(id=_test_id(row, {}, file_category, f"{path.name}#{line_no}"), model_name=model,
+                     test_category=canonical_category(file_category),
                      error_type="" if decoded is not None else UNPARSABLE, conversation=None, functions=None,
                      possible_answer=None, decoded=decoded, raw=raw, file=str(path), line=line_no)
 
@@ -198,11 +247,20 @@ def read_bfcl_logs(logs_dir: str | Path, report: BuildReport | None = None) -> I
 
 # -- building pairs -----------------------------------------------------------------------------------
 
+def _v4_category(category: str) -> str:
+    """A category of any BFCL version under its v4 name."""
+    v3 = canonical_category(category)
+    return _V3_TO_V4.get(v3, v3)
+
+
 def _v4_id(test_id: str, category: str) -> tuple[str, str]:
-    """(v4 id, v4 category) of a v3 or v4 id."""
-    v4_cat = _V3_TO_V4.get(category, category)
-    if v4_cat != category and test_id.startswith(category + "_") and not test_id.startswith(v4_cat):
-        return v4_cat + test_id[len(category):], v4_cat
+    """(v4 id, v4 category) of a 2024 (``parallel_function_3``), v3 (``simple_3``) or v4 id."""
+    v4_cat = _v4_category(category)
+    if test_id.startswith(v4_cat + "_") and test_id[len(v4_cat) + 1:].isdigit():
+        return test_id, v4_cat
+    for name in (k for k, v in {**_V2_TO_V3, **_V3_TO_V4}.items() if _v4_category(v) == v4_cat):
+        if test_id.startswith(name + "_") and test_id[len(name) + 1:].isdigit():
+            return v4_cat + test_id[len(name):], v4_cat
     return test_id, v4_cat
 
 
@@ -228,21 +286,43 @@ def _resolve(row: LogRow, bank: _QuestionBank) -> tuple[list, ToolCatalog, list]
     """(conversation, catalog, normalised answer) from the row, else from the packaged data."""
     if row.conversation and row.functions and row.possible_answer:
         catalog = ToolCatalog.load(row.functions)
-        return row.conversation, catalog, normalize_answer(row.possible_answer, catalog)
+        return row.conversation, catalog, _logged_answer(row.possible_answer, catalog)
     record = bank.get(row.id, row.test_category)
     if record is None:
         return None
     return (row.conversation or record.conversation, record.catalog, record.answer)
 
 
-def _without_omittable(answer: list[dict]) -> list[dict]:
-    """The answer without the parameters that may be omitted (``""`` among their acceptable values)."""
-    return [{f: {p: opts for p, opts in params.items() if not (isinstance(opts, list) and "" in opts)}}
-            for item in answer for f, params in item.items()]
+def _logged_answer(answer: Any, catalog: ToolCatalog) -> list[dict]:
+    """A logged possible answer in the list form. 2024 dict-form answers number repeated calls of one
+    function ``f_1`` (which :func:`normalize_answer` reads) or, in about 30 parallel questions, ``f 1``."""
+    if isinstance(answer, dict):
+        answer = [{(bare if (bare := _SPACE_NUMBER.sub("", name)) in catalog else name): params}
+                  for name, params in answer.items()]
+    return normalize_answer(answer, catalog)
 
 
-def _is_single_turn(category: str) -> bool:
-    return _V3_TO_V4.get(category, category) in SINGLE_TURN_CATEGORIES
+def _without_omittable(answer: list[dict], catalog: ToolCatalog) -> list[dict]:
+    """The answer without the parameters that may be omitted (``""`` among their acceptable values), except
+    the schema's required ones (some BFCL answers accept ``""`` for them, the matcher does not)."""
+    out = []
+    for item in answer:
+        for name, params in item.items():
+            spec = catalog.get(name)
+            required = set(spec.required) if spec else set()
+            out.append({name: {p: opts for p, opts in params.items()
+                               if p in required or not (isinstance(opts, list) and "" in opts)}})
+    return out
+
+
+def _is_ast_category(category: str) -> bool:
+    """A single-turn category with possible answers (the AST track), under any version's name."""
+    return _v4_category(category) in SINGLE_TURN_CATEGORIES
+
+
+# What our matcher may raise on an answer it cannot read (e.g. a literal map whose values are not
+# option lists): such a row cannot be validated, so it is dropped and counted, not written.
+_MATCHER_ERRORS = (TypeError, ValueError, KeyError, IndexError, RecursionError)
 
 
 def build_pairs(logs_dir: str | Path, *, data_dir: str | Path | None = None, models: Iterable[str] | None = None,
@@ -252,7 +332,7 @@ def build_pairs(logs_dir: str | Path, *, data_dir: str | Path | None = None, mod
 
     :param data_dir: bfcl-eval's ``data/`` folder for questions missing from the logs (default: the wheel's).
     :param models: keep only these ``model_name`` values (None: all).
-    :param categories: keep only these test categories (v3 or v4 names; None: all single-turn ones).
+    :param categories: keep only these test categories (2024, v3 or v4 names; None: all AST ones).
     :param per_question: pairs per question, each from a different failing model (seeded choice).
     :param keep_unparsable: keep ``ast_decoder:decoder_failed`` outputs as pairs with no rejected calls.
     :param optional_params: ``"omit"`` leaves out parameters whose acceptable values include ``""``;
@@ -265,7 +345,7 @@ def build_pairs(logs_dir: str | Path, *, data_dir: str | Path | None = None, mod
         raise ValueError(f"optional_params must be 'omit' or 'first', not {optional_params!r}")
     report = BuildReport()
     models = set(models) if models else None
-    wanted = {_V3_TO_V4.get(c, c) for c in categories} if categories else None
+    wanted = {_v4_category(c) for c in categories} if categories else None
     bank = _QuestionBank(data_dir)
     by_question: dict[str, list[PairRecord]] = defaultdict(list)
     for row in read_bfcl_logs(logs_dir, report):
@@ -273,37 +353,54 @@ def build_pairs(logs_dir: str | Path, *, data_dir: str | Path | None = None, mod
         if models is not None and row.model_name not in models:
             report.skipped["other_model"] += 1
             continue
-        if wanted is not None and _V3_TO_V4.get(row.test_category, row.test_category) not in wanted:
+        if wanted is not None and _v4_category(row.test_category) not in wanted:
             report.skipped["other_category"] += 1
             continue
-        if not _is_single_turn(row.test_category):
-            report.skipped["not_single_turn"] += 1
+        if not _is_ast_category(row.test_category):
+            report.skipped["not_ast_category"] += 1
             continue
         try:
             resolved = _resolve(row, bank)
+            if resolved is not None:
+                conversation, catalog, answer = resolved
+                language = language_of_category(row.test_category)
+                truth = GroundTruth(catalog, answer, row.test_category, language)
         except (CatalogError, ValueError) as err:
-            raise ValueError(f"{row.file}: line {row.line} (id {row.id}): {err}") from None
+            # A defect in the logged question itself (BFCL's 2024 parallel_multiple_function_179 has a
+            # parameter outside its function): that question cannot be paired, the others can.
+            report.drop("bad_question", row, str(err))
+            continue
         if resolved is None:
             report.skipped["question_not_found"] += 1
             continue
-        conversation, catalog, answer = resolved
-        language = language_of_category(row.test_category)
-        truth = GroundTruth(catalog, answer, row.test_category, language)
         error_type = row.error_type
         if row.decoded is not None:
-            verdict = truth.check(row.decoded)
+            try:
+                verdict = truth.check(row.decoded)
+            except _MATCHER_ERRORS as err:
+                report.drop("matcher_error", row, f"rejected output: {type(err).__name__}: {err}")
+                continue
             if verdict.valid:
                 # A result-file output that passes is not a failure; a score-file one is a checker disagreement.
-                report.skipped["passes_answer" if row.error_type else "not_a_failure"] += 1
+                if row.error_type:
+                    report.drop("passes_answer", row, f"logged {row.error_type}, accepted by our matcher")
+                else:
+                    report.skipped["not_a_failure"] += 1
                 continue
             error_type = error_type or verdict.error_type
         report.failures += 1
         if row.decoded is None and not keep_unparsable:
             report.skipped["unparsable"] += 1
             continue
-        chosen = concrete_calls(_without_omittable(answer) if optional_params == "omit" else answer, catalog, language)
-        if not truth.check(chosen).valid:
-            report.skipped["chosen_fails_matcher"] += 1
+        chosen = concrete_calls(_without_omittable(answer, catalog) if optional_params == "omit" else answer, catalog,
+                                language)
+        try:
+            chosen_verdict = truth.check(chosen)
+        except _MATCHER_ERRORS as err:
+            report.drop("matcher_error", row, f"chosen output: {type(err).__name__}: {err}")
+            continue
+        if not chosen_verdict.valid:
+            report.drop("chosen_fails_matcher", row, f"{chosen_verdict.error_type}: {chosen_verdict.message}")
             continue
         raw_text = row.raw if isinstance(row.raw, str) else json.dumps(row.raw, ensure_ascii=False, default=str)
         by_question[f"{row.test_category}\x00{row.id}"].append(PairRecord(
@@ -321,4 +418,5 @@ def build_pairs(logs_dir: str | Path, *, data_dir: str | Path | None = None, mod
         pairs.extend(options[m] for m in sorted(chosen_models))
     report.questions = len(by_question)
     report.pairs = len(pairs)
+    report.pairs_by_category.update(p.source for p in pairs)
     return pairs, report
