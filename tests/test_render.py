@@ -145,18 +145,53 @@ def test_chat_template_budget_keeps_candidate_and_called_schema(qwen):
 
 # -- plain path ---------------------------------------------------------------------------------------
 
-def test_plain_puts_candidate_first_then_called_schemas_conversation_catalog(minilm):
+def test_plain_puts_candidate_first_then_conversation_then_related_functions(minilm):
     calls = [ToolCall("get_time", {"tz": "CET"}), ToolCall("get_weather", {"city": "Paris", "days": 3})]
     out = render(SMALL, CONV, calls, spec=RenderSpec(sep=SEP), tokenizer=minilm)
     segments = out.text.split(SEP)
+    # Every value is in the user's turn: all marked "=" (found verbatim).
     assert segments[0] == 'call: [2 calls] get_time(tz="CET") ; get_weather(city="Paris", days=3)'
-    assert segments[1].startswith("function get_time:") and '"CET"|"UTC"' in segments[1]
+    assert segments[1] == "user: " + CONV[0]["content"]
+    # get_weather shares "weather" and "days" with the question, get_time only "time".
     assert segments[2].startswith("function get_weather: Current weather for a city.")
     assert "city (string, required): City name" in segments[2]
-    assert segments[3] == "user: " + CONV[0]["content"]
+    assert segments[3].startswith("function get_time:") and '"CET"|"UTC"' in segments[3]
+    assert out.context == SEP.join(segments[1:])
     assert out.n_tokens == exact_count(minilm, out.text, plain=True)  # [CLS]/[SEP] counted
     tokens = minilm.convert_ids_to_tokens(minilm(out.text)["input_ids"])
     assert tokens.count("[SEP]") == len(segments)  # the separator is the real sep token
+
+
+def test_plain_marks_where_each_argument_value_comes_from():
+    conv = [{"role": "user", "content": "Convert 12 g/mole for New-York, please"},
+            {"role": "tool", "content": '{"id": "A-77"}'}]
+    calls = [ToolCall("f", {"amount": 12, "unit": "g/mole", "city": "new york", "ref": "A-77", "n": 13,
+                            "flag": True, "items": ["g/mole", "Boston"]})]
+    out = render([], conv, calls)
+    assert out.text.startswith('call: [1 call] f(amount=12, unit="g/mole", city~"new york", ref="A-77", n?13, '
+                               'flag=true, items?["g/mole", "Boston"])')
+    plain = render([], conv, calls, spec=RenderSpec(mark_grounding=False))
+    assert plain.text.startswith('call: [1 call] f(amount=12, unit="g/mole", city="new york"')
+
+
+def test_context_is_the_same_for_every_candidate_of_a_prompt(minilm, qwen):
+    """A long (parallel) and a short candidate of one prompt see byte-identical context, also when
+    the budget forces cuts: the context cannot leak the candidate's length."""
+    long_calls = [ToolCall("weather.get_forecast", {"p0": city, "p1": 4, "p2": 1.5, "p3": True})
+                  for city in ("Lyon", "Paris", "Nice", "Lille", "Rouen", "Dijon")]
+    short_calls = [ToolCall("weather.get_forecast", {"p0": "Lyon"})]
+    for spec, tok in [(RenderSpec(sep=SEP, max_tokens=256, candidate_tokens=48), minilm),
+                      (RenderSpec(mode="chat_template", max_tokens=900, candidate_tokens=64), qwen)]:
+        outs = [render(big_catalog(), BIG_CONV, calls, spec=spec, tokenizer=tok) for calls in (long_calls, short_calls, [])]
+        assert outs[0].truncation.truncated
+        assert len({o.context for o in outs}) == 1 and len({repr(o.truncation) for o in outs}) == 1
+        for o in outs:
+            if spec.mode == "plain":
+                assert o.text.endswith(SEP + o.context)
+            else:
+                assert o.text.startswith(o.context.rsplit("<|im_end|>", 1)[0])
+            assert exact_count(tok, o.context, plain=spec.mode == "plain") <= spec.context_tokens
+        assert outs[0].n_tokens > outs[1].n_tokens  # only the candidate part differs
 
 
 def test_plain_abstention_and_unknown_name():
@@ -176,17 +211,19 @@ def test_plain_accepts_json_strings_and_bfcl_nested_turns():
         render(SMALL, CONV, [{"get_time": {}}])
 
 
-def test_plain_tight_budget_keeps_candidate_last_user_and_called_schema(minilm):
-    out = render(big_catalog(), BIG_CONV, FORECAST, spec=RenderSpec(sep=SEP, max_tokens=512), tokenizer=minilm)
+def test_plain_tight_budget_keeps_candidate_last_user_and_related_schema(minilm):
+    spec = RenderSpec(sep=SEP, max_tokens=512, candidate_tokens=64)
+    out = render(big_catalog(), BIG_CONV, FORECAST, spec=spec, tokenizer=minilm)
     rep, text = out.truncation, out.text
-    assert rep.fits and out.n_tokens <= 512 and out.n_tokens == exact_count(minilm, text, plain=True)
-    assert text.startswith('call: [1 call] weather.get_forecast(p0="Lyon", p1=4)' + SEP)
+    assert rep.fits and exact_count(minilm, out.context, plain=True) <= 448
+    assert out.n_tokens <= 512 and out.n_tokens == exact_count(minilm, text, plain=True)
+    assert text.startswith('call: [1 call] weather.get_forecast(p0="Lyon", p1?4)' + SEP)
     assert LAST_USER in text
-    assert "function weather.get_forecast:" in text and "function weather.get_forecasts:" in text  # near miss
-    # Called function: descriptions shortened, not removed, while the rest of the catalog was cut.
+    # The function sharing "forecast" with the question is the most related: shortened, never removed.
+    assert "function weather.get_forecast:" in text
     assert "weather.get_forecast" in rep.shortened_descriptions
     assert not any(p.startswith("weather.get_forecast.") for p in rep.removed_descriptions)
-    # Dropped functions are absent, kept ones present; the least relevant (last) ones went first.
+    # Dropped functions are absent, kept ones present; the least related (last) ones went first.
     names = ToolCatalog.load(big_catalog()).names()
     assert len(rep.dropped_tools) > 20
     assert all(f"function {n}:" not in text for n in rep.dropped_tools)
@@ -197,27 +234,31 @@ def test_plain_tight_budget_keeps_candidate_last_user_and_called_schema(minilm):
     # one may come back into the space left after the last function was dropped.
     assert {0, 1} <= set(rep.dropped_turns) and 4 not in rep.dropped_turns
     assert "Earlier question" not in text and "helpful assistant" not in text
-    assert all(f"{BIG_CONV[i]['role']}:" not in text.split(SEP)[2] for i in rep.dropped_turns)
 
 
 def test_cut_order_descriptions_before_turns_before_functions(minilm):
     catalog = [dict(t, description=LONG * 3) for t in SMALL]
     calls = [ToolCall("get_weather", {"city": "Lyon"})]
-    full = render(catalog, BIG_CONV, calls, spec=RenderSpec(max_tokens=None), tokenizer=minilm)
-    # Slightly under the full size: only the uncalled function's description is shortened.
-    out = render(catalog, BIG_CONV, calls, spec=RenderSpec(max_tokens=full.n_tokens - 10), tokenizer=minilm)
+    ctx = exact_count(minilm, render(catalog, BIG_CONV, calls, spec=RenderSpec(max_tokens=None),
+                                     tokenizer=minilm).context, plain=True)
+    # max_near_misses=0: only the most related function (get_weather, "forecast"-free but "days") is protected.
+    # Slightly under the full context: only the less related function's description is shortened.
+    spec = RenderSpec(max_tokens=ctx - 10 + 32, candidate_tokens=32, max_near_misses=0)
+    out = render(catalog, BIG_CONV, calls, spec=spec, tokenizer=minilm)
     assert out.truncation == TruncationReport(shortened_descriptions=["get_time"])
-    assert out.n_tokens <= full.n_tokens - 10
+    assert exact_count(minilm, out.context, plain=True) <= ctx - 10
     # Long old turns, a small catalog once descriptions are gone: turns go, functions stay.
-    out = render(catalog, BIG_CONV, calls, spec=RenderSpec(max_tokens=150), tokenizer=minilm)
+    spec = RenderSpec(max_tokens=130 + 32, candidate_tokens=32, max_near_misses=0)
+    out = render(catalog, BIG_CONV, calls, spec=spec, tokenizer=minilm)
     rep = out.truncation
     assert rep.fits and rep.dropped_turns and not rep.dropped_tools
     assert "get_time" in rep.removed_descriptions and "get_weather" in rep.shortened_descriptions
     assert "function get_weather:" in out.text and "function get_time:" in out.text
-    # Tighter still: the uncalled function goes, the called one stays.
-    out = render(catalog, BIG_CONV, calls, spec=RenderSpec(max_tokens=75), tokenizer=minilm)
+    # Tighter still: the less related function goes, the most related one stays.
+    spec = RenderSpec(max_tokens=60 + 32, candidate_tokens=32, max_near_misses=0)
+    out = render(catalog, BIG_CONV, calls, spec=spec, tokenizer=minilm)
     assert out.truncation.dropped_tools == ["get_time"] and out.truncation.dropped_turns == [0, 1, 2, 3]
-    assert "function get_weather:" in out.text and out.n_tokens <= 75
+    assert "function get_weather:" in out.text and exact_count(minilm, out.context, plain=True) <= 60
 
 
 def test_never_cuts_last_user_turn_even_when_over_budget(minilm):
@@ -226,7 +267,7 @@ def test_never_cuts_last_user_turn_even_when_over_budget(minilm):
     out = render(big_catalog(10), conv, FORECAST, spec=RenderSpec(max_tokens=512), tokenizer=minilm)
     rep = out.truncation
     assert not rep.fits and out.n_tokens > 512
-    assert huge in out.text and out.text.startswith("call: [1 call] weather.get_forecast(")
+    assert huge in out.context and out.text.startswith("call: [1 call] weather.get_forecast(")
     assert len(rep.dropped_tools) == 10 and rep.dropped_turns == [0, 1, 2, 3]
 
 
@@ -235,10 +276,12 @@ def test_empty_catalog_and_conversation_and_tiny_budget(qwen, mode):
     call = ToolCall("f", {"a": 1})
     for catalog, conversation in [([], []), (None, ""), ('[{"name": "f"}]', [{"role": "assistant", "content": "hi"}])]:
         out = render(catalog, conversation, [call], spec=RenderSpec(mode=mode, max_tokens=1), tokenizer=qwen)
-        assert not out.truncation.fits and out.n_tokens > 1
-        assert ("call: [1 call] f(a=1)" in out.text) if mode == "plain" else (
+        assert out.n_tokens > 1  # the candidate is never cut
+        assert ("call: [1 call] f(a?1)" in out.text) if mode == "plain" else (
             parse_hermes(assistant_tail(out.text)).calls == [call])
-        assert out.truncation.dropped_tools == ToolCatalog.load(catalog).names()
+        if out.context:  # a non-empty context cannot fit one token: everything cuttable went
+            assert not out.truncation.fits
+            assert out.truncation.dropped_tools == ToolCatalog.load(catalog).names()
 
 
 def test_without_tokenizer_uses_documented_estimate():
@@ -262,13 +305,14 @@ calls_strategy = st.lists(st.builds(
 @given(calls=calls_strategy, budget=st.integers(min_value=32, max_value=2500))
 def test_property_candidate_always_present(minilm, calls, budget):
     out = render(MEDIUM, BIG_CONV, calls, spec=RenderSpec(sep=SEP, max_tokens=budget), tokenizer=minilm)
-    head = f"call: [{len(calls)} call{'s' if len(calls) != 1 else ''}] {format_calls(calls)}" if calls \
+    seen = " ".join(m["content"] for m in BIG_CONV if m["role"] in ("user", "tool") and isinstance(m["content"], str))
+    head = f"call: [{len(calls)} call{'s' if len(calls) != 1 else ''}] {format_calls(calls, seen)}" if calls \
         else "call: [no call]"
     assert out.text.startswith(head)
-    assert LAST_USER in out.text
+    assert LAST_USER in out.text and out.text.endswith(out.context)
     assert out.n_tokens == exact_count(minilm, out.text, plain=True)
     if out.truncation.fits:
-        assert out.n_tokens <= budget
+        assert exact_count(minilm, out.context, plain=True) <= max(budget - 64, 1)
     else:  # only when nothing else was left to cut
         assert len(out.truncation.dropped_tools) == len(NAMES) and out.truncation.dropped_turns == [0, 1, 2, 3]
 
@@ -276,7 +320,7 @@ def test_property_candidate_always_present(minilm, calls, budget):
 # -- RenderSpec ---------------------------------------------------------------------------------------
 
 def test_render_spec_round_trip_and_validation():
-    spec = RenderSpec(mode="chat_template", max_tokens=None, sep=" [SEP] ", near_miss_ratio=1)
+    spec = RenderSpec(mode="chat_template", max_tokens=None, sep=" [SEP] ", candidate_tokens=0)
     data = json.loads(json.dumps(spec.to_dict()))
     assert RenderSpec.from_dict(data) == spec
     assert RenderSpec.from_dict({**data, "added_in_a_later_version": 3}) == spec  # unknown keys ignored
@@ -332,7 +376,7 @@ def test_bfcl_records_render_within_512_minilm_positions(minilm, name, stride):
         assert all(f"{c.name}(" in out.text.split(SEP)[0] for c in calls), rec["id"]
         assert rec["question"][-1][-1]["content"] in out.text, rec["id"]
         if rep.fits:
-            assert out.n_tokens <= 512, rec["id"]
+            assert exact_count(minilm, out.context, plain=True) <= spec.context_tokens, rec["id"]
         else:  # only a last user turn too long on its own (BFCL has one ~4.7k-character prompt)
             assert len(rep.dropped_tools) == len(rec["function"]), rec["id"]
         truncated += rep.truncated

@@ -7,30 +7,38 @@ Two paths, chosen by :attr:`RenderSpec.mode`:
   dicts, which Qwen-style templates render as JSON inside ``<tool_call>`` blocks) or, for an
   abstention, with the candidate text as content.
 - ``plain`` (encoder backbones such as BERT with 512 positions): compact segments joined by
-  :attr:`RenderSpec.sep`, the CANDIDATE FIRST (so a hard cut at the end can never remove it), then the
-  schemas of the called functions, the conversation, and the rest of the catalog (near misses first).
+  :attr:`RenderSpec.sep`, the CANDIDATE FIRST (so a hard cut at the end can never remove it): its call
+  count (``[2 calls]``) and each argument marked by where its value comes from (``name=value`` found
+  verbatim in the conversation, ``name~value`` found after BFCL-style normalisation, ``name?value``
+  found nowhere), then the conversation and the catalog (functions most related to the user's words
+  first).
 
-With a token budget, cuts follow one policy and are listed in :class:`TruncationReport`: shorten
-descriptions, then remove them, then drop conversation turns (oldest first, never the last user
-turn), then drop functions (catalog order, last first). The functions the candidate calls and their
-near misses (similar names) are kept, with shortened descriptions, until the rest of the catalog is
-gone. The candidate is never cut. No torch or transformers import here: the tokenizer is duck-typed
-(``apply_chat_template``, ``__call__`` or ``encode``).
+The context (catalog + conversation) is rendered the same way for every candidate of a prompt: it is
+fit into ``max_tokens - candidate_tokens`` whatever the candidate, and the order of the catalog
+depends on the conversation only. So two candidates differ only in the candidate's own text, and a
+reward model cannot read a candidate's length off the context (and a decoder can score the shared
+prefix once). With a token budget, cuts follow one policy and are listed in :class:`TruncationReport`:
+shorten descriptions, then remove them, then drop conversation turns (oldest first, never the last
+user turn), then drop functions (least related first). The functions most related to the user's
+words are kept, with shortened descriptions, until the rest of the catalog is gone. The candidate is
+never cut. No torch or transformers import here: the tokenizer is duck-typed (``apply_chat_template``,
+``__call__`` or ``encode``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import math
+import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog, calls_from_openai, load_json_field
+from toolrm_rl.core.match import standardize_string
 
 __all__ = ["MODES", "RenderSpec", "RenderedInput", "TruncationReport", "format_calls", "render"]
 
@@ -54,8 +62,13 @@ class RenderSpec:
     sep: str = _help("\n", "Plain mode: separator between segments, e.g. '\\n' or the sep token ' [SEP] '.")
     max_description_chars: int = _help(160, "First cut: function descriptions are shortened to this length.")
     max_param_description_chars: int = _help(60, "First cut: parameter descriptions are shortened to this length.")
-    near_miss_ratio: float = _help(0.8, "Names with difflib ratio >= this to a called name are kept with it.")
-    max_near_misses: int = _help(3, "Near misses kept per called name (closest names if it is not in the catalog).")
+    candidate_tokens: int = _help(64, "Tokens reserved for the candidate: the context is fit into max_tokens - "
+                                      "candidate_tokens whatever the candidate, so all candidates of a prompt see the "
+                                      "same context; a longer candidate makes the input longer than max_tokens.")
+    mark_grounding: bool = _help(True, "Plain mode: write each argument as name=value (value found verbatim in the "
+                                       "conversation), name~value (found after normalisation) or name?value (not found).")
+    max_near_misses: int = _help(3, "Functions most related to the user's words that keep shortened descriptions "
+                                    "until the rest of the catalog is gone (besides the most related one).")
     chars_per_token: float = _help(4.0, "Without a tokenizer, n_tokens = ceil(len(text) / chars_per_token).")
 
     def __post_init__(self) -> None:
@@ -65,10 +78,22 @@ class RenderSpec:
             raise ValueError(f"RenderSpec.mode: expected one of {MODES}, got {self.mode!r}")
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise ValueError("RenderSpec.max_tokens: must be positive or None")
-        if min(self.max_description_chars, self.max_param_description_chars, self.max_near_misses) < 0:
-            raise ValueError("RenderSpec: description limits and max_near_misses must be >= 0")
-        if not 0.0 <= self.near_miss_ratio <= 1.0 or self.chars_per_token <= 0:
-            raise ValueError("RenderSpec: near_miss_ratio must be in [0, 1] and chars_per_token > 0")
+        if min(self.max_description_chars, self.max_param_description_chars, self.max_near_misses,
+               self.candidate_tokens) < 0:
+            raise ValueError("RenderSpec: description limits, candidate_tokens and max_near_misses must be >= 0")
+        if self.chars_per_token <= 0:
+            raise ValueError("RenderSpec: chars_per_token must be > 0")
+
+    @property
+    def context_tokens(self) -> int | None:
+        """The context's budget: ``max_tokens - candidate_tokens`` (at least 1), None without a budget."""
+        return None if self.max_tokens is None else max(self.max_tokens - self.candidate_tokens, 1)
+
+    @property
+    def hard_cap_tokens(self) -> int | None:
+        """Where scoring and training cut an input (away from the candidate): ``2 * max_tokens``, room for a
+        candidate far longer than ``candidate_tokens`` while bounding the cost of a hostile one."""
+        return None if self.max_tokens is None else 2 * self.max_tokens
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a JSON-able dict (field name -> value)."""
@@ -118,11 +143,14 @@ class TruncationReport:
 
 @dataclass
 class RenderedInput:
-    """The rendered text, its length in tokens and what was cut.
+    """The rendered text, its length in tokens, what was cut, and the candidate-independent context.
 
     ``n_tokens`` is exact when a tokenizer was given (plain mode counts the special tokens the
     tokenizer adds, chat mode counts the templated text as is); otherwise it is the estimate
-    ``ceil(len(text) / spec.chars_per_token)`` and ``n_tokens_exact`` is False.
+    ``ceil(len(text) / spec.chars_per_token)`` and ``n_tokens_exact`` is False. ``context`` is the
+    catalog and conversation as rendered for every candidate of this prompt: the end of a plain text
+    (after the candidate segment); in chat mode the templated messages with an empty answer, whose text
+    up to the answer is the text's prefix.
     """
 
     text: str
@@ -130,12 +158,78 @@ class RenderedInput:
     n_tokens_exact: bool
     truncation: TruncationReport
     mode: str
+    context: str = ""
 
 
-def format_calls(calls: Sequence[ToolCall]) -> str:
-    """Compact one-line form of calls, ``f(a=1) ; g(b="x")`` (values as JSON)."""
-    return " ; ".join(f"{c.name}(" + ", ".join(f"{k}={_val(v)}" for k, v in c.arguments.items()) + ")"
-                      for c in calls)
+def format_calls(calls: Sequence[ToolCall], grounding: str | None = None) -> str:
+    """Compact one-line form of calls, ``f(a=1) ; g(b="x")`` (values as JSON).
+
+    With ``grounding`` (the conversation's text) each argument is written ``a=v`` when its value is
+    found verbatim in that text, ``a~v`` when found after BFCL-style normalisation, ``a?v`` when not
+    found (see :func:`value_grounding`).
+
+    >>> format_calls([ToolCall("f", {"city": "Paris", "n": 3})], grounding="weather in paris")
+    'f(city="Paris", n?3)'
+    """
+    ground = _Grounding(grounding) if grounding is not None else None
+    return " ; ".join(f"{c.name}(" + ", ".join(
+        f"{k}{ground.mark(v) if ground else '='}{_val(v)}" for k, v in c.arguments.items()) + ")" for c in calls)
+
+
+def value_grounding(value: Any, text: str) -> str:
+    """Where ``value`` (an argument value) comes from in ``text``: ``"="`` verbatim (case-insensitive,
+    not inside a longer word or number), ``"~"`` after BFCL's string normalisation (lower case, spaces
+    and ``,./-_*^`` removed), ``"?"`` not found. Lists and dicts take their worst element; booleans,
+    None and empty values count as found (nothing to ground).
+
+    >>> [value_grounding(v, "Book 2 tickets to New York, on 2024-05-01") for v in ("new york", 2, "NewYork", 3)]
+    ['=', '=', '~', '?']
+    """
+    return _Grounding(text).mark(value)
+
+
+_LEAF_LIMIT = 64  # leaves checked per value: a hostile candidate cannot make grounding quadratic
+_HAYSTACK_LIMIT = 20_000
+
+
+class _Grounding:
+    """Value look-ups in one conversation text (lower-cased and normalised once)."""
+
+    def __init__(self, text: str) -> None:
+        self.raw = text[:_HAYSTACK_LIMIT].lower()
+        self.std = standardize_string(self.raw)
+
+    def mark(self, value: Any) -> str:
+        marks = [self._leaf(v) for v in _leaves(value, _LEAF_LIMIT)]
+        return "?" if "?" in marks else "~" if "~" in marks else "="
+
+    def _leaf(self, value: Any) -> str:
+        if isinstance(value, bool) or value is None:
+            return "="
+        if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+            value = int(value)
+        needle = str(value).lower() if not isinstance(value, str) else value.lower().strip()
+        if not needle:
+            return "="
+        needle = needle[:200]
+        if re.search(r"(?<![a-z0-9])" + re.escape(needle) + r"(?![a-z0-9])", self.raw):
+            return "="
+        std = standardize_string(needle)
+        return "~" if std and not isinstance(value, (int, float)) and std in self.std else "?"
+
+
+def _leaves(value: Any, limit: int) -> list[Any]:
+    out: list[Any] = []
+    stack = [value]
+    while stack and len(out) < limit:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(reversed(list(v.values())))
+        elif isinstance(v, (list, tuple)):
+            stack.extend(reversed(v))
+        else:
+            out.append(v)
+    return out
 
 
 @dataclass
@@ -168,8 +262,9 @@ def render(catalog: Any, conversation: Any, candidate: Sequence[ToolCall], *, sp
     :param tokenizer: needed for ``chat_template`` mode; in ``plain`` mode it makes ``n_tokens`` exact.
     :param candidate_text: the candidate's text content: the abstention answer (both modes); in chat
         mode also shown before the calls.
-    :returns: :class:`RenderedInput`. Raises ``ValueError`` for chat mode without a tokenizer or an
-        unreadable conversation, ``TypeError`` for a candidate that is not a list of ToolCall,
+    :returns: :class:`RenderedInput`; its ``context`` and ``truncation`` do not depend on the candidate.
+        Raises ``ValueError`` for chat mode without a tokenizer or an unreadable conversation,
+        ``TypeError`` for a candidate that is not a list of ToolCall,
         :class:`~toolrm_rl.core.calls.CatalogError` for an unreadable catalog.
     """
     spec = spec if spec is not None else RenderSpec()
@@ -178,41 +273,43 @@ def render(catalog: Any, conversation: Any, candidate: Sequence[ToolCall], *, sp
         raise TypeError("candidate: expected a list of ToolCall")
     if spec.mode == "chat_template" and not hasattr(tokenizer, "apply_chat_template"):
         raise ValueError("RenderSpec.mode 'chat_template' needs a tokenizer with apply_chat_template")
-    lay = _Layout(ToolCatalog.load(catalog), _messages(conversation), calls, candidate_text, spec, tokenizer)
+    lay = _Layout(ToolCatalog.load(catalog), _messages(conversation), spec, tokenizer)
     count, exact = _counter(tokenizer, spec, lay.chat)
+    budget = spec.context_tokens
     levels, dropped = {n: 0 for n in lay.names}, set()
-    text = lay.text(levels, dropped)
-    if spec.max_tokens is None or len(text) <= spec.max_tokens * spec.chars_per_token:
-        n_tok = count([text], True)[0]  # likely fits: one exact count is all most inputs need
-        if spec.max_tokens is None or n_tok <= spec.max_tokens:
-            return RenderedInput(text, n_tok, exact, TruncationReport(), spec.mode)
-    text, n_tok, levels, dropped = _fit(lay, count, spec.max_tokens)
-    report = TruncationReport(
-        shortened_descriptions=[p for n in lay.names if levels[n] == 1 for p in lay.tool(n, 1)[1]],
-        removed_descriptions=[p for n in lay.names if levels[n] == 2 for p in lay.tool(n, 2)[1]],
-        dropped_turns=sorted(dropped), dropped_tools=[n for n in lay.names if levels[n] == 3],
-        fits=n_tok <= spec.max_tokens)
-    return RenderedInput(text, n_tok, exact, report, spec.mode)
+    context = lay.text(levels, dropped)
+    report = TruncationReport()
+    n_ctx = None
+    if budget is not None and len(context) > budget * spec.chars_per_token:
+        n_ctx = budget + 1  # certainly over: go straight to the cuts
+    elif budget is not None:
+        n_ctx = count([context], True)[0]  # likely fits: one exact count is all most inputs need
+    if budget is not None and n_ctx > budget:
+        context, n_ctx, levels, dropped = _fit(lay, count, budget)
+        report = TruncationReport(
+            shortened_descriptions=[p for n in lay.names if levels[n] == 1 for p in lay.tool(n, 1)[1]],
+            removed_descriptions=[p for n in lay.names if levels[n] == 2 for p in lay.tool(n, 2)[1]],
+            dropped_turns=sorted(dropped), dropped_tools=[n for n in lay.names if levels[n] == 3],
+            fits=n_ctx <= budget)
+    text = lay.with_candidate(levels, dropped, context, calls, candidate_text)
+    return RenderedInput(text, count([text], True)[0], exact, report, spec.mode, context)
 
 
 class _Layout:
-    """The text for a cut state (description level per function: 0 full, 1 shortened, 2 removed,
-    3 dropped; set of dropped turn indices), and the texts of the cuttable pieces for the cost model."""
+    """The context text for a cut state (description level per function: 0 full, 1 shortened,
+    2 removed, 3 dropped; set of dropped turn indices), the texts of the cuttable pieces for the cost
+    model, and the full text with a candidate. Nothing here depends on the candidate but
+    :meth:`with_candidate`."""
 
-    def __init__(self, cat: ToolCatalog, msgs: list[dict[str, Any]], calls: list[ToolCall],
-                 candidate_text: str | None, spec: RenderSpec, tokenizer: Any) -> None:
+    def __init__(self, cat: ToolCatalog, msgs: list[dict[str, Any]], spec: RenderSpec, tokenizer: Any) -> None:
         self.cat, self.msgs, self.spec, self.tokenizer = cat, msgs, spec, tokenizer
         self.chat, self.names = spec.mode == "chat_template", cat.names()
-        self.top = _relevant(cat, calls, spec)
-        self.order = self.top + [n for n in self.names if n not in self.top]  # most worth keeping first
-        self.called = [n for n in dict.fromkeys(c.name for c in calls) if n in cat]
+        self.order = _by_relevance(cat, msgs)  # most worth keeping first
+        self.top = self.order[:1 + spec.max_near_misses]
         self.last_user = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=None)
-        self.candidate = _candidate_message(calls, candidate_text)
         if self.chat:  # a turn's cost: its content and calls (role markers stay in the fixed part)
             self.turns = [m["content"] + "".join(_val(tc["function"]) for tc in m.get("tool_calls", ())) for m in msgs]
         else:
-            self.head = [_plain_candidate(calls, candidate_text)] + [
-                f"function {n}: {_NOT_IN_CATALOG}" for n in dict.fromkeys(c.name for c in calls) if n not in cat]
             self.turns = [_plain_turn(m) for m in msgs]
         self._variants: dict[tuple[str, int], tuple[str, list[str], dict[str, Any]]] = {}
 
@@ -228,20 +325,32 @@ class _Layout:
         """A piece as it appears in the text: with its separator (the template writes one tool a line)."""
         return "\n" + text if self.chat else text + self.spec.sep
 
+    def _chat(self, levels: dict[str, int], dropped: set[int], extra: list[dict[str, Any]]) -> str:
+        tools = [self.tool(n, levels[n])[2] for n in self.names if levels[n] < 3]
+        messages = [m for i, m in enumerate(self.msgs) if i not in dropped] + extra
+        return self.tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False)
+
     def text(self, levels: dict[str, int], dropped: set[int]) -> str:
-        """The full input text for a cut state."""
-        if self.chat:
-            tools = [self.tool(n, levels[n])[2] for n in self.names if levels[n] < 3]
-            messages = [m for i, m in enumerate(self.msgs) if i not in dropped] + [self.candidate]
-            return self.tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False)
-        segs = self.head + [self.tool(n, levels[n])[0] for n in self.called if levels[n] < 3]
-        segs += [t for i, t in enumerate(self.turns) if i not in dropped]
-        segs += [self.tool(n, levels[n])[0] for n in self.order if n not in self.called and levels[n] < 3]
+        """The context text for a cut state."""
+        if self.chat:  # with an empty answer: a template may need a message, and the candidate goes there
+            return self._chat(levels, dropped, [_candidate_message([], None)])
+        segs = [t for i, t in enumerate(self.turns) if i not in dropped]
+        segs += [self.tool(n, levels[n])[0] for n in self.order if levels[n] < 3]
         return self.spec.sep.join(segs)
+
+    def with_candidate(self, levels: dict[str, int], dropped: set[int], context: str, calls: list[ToolCall],
+                       candidate_text: str | None) -> str:
+        """The whole input: the context of this cut state with the candidate."""
+        if self.chat:
+            return self._chat(levels, dropped, [_candidate_message(calls, candidate_text)])
+        seen = " ".join(m["content"] for m in self.msgs if m["role"] in ("user", "tool"))
+        head = [_plain_candidate(calls, candidate_text, seen if self.spec.mark_grounding else None)]
+        head += [f"function {n}: {_NOT_IN_CATALOG}" for n in dict.fromkeys(c.name for c in calls) if n not in self.cat]
+        return self.spec.sep.join(head + ([context] if context else []))
 
 
 def _fit(lay: _Layout, count: _Count, max_tokens: int) -> tuple[str, int, dict[str, int], set[int]]:
-    """Choose the cuts for the budget: (text, n_tokens, level per function, dropped turns).
+    """Choose the cuts for the context budget: (text, n_tokens, level per function, dropped turns).
 
     Cost model: every cuttable piece counted in one batch (functions with and without descriptions;
     the shortened level interpolated by length), the protected rest once. It is additive, so choosing
@@ -257,8 +366,8 @@ def _fit(lay: _Layout, count: _Count, max_tokens: int) -> tuple[str, int, dict[s
     for j, n in enumerate(names):
         (c0, c2), (l0, l1, l2) = (c[j], c[nn + j]), (len(lay.tool(n, lv)[0]) for lv in (0, 1, 2))
         costs["tool", n] = [c0, math.ceil(c2 + (c0 - c2) * (l1 - l2) / max(l0 - l2, 1)), c2, 0]
-    # Policy order; within a stage the least relevant function goes first. Called functions and their
-    # near misses keep their shortened descriptions until the rest of the catalog is gone.
+    # Policy order; within a stage the least related function goes first. The most related functions
+    # keep their shortened descriptions until the rest of the catalog is gone.
     rest, top = ([("tool", n) for n in reversed(group)] for group in (lay.order[len(lay.top):], lay.top))
     steps = ([(k, 0, 1) for k in rest + top] + [(k, 1, 2) for k in rest] + [(("turn", i), 0, 1) for i in droppable]
              + [(k, 2, 3) for k in rest] + [(k, 1, 2) for k in top] + [(k, 2, 3) for k in top])
@@ -314,15 +423,30 @@ def _counter(tokenizer: Any, spec: RenderSpec, chat: bool) -> tuple[_Count, bool
     return count, True
 
 
-def _relevant(cat: ToolCatalog, calls: list[ToolCall], spec: RenderSpec) -> list[str]:
-    """Catalog names the candidate calls, then their near misses (kept before the rest)."""
+_WORD = re.compile(r"[a-z0-9]{3,}")
+_STOP = frozenset("the and for with from that this what are you your can get set has have into about which "
+                  "will would should could please also all any how who when where".split())
+_SPLIT_NAME = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower())) - _STOP
+
+
+def _by_relevance(cat: ToolCatalog, msgs: list[dict[str, Any]]) -> list[str]:
+    """Catalog names, those sharing most words with the user's turns first (catalog order on ties).
+    It reads the conversation only, never a candidate: the context is the same for every candidate."""
+    asked = _words(" ".join(m["content"] for m in msgs if m["role"] == "user")[:_HAYSTACK_LIMIT])
     names = cat.names()
-    top = [n for n in dict.fromkeys(c.name for c in calls) if n in cat]
-    for name in dict.fromkeys(c.name for c in calls):
-        # a name missing from the catalog gets its closest real names: what the model probably meant
-        cutoff = spec.near_miss_ratio if name in cat else 0.0
-        top += difflib.get_close_matches(name, [m for m in names if m != name], spec.max_near_misses, cutoff)
-    return list(dict.fromkeys(top))
+
+    def overlap(name: str) -> int:
+        spec = cat[name]
+        words = _words(" ".join(_SPLIT_NAME.split(name)) + " " + str(spec.description)[:2000] + " "
+                       + " ".join(spec.properties)[:2000])
+        return len(asked & words)
+
+    score = {n: overlap(n) for n in names}
+    return sorted(names, key=lambda n: -score[n])  # stable: ties keep catalog order
 
 
 def _shorten(text: str, cap: int) -> str:
@@ -400,10 +524,10 @@ def _plain_turn(m: dict[str, Any]) -> str:
     return f"{m['role']}: {body}"
 
 
-def _plain_candidate(calls: list[ToolCall], text: str | None) -> str:
+def _plain_candidate(calls: list[ToolCall], text: str | None, grounding: str | None = None) -> str:
     if not calls:
         return ("call: [no call] " + (text or "").strip()).rstrip()
-    return f"call: [{len(calls)} call{'s' if len(calls) != 1 else ''}] {format_calls(calls)}"
+    return f"call: [{len(calls)} call{'s' if len(calls) != 1 else ''}] {format_calls(calls, grounding)}"
 
 
 def _candidate_message(calls: list[ToolCall], text: str | None) -> dict[str, Any]:

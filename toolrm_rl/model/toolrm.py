@@ -286,11 +286,11 @@ class ToolRM:
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of rendered texts, as scoring and training must see them (one rule for both).
 
-        The cap is ``RenderSpec.max_tokens`` and the model's limit, whichever is smaller. Only inputs
-        the renderer could not fit exceed it; they are cut away from the candidate (see
+        The cap is ``RenderSpec.hard_cap_tokens`` and the model's limit, whichever is smaller. Only
+        inputs the renderer could not fit (or hostile, very long candidates) exceed it; they are cut away from the candidate (see
         :func:`truncate_ids`) with a one-time warning, never with an error (an RL reward must score)."""
         plain = self.render_spec.mode == "plain"
-        limits = [n for n in (self.max_length, self.render_spec.max_tokens) if n]
+        limits = [n for n in (self.max_length, self.render_spec.hard_cap_tokens) if n]
         cap = min(limits) if limits else None
         ids = self.tokenizer(list(texts), add_special_tokens=plain, verbose=False)["input_ids"]
         if cap is not None and any(len(row) > cap for row in ids):

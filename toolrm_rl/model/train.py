@@ -271,7 +271,7 @@ def train(cfg: RMTrainConfig) -> TrainResult:
     # Loaded on the CPU: the Trainer (accelerate) places it, one device per process under FSDP/DeepSpeed.
     rm = ToolRM.from_pretrained(backbone, dtype="float32" if dtype == "auto" else dtype, render_spec=None, device="cpu")
     spec = RenderSpec.from_dict({**rm.render_spec.to_dict(), **dict(cfg.model.render)})
-    max_length = min(n for n in (spec.max_tokens, rm.max_length, 1 << 30) if n)
+    max_length = min(n for n in (spec.hard_cap_tokens, rm.max_length, 1 << 30) if n)
 
     train_pairs, eval_pairs, data_report = build_pairs(cfg.data)
     train_ds, cut_train = tokenize_pairs(train_pairs, rm.tokenizer, spec, max_length, t.margin, "rendering train pairs")
