@@ -191,6 +191,30 @@ def test_cli_json_last_line_contract_for_several_scorers(tmp_path, monkeypatch):
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {"report.md", "report.json", "by_category.png"}
 
 
+def test_cli_counts_blank_lines_and_rejects_bad_fields_and_missing_files(tmp_path):
+    runner = CliRunner()
+    rows = [json.dumps(p.to_fc_rewardbench()) for p in PAIRS]
+    data = tmp_path / "blank.jsonl"
+    data.write_text(rows[0] + "\n\n" + "\n".join(rows[1:]) + "\n   \n")
+    result = runner.invoke(app, ["eval", "fc-rewardbench", "--data", str(data), "--scorer", "rules", "--json",
+                                 "bootstrap_samples=10"])
+    assert result.exit_code == 0, result.output
+    assert "7 pairs from" in result.output and "2 blank lines ignored" in result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["n_blank_lines"] == 2
+    for column, value in (("test_category", 3), ("model_name", ["m1"])):
+        bad = tmp_path / f"bad_{column}.jsonl"
+        bad.write_text("\n".join(rows[:2] + [json.dumps({**json.loads(rows[2]), column: value})]) + "\n")
+        result = runner.invoke(app, ["eval", "fc-rewardbench", "--data", str(bad), "--scorer", "rules"],
+                               env={"COLUMNS": "1000"})
+        assert result.exit_code == 2, result.output
+        assert f"{bad}: line 3: field '{column}': expected a string" in result.output
+    missing = tmp_path / "missing.jsonl"
+    result = runner.invoke(app, ["eval", "fc-rewardbench", "--data", str(missing), "--scorer", "rules"],
+                           env={"COLUMNS": "1000"})
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output  # no traceback
+    assert f"{missing}: no such file" in result.output
+
+
 def test_cli_recipe_with_overrides_and_print_config(tmp_path):
     from pathlib import Path
 

@@ -304,6 +304,11 @@ BAD_ROWS = [  # (id, base row, change, field, message fragment)
     ("incorrect-args", _train_row, {"tool_calls_incorrect": '[{"name": "f", "arguments": [1]}]'},
      "tool_calls_incorrect", "arguments: expected an object"),
     ("chosen-text", _train_row, {"chosen_text": 3}, "chosen_text", "expected a string or null, got int"),
+    ("category-int", _fc_row, {"test_category": 3}, "test_category", "expected a string or null, got int 3"),
+    ("model-list", _fc_row, {"model_name": ["m1"]}, "model_name", "expected a string or null, got list"),
+    ("generator-dict", _train_row, {"generator_model": {"m": 1}}, "generator_model", "expected a string or null"),
+    ("error-type-float", _fc_row, {"error_type": 1.5}, "error_type", "expected a string or null, got float"),
+    ("id-list", _fc_row, {"test_id": ["a"]}, "test_id", "expected a string or null, got list"),
 ]
 
 
@@ -390,6 +395,19 @@ def test_limit_reads_at_most_that_many_rows(tmp_path):
     assert load_pairs(path, limit=100)[1].n_loaded == 4
     with pytest.raises(ValueError):
         load_pairs(path, limit=-1)
+
+
+def test_blank_lines_are_counted_and_reported_not_rows(tmp_path):
+    path = write_jsonl(tmp_path / "data.jsonl", [_fc_row(), _fc_row(), _fc_row()], blank_after=1)
+    path.write_text(path.read_text() + "\n  \n")
+    records, report = load_pairs(path)
+    assert (len(records), report.n_rows, report.n_loaded, report.n_blank_lines) == (3, 3, 3, 3)
+    assert str(report) == "3 of 3 rows loaded, 3 blank lines ignored"
+    assert [index for _, index, _ in iter_rows(path)] == [1, 3, 4]  # line numbers still count blank lines
+
+
+def test_numeric_ids_are_read_as_text(tmp_path):
+    assert load_pairs(write_jsonl(tmp_path / "d.jsonl", [{**_fc_row(), "test_id": 17}]))[0][0].id == "17"
 
 
 def test_missing_ids_get_file_and_index(tmp_path):

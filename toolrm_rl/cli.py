@@ -244,7 +244,7 @@ def eval_fc_rewardbench(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         result = run(cfg, echo=typer.echo)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:  # a missing --data file or a bad row (file, row, field)
         raise typer.BadParameter(str(err)) from None
     except ScorerUnavailable as err:
         typer.echo(f"scorer unavailable: {err}", err=True)

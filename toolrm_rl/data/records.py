@@ -191,18 +191,22 @@ class PairRecord:
 @dataclass
 class LoadReport:
     """What :func:`load_pairs` read: rows seen, records loaded, rows skipped (``skip_bad_rows=True``)
-    with the first :data:`MAX_ERRORS` messages, and the number of rows of each schema."""
+    with the first :data:`MAX_ERRORS` messages, the number of rows of each schema, and the blank lines
+    of JSON Lines input (skipped; not rows)."""
 
     n_rows: int = 0
     n_loaded: int = 0
     n_skipped: int = 0
     errors: list[str] = field(default_factory=list)
     schemas: dict[str, int] = field(default_factory=dict)
+    n_blank_lines: int = 0
 
     def __str__(self) -> str:
         text = f"{self.n_loaded} of {self.n_rows} rows loaded"
         if self.n_skipped:
             text += f", {self.n_skipped} skipped (first: {self.errors[0]})"
+        if self.n_blank_lines:
+            text += f", {self.n_blank_lines} blank line{'s' if self.n_blank_lines > 1 else ''} ignored"
         return text
 
 
@@ -242,7 +246,7 @@ def _parse_row(row: Any, schema: str, default_id: str) -> PairRecord:
     chosen = _parse_calls(row, chosen_col)
     rejected = _parse_calls(row, rejected_col)
     return PairRecord(
-        id=_text(row, id_col) or default_id,
+        id=_identifier(row, id_col) or default_id,
         tools=tools,
         conversation=conversation,
         chosen=chosen,
@@ -337,7 +341,16 @@ def _parse_conversation(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _text(row: dict[str, Any], name: str) -> str:
     value = row.get(name)
-    return "" if value is None else value if isinstance(value, str) else str(value)
+    if value is not None and not isinstance(value, str):
+        raise _FieldError(name, f"expected a string or null, got {type(value).__name__} {value!r:.60}")
+    return value or ""
+
+
+def _identifier(row: dict[str, Any], name: str) -> str:
+    value = row.get(name)
+    if type(value) is int:  # numeric ids are common and unambiguous
+        return str(value)
+    return _text(row, name)
 
 
 def _optional_text(row: dict[str, Any], name: str) -> str | None:
@@ -389,9 +402,10 @@ def _open_text(path: Path):
     return open(path, encoding="utf-8")
 
 
-# An item of _rows: (label, unit, index, row or the RecordError of an unreadable row); unit is
-# "line" (1-based line of a JSON Lines file) or "row" (0-based index).
+# An item of _rows: (label, unit, index, row or the RecordError of an unreadable row, or BLANK for a
+# blank line); unit is "line" (1-based line of a JSON Lines file) or "row" (0-based index).
 _Item = tuple[str, str, int, Any]
+_BLANK = object()  # a blank line of JSON Lines input: not a row, but counted
 
 
 def iter_jsonl(path: str | Path, *, objects: bool = True) -> Iterator[tuple[int, Any]]:
@@ -413,6 +427,7 @@ def iter_jsonl(path: str | Path, *, objects: bool = True) -> Iterator[tuple[int,
 def _jsonl_rows(lines: Iterable[str], label: str) -> Iterator[_Item]:
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
+            yield label, "line", lineno, _BLANK
             continue
         try:
             yield label, "line", lineno, json.loads(line)
@@ -567,6 +582,8 @@ def iter_rows(source: str | Path, split: str | None = None) -> Iterator[tuple[st
     ``FileNotFoundError`` when the source is neither a local path nor a loadable hub id.
     """
     for label, _unit, index, row in _rows(source, split):
+        if row is _BLANK:
+            continue
         if isinstance(row, RecordError):
             raise row
         yield label, index, row
@@ -600,6 +617,9 @@ def load_pairs(source: str | Path, *, split: str | None = None, schema: str = "a
     if limit == 0:
         return records, report
     for label, unit, index, row in _rows(source, split):
+        if row is _BLANK:
+            report.n_blank_lines += 1
+            continue
         report.n_rows += 1
         try:
             if isinstance(row, RecordError):
@@ -623,6 +643,8 @@ def load_pairs(source: str | Path, *, split: str | None = None, schema: str = "a
             break
     report.n_loaded = len(records)
     report.schemas = dict(schemas)
+    if report.n_blank_lines:
+        log.info("%s: ignored %d blank line(s)", label, report.n_blank_lines)
     if report.n_skipped:
         log.warning("%s: skipped %d of %d rows; first: %s", label, report.n_skipped, report.n_rows, report.errors[0])
     return records, report

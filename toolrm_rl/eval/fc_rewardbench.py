@@ -310,7 +310,9 @@ def build_scorers(cfg: FCRewardBenchConfig) -> list[Scorer]:
 
 def run(cfg: FCRewardBenchConfig, *, echo: Any = print) -> dict[str, Any]:
     """Evaluate every configured scorer on the pairs; print the category table with ``echo``; write
-    the reports when ``cfg.out`` is set; return :func:`result_json` (with ``data``, ``n_skipped``)."""
+    the reports when ``cfg.out`` is set; return :func:`result_json` (with ``data``, ``n_skipped``,
+    ``n_blank_lines``). Raises ``FileNotFoundError`` for a missing data file, ``ValueError`` (a
+    :class:`~toolrm_rl.data.records.RecordError` naming file, row and field) for a bad row."""
     from toolrm_rl.data.records import load_pairs
 
     if not cfg.scorers:
@@ -332,10 +334,11 @@ def run(cfg: FCRewardBenchConfig, *, echo: Any = print) -> dict[str, Any]:
                                       valid=valid))
         log.info("%s: accuracy %.3f on %d pairs in %.1fs", reports[-1].scorer, reports[-1].accuracy, len(pairs),
                  reports[-1].seconds)
-    echo(f"{len(pairs)} pairs from {cfg.data} ({load_report.n_skipped} skipped)\n")
+    blank = f", {load_report.n_blank_lines} blank lines ignored" if load_report.n_blank_lines else ""
+    echo(f"{len(pairs)} pairs from {cfg.data} ({load_report.n_skipped} skipped{blank})\n")
     echo(_overall_table(reports))
     echo(markdown_table(reports, "by_category"))
-    extra = {"data": cfg.data, "n_skipped": load_report.n_skipped}
+    extra = {"data": cfg.data, "n_skipped": load_report.n_skipped, "n_blank_lines": load_report.n_blank_lines}
     if cfg.out is not None:
         paths = write_reports(reports, cfg.out, data=cfg.data, extra=extra)
         echo("reports: " + ", ".join(str(p) for p in paths.values()))
