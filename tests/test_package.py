@@ -49,16 +49,34 @@ def test_cli_check_reports_parse_schema_and_match(tmp_path):
     result = runner.invoke(app, ["core", "check", "--tools", f"@{tmp_path / 'tools.json'}",
                                  "--output", '<tool_call>{"name": "f", "arguments": {"x": "3"}}</tool_call>',
                                  "--answer", '[{"f": {"x": [3]}}]'])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # an invalid call fails the check
     out = json.loads(result.output)
     assert out["format"] == "hermes" and out["calls"] == [{"f": {"x": "3"}}]
     assert out["schema_ok"] is False and out["violations"][0]["category"] == "type"
     assert out["match"] == {"valid": False, "error_type": "type_error:simple", "message": out["match"]["message"]}
 
 
+def test_cli_check_exit_code_says_whether_the_output_passed():
+    tools = '[{"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}]'
+    runner = CliRunner()
+
+    def check(output, *extra):
+        result = runner.invoke(app, ["core", "check", "--tools", tools, "--output", output, *extra])
+        return result.exit_code, json.loads(result.output)
+
+    code, out = check('<tool_call>{"name": "f", "arguments": {"x": 3}}</tool_call>', "--answer", '[{"f": {"x": [3]}}]')
+    assert code == 0 and out["schema_ok"] is True and out["match"]["valid"] is True
+    code, out = check('<tool_call>{"name": "f", "arguments": {"x": 3}}</tool_call>', "--answer", '[{"f": {"x": [4]}}]')
+    assert code == 1 and out["schema_ok"] is True and out["match"]["valid"] is False  # schema-valid, wrong value
+    code, out = check('<tool_call>{"name": "g", "arguments": {}}</tool_call>')
+    assert code == 1 and out["schema_ok"] is False  # unknown function, no ground truth given
+    code, out = check('<tool_call>{"name": "f", "arguments": {"x": 3}')
+    assert code == 1 and out["parse_error"] is not None and out["schema_ok"] is False
+
+
 def test_cli_check_bad_tools_is_a_clear_error():
     result = CliRunner().invoke(app, ["core", "check", "--tools", '[{"description": "no name"}]', "--output", "x"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2  # a usage error, not a failed check
     assert "tools[0].name" in result.output
 
 

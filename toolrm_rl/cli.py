@@ -92,7 +92,9 @@ def core_check(
     fmt: str = typer.Option("auto", "--format", "-f", help="Output format: auto, hermes, json, pythonic, openai."),
     category: str = typer.Option("simple", "--category", "-c", help="BFCL category for matching (simple, multiple, parallel, ...)."),
 ) -> None:
-    """Parse one model output, check it against the tool schemas and (optionally) a ground truth; print JSON."""
+    """Parse one model output, check it against the tool schemas and (optionally) a ground truth; print JSON.
+
+    Exit code 0 when the output parses, passes the schema rules and (with --answer) matches; 1 otherwise."""
     from toolrm_rl.core import CatalogError, ToolCatalog
     from toolrm_rl.core.bfcl_types import language_of_category
     from toolrm_rl.core.match import GroundTruth
@@ -110,14 +112,18 @@ def core_check(
         "format": result.format,
         "parse_error": None if result.ok else {"kind": result.error.kind, "message": result.error.message},
         "calls": [c.to_bfcl() for c in result.calls],
-        "schema_ok": report.ok,
+        "schema_ok": report.ok and result.ok,  # an unparsable output is not schema-valid
         "violations": [{"call": v.call_index, "function": v.function, "param": v.param, "category": v.category,
                         "bfcl_error_type": v.bfcl_error_type, "message": v.message} for v in report.violations],
     }
+    passed = out["schema_ok"]
     if truth is not None:
         verdict = truth.check(result.calls)
         out["match"] = {"valid": verdict.valid, "error_type": verdict.error_type, "message": verdict.message}
+        passed = passed and verdict.valid
     typer.echo(json.dumps(out, indent=2, ensure_ascii=False, default=repr))
+    if not passed:
+        raise typer.Exit(1)
 
 
 @core_app.command("demo")
