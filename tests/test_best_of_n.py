@@ -145,6 +145,56 @@ def test_cli_best_of_n_with_rules_scorer(tmp_path):
     assert out["accuracy"]["reward"] == out["accuracy"]["first_valid"] == EXPECTED_ACCURACY["first_valid"]
 
 
+def _five_questions_two_with_candidates(tmp_path):
+    data = tmp_path / "examples.jsonl"
+    data.write_text("".join(json.dumps({"id": q, "tools": TOOLS, "conversation": CONV, "category": "simple",
+                                        "possible_answer": [{"f": {"x": [x]}}]}) + "\n"
+                            for q, x in (("q0", 0), ("q1", 1), ("q2", 5), ("q3", 3), ("q4", 4))))
+    cands = tmp_path / "cands.jsonl"
+    rows = [{"id": k, **v} for k, v in CANDIDATES.items()] + [{"id": "elsewhere", "candidates": ["[f(x=1)]"]}]
+    cands.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data, cands
+
+
+def test_candidates_are_matched_before_the_limit_samples_and_gaps_are_warned(tmp_path, caplog):
+    data, cands = _five_questions_two_with_candidates(tmp_path)
+    messages = []
+    cfg = BestOfNConfig(data=str(data), candidates=str(cands), n=4, limit=2, out=str(tmp_path / "out"))
+    with caplog.at_level("WARNING", logger="toolrm_rl.eval.best_of_n"):
+        result = run_best_of_n(cfg, scorer=LargestX(), progress=messages.append)
+    # both questions with candidates are kept (sampling 2 of the 5 first would usually drop some)
+    assert result.n_questions == 2 and set(result.selections) == {"q1", "q2"}
+    assert result.accuracy == EXPECTED_ACCURACY
+    assert result.coverage == {"questions": 5, "n_requested": 4, "with_candidates": 2, "without_candidates": 3,
+                               "candidates_without_question": 1}
+    warnings = [m for m in messages if m.startswith("WARNING: ")]
+    assert any("3 of 5 questions" in m and "no candidates" in m for m in warnings), messages
+    assert any("1 candidate rows" in m and "'elsewhere'" in m for m in warnings), messages
+    assert "3 of 5 questions" in caplog.text
+    assert "**3 of 5 questions had no candidates" in (tmp_path / "out" / "report.md").read_text()
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["coverage"]["without_candidates"] == 3
+    # a limit below the matched count samples among the questions that have candidates
+    one = run_best_of_n(BestOfNConfig(data=str(data), candidates=str(cands), n=4, limit=1, out=str(tmp_path / "o1")),
+                        scorer=LargestX(), progress=messages.append)
+    assert one.n_questions == 1 and set(one.selections) <= {"q1", "q2"}
+
+
+def test_readme_positional_recipe_form_with_a_smaller_candidates_file(tmp_path):
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "eval" / "best_of_n.yaml"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "toolrm eval best-of-n recipes/eval/best_of_n.yaml --candidates" in readme  # the form tested here
+    data, cands = _five_questions_two_with_candidates(tmp_path)
+    result = CliRunner().invoke(app, ["eval", "best-of-n", str(recipe), "--candidates", str(cands), "--scorer", "rules",
+                                      "--data", str(data), "--out", str(tmp_path / "out"), "--json"],
+                                env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "WARNING: n=32 but 2 of 2 questions have fewer candidates" in result.output  # the recipe's n: 32
+    out = json.loads(result.output.strip().splitlines()[-1])
+    assert out["ns"] == [1, 2, 4] and out["n_questions"] == 2
+
+
 def test_make_scorer_gives_the_checkpoint_only_to_reward_model_scorers():
     from toolrm_rl.eval.best_of_n import make_scorer
     from toolrm_rl.scoring import RulesScorer

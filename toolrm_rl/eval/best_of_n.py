@@ -56,11 +56,13 @@ STRATEGIES = ("greedy", "reward", "oracle", "majority", "first_valid", "random")
 class BestOfNConfig:
     data: str = _f("bfcl", "'bfcl' (bfcl-eval's single-turn questions) or a JSONL/JSON file of examples with possible answers.")
     categories: list = _f(["simple_python", "multiple", "parallel", "parallel_multiple"], "BFCL categories (data=bfcl).")
-    limit: int | None = _f(None, "Use a seeded sample of this many questions (None: all).")
+    limit: int | None = _f(None, "Use a seeded sample of this many questions (None: all); with a candidates "
+                                 "file, sampled from the questions that have candidates.")
     candidates: str | None = _f(None, "Pre-generated candidates JSONL ({id, candidates, greedy?}); set: no sampling.")
     policy: str | None = _f(None, "Generator backend to sample from: vllm, transformers or openai (toolrm_rl.data.generate).")
     policy_options: dict = _f({}, "Options for get_generator (model path, endpoint, dtype, ...).")
-    n: int = _f(8, "Maximum N: candidates sampled (or read) per question; curves use N = 1, 2, 4, ... up to it.")
+    n: int = _f(8, "Maximum N: candidates sampled (or read) per question; curves use N = 1, 2, 4, ... up to it. "
+                   "A candidates file with fewer per question lowers it to what the file holds, with a warning.")
     temperature: float = _f(0.7, "Sampling temperature of the N candidates.")
     max_tokens: int = _f(512, "Maximum new tokens per candidate.")
     greedy_sample: bool = _f(True, "With a policy, also draw one temperature-0 output as the greedy baseline.")
@@ -198,7 +200,9 @@ class BestOfNResult:
     """Accuracy per strategy and N, and what each strategy picked.
 
     ``selections[question_id][strategy][str(N)]`` is the index of the picked candidate (``-1``: the
-    separate greedy output; absent for ``oracle`` and ``random``, which pick nothing).
+    separate greedy output; absent for ``oracle`` and ``random``, which pick nothing). ``coverage``
+    (set by :func:`run_best_of_n`) counts the questions loaded, those with and without candidates,
+    candidate ids matching no question, and the N asked for.
     """
 
     scorer: str
@@ -207,6 +211,7 @@ class BestOfNResult:
     accuracy: dict[str, list[float]]
     selections: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     candidate_stats: dict[str, float] = field(default_factory=dict)
+    coverage: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -317,6 +322,10 @@ def markdown(result: BestOfNResult) -> str:
     head = (f"Best-of-N on {result.n_questions} questions, reward = `{result.scorer}` "
             f"(candidates parsed: {result.candidate_stats.get('parsed', float('nan')):.3f}, "
             f"correct: {result.candidate_stats.get('correct', float('nan')):.3f})\n\n")
+    cov = result.coverage
+    if cov.get("without_candidates"):
+        head += (f"**{cov['without_candidates']} of {cov['questions']} questions had no candidates and are not "
+                 f"counted.**\n\n")
     return head + md_table(["N"] + list(STRATEGIES), rows)
 
 
@@ -326,14 +335,48 @@ def run_best_of_n(cfg: BestOfNConfig, *, generator: Any = None, scorer: Scorer |
     evaluation, then ``report.json``, ``report.md`` and ``best_of_n.png`` in ``cfg.out``."""
     from toolrm_rl.eval.plots import atomic_write_text, line_chart
 
+    def warn(message: str) -> None:
+        log.warning(message)
+        if progress is not log.info:
+            progress(f"WARNING: {message}")
+
     out = Path(cfg.out)
-    questions = (questions_from_bfcl(cfg.categories, limit=cfg.limit, seed=cfg.seed) if cfg.data == "bfcl"
-                 else questions_from_file(cfg.data, limit=cfg.limit, seed=cfg.seed))
+    # With a candidates file, the limit samples among the questions that have candidates (sampling
+    # first would drop most of a file that covers only part of the data, silently).
+    limit = None if cfg.candidates else cfg.limit
+    questions = (questions_from_bfcl(cfg.categories, limit=limit, seed=cfg.seed) if cfg.data == "bfcl"
+                 else questions_from_file(cfg.data, limit=limit, seed=cfg.seed))
     progress(f"{len(questions)} questions from {cfg.data}")
+    coverage: dict[str, Any] = {"questions": len(questions), "n_requested": cfg.n}
+    max_n = cfg.n
     if cfg.candidates:
         candidates = load_candidates(cfg.candidates)
-        questions = [q for q in questions if q.id in candidates]
-        progress(f"{len(questions)} of them have candidates in {cfg.candidates}")
+        ids = {q.id for q in questions}
+        with_candidates = [q for q in questions if q.id in candidates]
+        unknown = sorted(set(candidates) - ids)
+        coverage.update(with_candidates=len(with_candidates), without_candidates=len(questions) - len(with_candidates),
+                        candidates_without_question=len(unknown))
+        if not with_candidates:
+            raise ValueError(f"no question of {cfg.data} has candidates in {cfg.candidates} (question ids look like "
+                             f"{next(iter(ids), None)!r}, candidate ids like {next(iter(candidates), None)!r})")
+        if len(with_candidates) < len(questions):
+            warn(f"{len(questions) - len(with_candidates)} of {len(questions)} questions of {cfg.data} have no "
+                 f"candidates in {cfg.candidates}: they are left out of every accuracy")
+        if unknown:
+            warn(f"{len(unknown)} candidate rows of {cfg.candidates} match no question of {cfg.data} "
+                 f"(first: {unknown[0]!r}): ignored")
+        questions = _sample(with_candidates, cfg.limit, cfg.seed)
+        progress(f"{len(questions)} questions with candidates"
+                 + (f" (a seeded sample, limit={cfg.limit})" if len(questions) < len(with_candidates) else ""))
+        counts = {q.id: len(candidates[q.id]["candidates"]) for q in questions}
+        fewest = min(counts.values())
+        if fewest < 1:
+            raise ValueError(f"question {min(counts, key=counts.get)!r} has an empty candidates list in {cfg.candidates}")
+        if fewest < max_n:
+            short = sum(c < max_n for c in counts.values())
+            warn(f"n={max_n} but {short} of {len(questions)} questions have fewer candidates in {cfg.candidates} "
+                 f"(fewest: {fewest}): evaluating N up to {fewest}")
+            max_n = fewest
     else:
         if generator is None:
             if not cfg.policy:
@@ -345,7 +388,8 @@ def run_best_of_n(cfg: BestOfNConfig, *, generator: Any = None, scorer: Scorer |
                                        max_tokens=cfg.max_tokens, seed=cfg.seed, greedy_sample=cfg.greedy_sample,
                                        batch_size=cfg.batch_size, save_to=out / "candidates.jsonl")
     scorer = scorer or make_scorer(cfg.scorer, cfg.model, **cfg.scorer_options)
-    result = best_of_n(questions, candidates, scorer, max_n=cfg.n)
+    result = best_of_n(questions, candidates, scorer, max_n=max_n)
+    result.coverage = coverage
     atomic_write_text(out / "report.json", json.dumps(result.to_dict(), indent=1))
     atomic_write_text(out / "report.md", markdown(result))
     line_chart(result.ns, result.accuracy, out / "best_of_n.png", title=f"Best-of-N ({result.n_questions} questions, "
