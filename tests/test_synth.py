@@ -204,6 +204,18 @@ def test_cpu_recipe_composes_and_runs_on_a_subset_via_cli(tmp_path):
     assert bad.exit_code != 0 and "nonexistent_key" in bad.output
 
 
+def test_cpu_recipe_is_the_quickstarts_synthesis_without_complexfuncbench(tmp_path):
+    from toolrm_rl.quickstart import QuickstartConfig, synth_config
+
+    recipe = load_config(RECIPES / "cpu_default.yaml")
+    assert "complexfuncbench" not in recipe.sources and "nestful" in recipe.sources
+    quick = synth_config(QuickstartConfig(out=str(tmp_path)), tmp_path)
+    assert quick.sources == recipe.sources  # one list: the quickstart reads the recipe's
+    assert quick.output_dir == str(tmp_path / "synth")
+    chosen = synth_config(QuickstartConfig(out=str(tmp_path), synth_sources=["nestful"]), tmp_path)
+    assert chosen.sources == ["nestful"]
+
+
 def test_gpu_pool_recipe_resolves():
     cfg = load_config(RECIPES / "gpu_pool.yaml")
     assert cfg.obfuscation.enabled and cfg.generation.negatives_per_example == 3 and cfg.generation.n == 4

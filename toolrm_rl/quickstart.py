@@ -56,10 +56,8 @@ class QuickstartConfig:
                                      "gets through in 12 minutes, so the learning-rate schedule ends with the budget.")
     max_steps: int = _f(-1, "Stop training after this many steps (-1: the time budget / one epoch decides).")
     synth_examples: int | None = _f(None, "Source examples for synthesis (None: every example of the sources).")
-    synth_sources: list = _f(["bfcl_exec", "bfcl_sql", "bfcl_rest", "bfcl_multi_turn", "nestful"],
-                             "Offline sources for the CPU recipe. ComplexFuncBench is left out: its long multi-step "
-                             "calls would be 69% of the pairs, and a MiniLM RM trained on that mix scored 0.617 "
-                             "instead of 0.697 on the BFCL mutation set.")
+    synth_sources: list | None = _f(None, "Offline sources for synthesis (None: the sources of "
+                                          "recipes/synth/cpu_default.yaml, the one list both use).")
     eval_pairs: int = _f(1500, "Pairs in the built-in BFCL mutation evaluation set.")
     bench: list = _f([], "Extra FC-RewardBench-format files to evaluate on (e.g. real failure pairs).")
     recipes_dir: str | None = _f(None, "Folder with synth/cpu_default.yaml and rm/minilm_cpu.yaml (None: the repo's recipes/).")
@@ -118,15 +116,23 @@ def recipes_dir(cfg: QuickstartConfig) -> Path:
 
 # -- 1. synthesis -----------------------------------------------------------------------------------
 
-def stage_synth(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
-    """Synthesize training pairs with the CPU default recipe into ``out/synth``."""
-    from toolrm_rl.data.synth import load_config, summary_markdown, synthesize
+def synth_config(cfg: QuickstartConfig, out: Path) -> Any:
+    """The CPU default synthesis recipe with the quickstart's output folder, seed and optional limits."""
+    from toolrm_rl.data.synth import load_config
 
-    overrides = [f"output_dir={out / 'synth'}", f"seed={cfg.seed}", f"show_progress={cfg.show_progress}",
-                 f"sources=[{','.join(cfg.synth_sources)}]"]
+    overrides = [f"output_dir={out / 'synth'}", f"seed={cfg.seed}", f"show_progress={cfg.show_progress}"]
+    if cfg.synth_sources is not None:
+        overrides.append(f"sources=[{','.join(cfg.synth_sources)}]")
     if cfg.synth_examples is not None:
         overrides.append(f"max_examples={cfg.synth_examples}")
-    scfg = load_config(recipes_dir(cfg) / "synth" / "cpu_default.yaml", overrides)
+    return load_config(recipes_dir(cfg) / "synth" / "cpu_default.yaml", overrides)
+
+
+def stage_synth(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
+    """Synthesize training pairs with the CPU default recipe into ``out/synth``."""
+    from toolrm_rl.data.synth import summary_markdown, synthesize
+
+    scfg = synth_config(cfg, out)
     res = synthesize(scfg, force=cfg.force)
     print(summary_markdown(res.summary))
     return {"pairs_file": str(res.pairs_file), "summary": res.summary, "summary_png": str(out / "synth" / "summary.png")}
@@ -383,7 +389,7 @@ def run_quickstart(cfg: QuickstartConfig, echo: Callable[[str], None] = print) -
         raise QuickstartError(f"{out} is not empty and holds no quickstart run: pick another --out or pass --force")
     results: dict[str, Any] = {}
     results["synth"] = run_stage(out, "synth", {"seed": cfg.seed, "synth_examples": cfg.synth_examples,
-                                                "sources": list(cfg.synth_sources)},
+                                                "sources": list(synth_config(cfg, out).sources)},
                                  lambda: stage_synth(cfg, out), force=cfg.force, echo=echo)
     train_settings = {"seed": cfg.seed, "minutes": cfg.minutes, "max_steps": cfg.max_steps,
                       "max_train_pairs": cfg.max_train_pairs,
