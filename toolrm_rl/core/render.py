@@ -86,8 +86,9 @@ class RenderSpec:
 
     @property
     def context_tokens(self) -> int | None:
-        """The context's budget: ``max_tokens - candidate_tokens`` (at least 1), None without a budget."""
-        return None if self.max_tokens is None else max(self.max_tokens - self.candidate_tokens, 1)
+        """The context's budget: ``max_tokens - candidate_tokens``, at least half of ``max_tokens`` (so a small
+        budget keeps room for the context); None without a budget."""
+        return None if self.max_tokens is None else max(self.max_tokens - self.candidate_tokens, (self.max_tokens + 1) // 2)
 
     @property
     def hard_cap_tokens(self) -> int | None:

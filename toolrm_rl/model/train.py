@@ -1,5 +1,6 @@
 """Train ToolRM: a scalar sequence-classification reward model with a Bradley-Terry loss and the
-reward-centering term, on TRL's ``RewardTrainer``.
+reward-centering term, on TRL's ``RewardTrainer`` (with the group loss of :mod:`toolrm_rl.model.group`
+by default: a query's chosen answer and all its negatives in one forward pass).
 
     toolrm train recipes/rm/minilm_cpu.yaml [key=value ...]
 
@@ -75,8 +76,14 @@ class TrainSettings:
     learning_rate: float = _f(5e-5, "Peak learning rate (AdamW).")
     warmup_ratio: float = _f(0.05, "Linear warm-up share of the schedule.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
-    per_device_train_batch_size: int = _f(8, "Pairs per device per step (each pair is two sequences).")
-    per_device_eval_batch_size: int = _f(16, "Pairs per device per eval step.")
+    loss: str = _f("group", "group: a query's chosen answer and all its negatives in one forward pass (the chosen "
+                            "input once; toolrm_rl.model.group); pairwise: TRL's loss, one (chosen, rejected) pair per row. "
+                            "Both are the same Bradley-Terry loss with centering on a one-negative group.")
+    head_learning_rate: float | None = _f(None, "Learning rate of the fresh score head (None: learning_rate); a "
+                                                "higher one leaves the ln 2 plateau sooner.")
+    per_device_train_batch_size: int = _f(8, "Rows per device per step: pairs (loss=pairwise, two sequences each) or "
+                                             "groups (loss=group, 1 + negatives sequences each).")
+    per_device_eval_batch_size: int = _f(16, "Rows (pairs or groups) per device per eval step.")
     gradient_accumulation_steps: int = _f(1, "Steps to accumulate before an optimizer step.")
     center_rewards_coefficient: float | None = _f(0.01, "eta in eta*(r+ + r-)^2: keeps rewards near 0 for RL use.")
     margin: float | None = _f(None, "Optional constant margin m in -log sigmoid(r+ - r- - m).")
@@ -177,28 +184,38 @@ def _encode(text: str, tokenizer: Any, max_length: int, mode: str) -> tuple[list
 
 
 def tokenize_pairs(pairs: Sequence[PairRecord], tokenizer: Any, spec: RenderSpec, max_length: int,
-                   margin: float | None = None, desc: str = "rendering pairs"):
+                   margin: float | None = None, desc: str = "rendering pairs", group: bool = False):
     """Render and tokenize pairs into a ``datasets.Dataset`` with ``chosen_ids``/``rejected_ids``.
 
-    Returns ``(dataset, n_hard_truncated)``; every pair is kept.
+    With ``group`` a row is a query's group (:func:`toolrm_rl.model.group.group_rows`): ``chosen_ids`` once
+    and ``rejected_ids`` a list of its negatives. Returns ``(dataset, n_hard_truncated)``; every pair is kept.
     """
     from datasets import Dataset
     from tqdm.auto import tqdm
 
+    from toolrm_rl.model.group import group_rows
+
+    cut = 0
+    cache: dict[tuple, list[int]] = {}  # the chosen side repeats across a query's negatives
+
+    def encode(pair: PairRecord, example: Any) -> list[int]:
+        nonlocal cut
+        key = (id(pair.tools), id(pair.conversation), repr(example.calls), example.text)
+        if key not in cache:
+            text = render_example(example, spec=spec, tokenizer=tokenizer).text
+            cache[key], was_cut = _encode(text, tokenizer, max_length, spec.mode)
+            cut += was_cut
+        return cache[key]
+
+    groups = group_rows(pairs) if group else [[i] for i in range(len(pairs))]
     rows: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
     if margin is not None:
         rows["margin"] = []
-    cut = 0
-    cache: dict[tuple, tuple[list[int], bool]] = {}  # the chosen side repeats across a query's negatives
-    for pair in tqdm(pairs, desc=desc, disable=len(pairs) < 256):
-        for side, example in (("chosen_ids", pair.chosen_example()), ("rejected_ids", pair.rejected_example())):
-            key = (id(pair.tools), id(pair.conversation), repr(example.calls), example.text)
-            if key not in cache:
-                text = render_example(example, spec=spec, tokenizer=tokenizer).text
-                cache[key] = _encode(text, tokenizer, max_length, spec.mode)
-            ids, was_cut = cache[key]
-            rows[side].append(ids)
-            cut += was_cut
+    for members in tqdm(groups, desc=desc, disable=len(pairs) < 256):
+        first = pairs[members[0]]
+        rows["chosen_ids"].append(encode(first, first.chosen_example()))
+        rejected = [encode(pairs[i], pairs[i].rejected_example()) for i in members]
+        rows["rejected_ids"].append(rejected if group else rejected[0])
         if margin is not None:
             rows["margin"].append(float(margin))
     return Dataset.from_dict(rows), cut
@@ -257,7 +274,9 @@ def _last_checkpoint(output_dir: Path) -> str | None:
 def train(cfg: RMTrainConfig) -> TrainResult:
     """Run one training job described by ``cfg``; returns the final model directory and metrics."""
     import torch
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardConfig
+
+    from toolrm_rl.model.group import GroupCollator, GroupRewardTrainer
 
     from toolrm_rl.model.backbones import resolve_backbone
     from toolrm_rl.model.toolrm import ToolRM, lora_head_modules, write_toolrm_json
@@ -274,9 +293,13 @@ def train(cfg: RMTrainConfig) -> TrainResult:
     max_length = min(n for n in (spec.hard_cap_tokens, rm.max_length, 1 << 30) if n)
 
     train_pairs, eval_pairs, data_report = build_pairs(cfg.data)
-    train_ds, cut_train = tokenize_pairs(train_pairs, rm.tokenizer, spec, max_length, t.margin, "rendering train pairs")
-    eval_ds, cut_eval = (tokenize_pairs(eval_pairs, rm.tokenizer, spec, max_length, t.margin, "rendering eval pairs")
-                         if eval_pairs else (None, 0))
+    if t.loss not in ("group", "pairwise"):
+        raise ValueError(f"train.loss: expected 'group' or 'pairwise', got {t.loss!r}")
+    grouped = t.loss == "group"
+    train_ds, cut_train = tokenize_pairs(train_pairs, rm.tokenizer, spec, max_length, t.margin,
+                                         "rendering train pairs", group=grouped)
+    eval_ds, cut_eval = (tokenize_pairs(eval_pairs, rm.tokenizer, spec, max_length, t.margin,
+                                        "rendering eval pairs", group=grouped) if eval_pairs else (None, 0))
     data_report.update(hard_truncated_train=cut_train, hard_truncated_eval=cut_eval, max_length=max_length)
     log.info("data: %s", json.dumps(data_report, default=str))
 
@@ -299,8 +322,11 @@ def train(cfg: RMTrainConfig) -> TrainResult:
         deepspeed=t.deepspeed, fsdp=t.fsdp, fsdp_config=t.fsdp_config, disable_dropout=True,
         dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available())
     callbacks = [_time_budget_callback(t.max_minutes)] if t.max_minutes else []
-    trainer = RewardTrainer(model=rm.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                            processing_class=rm.tokenizer, peft_config=peft_config, callbacks=callbacks)
+    pad_id = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else rm.tokenizer.eos_token_id
+    trainer = GroupRewardTrainer(model=rm.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                 processing_class=rm.tokenizer, peft_config=peft_config, callbacks=callbacks,
+                                 data_collator=GroupCollator(pad_id) if grouped else None,  # None: TRL's pairs
+                                 head_modules=lora_head_modules(rm.model), head_learning_rate=t.head_learning_rate)
     resume = _last_checkpoint(out) if t.resume else None
     if resume:
         log.info("resuming from %s", resume)
