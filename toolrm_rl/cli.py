@@ -279,18 +279,37 @@ def serve_cmd(
     num_gpus_per_replica: float = typer.Option(0.0, help="--ray: GPUs per replica (>0 puts the model on cuda)."),
     num_cpus_per_replica: float = typer.Option(1.0, help="--ray: CPUs per replica."),
     ray_address: Optional[str] = typer.Option(None, help="--ray: address of a running Ray cluster (default: start one)."),
+    header_timeout_s: float = typer.Option(10.0, help="Seconds a connection has to send a complete request head; "
+                                           "then it is closed."),
+    body_timeout_s: float = typer.Option(30.0, help="Seconds to receive a request body (408 after)."),
+    keep_alive_s: float = typer.Option(5.0, help="Seconds an idle kept-alive connection stays open."),
+    max_connections: int = typer.Option(1000, help="Most open connections / requests in flight (503 above; 0: no cap)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback --host without a bearer token "
+                                  "(anyone who reaches the port can use the model)."),
 ) -> None:
-    """Serve ToolRM scores over HTTP: POST /score (native), POST /classify (vLLM-compatible), GET /health."""
+    """Serve ToolRM scores over HTTP: POST /score (native), POST /classify (vLLM-compatible), GET /health.
+
+    Binding beyond loopback (--host 0.0.0.0, a LAN address) needs a bearer token in --token-env's
+    variable, or --insecure."""
     import logging
 
-    from toolrm_rl.serve.app import ServeConfig, run_server
+    from toolrm_rl.serve.app import ServeConfig, check_exposure, run_server
 
     if not Path(model).is_dir():
         raise typer.BadParameter(f"--model: not a checkpoint directory: {model}")
+    try:
+        config = ServeConfig(model=model, host=host, port=port, token_env=token_env or None, max_batch=max_batch,
+                             max_wait_ms=max_wait_ms, max_body_mb=max_body_mb, max_items=max_items, device=device,
+                             dtype=dtype, served_name=served_name, torch_threads=torch_threads,
+                             header_timeout_s=header_timeout_s, body_timeout_s=body_timeout_s,
+                             keep_alive_s=keep_alive_s, max_connections=max_connections, insecure=insecure)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    try:
+        check_exposure(config)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--host") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = ServeConfig(model=model, host=host, port=port, token_env=token_env or None, max_batch=max_batch,
-                         max_wait_ms=max_wait_ms, max_body_mb=max_body_mb, max_items=max_items, device=device,
-                         dtype=dtype, served_name=served_name, torch_threads=torch_threads)
     if ray:
         from toolrm_rl.serve.ray_serve import run_ray_serve
 

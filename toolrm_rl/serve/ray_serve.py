@@ -5,6 +5,12 @@ Each replica loads the checkpoint on its own device (``cuda`` when it has GPUs, 
 its own dynamic batcher; Ray Serve's proxy spreads requests over the replicas, so the routes,
 responses and errors are exactly those of ``toolrm serve``. ray is imported inside functions only.
 
+The same exposure rule holds (:func:`toolrm_rl.serve.app.check_exposure`: no non-loopback host without
+a token unless ``insecure``), and the driver ships its token to every replica (a replica on another
+node does not see the driver's environment). Ray's proxy, not uvicorn, owns the connections: it gets
+``keep_alive_s`` (:func:`http_options`) and each replica enforces ``body_timeout_s``, but the
+request-head deadline and the connection cap of ``toolrm serve`` are not available there.
+
     toolrm serve --model runs/toolrm/final --ray --replicas 4 --num-gpus-per-replica 1
 """
 
@@ -13,9 +19,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from toolrm_rl.serve.app import ServeConfig
+from toolrm_rl.serve.app import ServeConfig, check_exposure, resolve_token
 
-__all__ = ["ToolRMReplica", "build_deployment", "deployment_options", "replica_args", "run_ray_serve"]
+__all__ = ["ToolRMReplica", "build_deployment", "deployment_options", "http_options", "replica_args",
+           "run_ray_serve"]
 
 
 class ToolRMReplica:
@@ -70,17 +77,26 @@ def replica_args(config: ServeConfig, num_gpus_per_replica: float = 0.0,
     return dataclasses.asdict(dataclasses.replace(config, device=device)), token
 
 
+def http_options(config: ServeConfig) -> dict[str, Any]:
+    """Ray Serve's proxy options for ``config``: host, port and the idle keep-alive (whole seconds, >= 1)."""
+    return {"host": config.host, "port": config.port, "keep_alive_timeout_s": max(1, round(config.keep_alive_s))}
+
+
 def run_ray_serve(config: ServeConfig, *, replicas: int = 1, num_gpus_per_replica: float = 0.0,
                   num_cpus_per_replica: float = 1.0, address: str | None = None, blocking: bool = True) -> Any:
     """Start Ray (or join ``address``), serve the deployment on ``config.host:config.port`` and, when
-    ``blocking``, wait until interrupted. Returns the app handle."""
+    ``blocking``, wait until interrupted. Returns the app handle.
+
+    :raises ValueError: from :func:`~toolrm_rl.serve.app.check_exposure`, before Ray starts."""
+    token = resolve_token(config)
+    check_exposure(config, token)
     import ray
     from ray import serve
 
     if not ray.is_initialized():
         ray.init(address=address)
-    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.start(http_options=http_options(config))
     app = build_deployment(config, replicas=replicas, num_gpus_per_replica=num_gpus_per_replica,
-                           num_cpus_per_replica=num_cpus_per_replica)
+                           num_cpus_per_replica=num_cpus_per_replica, token=token)
     handle = serve.run(app, name="toolrm", route_prefix="/", blocking=blocking)
     return handle
