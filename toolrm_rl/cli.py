@@ -507,14 +507,17 @@ def verl_data_cmd(
     from toolrm_rl.data.sources import SourceError
     from toolrm_rl.verl.data import load_examples, write_verl_data
 
+    skipped: dict[str, int] = {}
     try:
-        examples = load_examples(source, kind)
+        examples = load_examples(source, kind, skipped=skipped)
         report = write_verl_data(examples, out, val_fraction=val_fraction, seed=seed, tools_in=tools_in, fmt=fmt,
                                  style=style, agent_name=agent_name, max_rows=max_rows)
     except (SourceError, ValueError, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from None
     typer.echo(f"train: {report.n_train} rows -> {report.train_path}\nval: {report.n_val} rows -> {report.val_path}\n"
                f"gold 'no call': {report.n_no_call}; sources: {json.dumps(report.sources)}")
+    for reason, n in skipped.items():
+        typer.echo(f"skipped {n} turns: {reason}")
 
 
 # -- synth: preference-pair synthesis (toolrm_rl.data.synth) ------------------------------------------

@@ -114,11 +114,90 @@ def bfcl_sql_examples(data_dir: Path | None = None) -> Iterator[ToolExample]:
                           concrete_calls(answer, catalog), answer=answer, category="simple")
 
 
+# Tool outputs of earlier turns are cut to this many characters (long-context records list folders and
+# tickets of several thousand characters; the cut keeps the prompt within the verl recipes' limit).
+MULTI_TURN_RESULT_CHARS = 1200
+_BACKEND_PACKAGE = "bfcl_eval.eval_checker.multi_turn_eval.func_source_code"
+
+
+class _ReplayError(Exception):
+    """A gold call of a multi-turn record that could not be replayed on bfcl-eval's backends."""
+
+
+def _multi_turn_methods(row: dict, long_context: bool) -> dict[str, Any]:
+    """Public methods of bfcl-eval's executable backends for one record, loaded with its ``initial_config``
+    as bfcl-eval's own ``execute_multi_turn_func_call`` loads them (fresh instances, deep-copied config)."""
+    import copy
+    import importlib
+
+    # This module imports only the standard library (bfcl-eval is installed --no-deps).
+    from bfcl_eval.constants.executable_backend_config import CLASS_FILE_PATH_MAPPING, STATELESS_CLASSES
+
+    methods: dict[str, Any] = {}
+    for cls in row.get("involved_classes", []):
+        module = CLASS_FILE_PATH_MAPPING.get(cls, "")
+        if not module.startswith(_BACKEND_PACKAGE + ".") or cls not in _MULTI_TURN_DOCS:
+            raise _ReplayError(f"no executable backend for class {cls!r}")
+        try:
+            instance = getattr(importlib.import_module(module), cls)()
+            if cls not in STATELESS_CLASSES:
+                instance._load_scenario(copy.deepcopy(row.get("initial_config", {}).get(cls, {})),
+                                        long_context=long_context)
+        except Exception as err:  # noqa: BLE001 - any failure of third-party setup skips the record
+            raise _ReplayError(f"{cls} did not load: {type(err).__name__}: {err}") from None
+        methods.update({name: getattr(instance, name) for name in dir(type(instance))
+                        if not name.startswith("_") and callable(getattr(instance, name))})
+    return methods
+
+
+def _replay_call(call_text: str, methods: dict[str, Any]) -> str:
+    """Run one pythonic gold call (``cd(folder='x')``, literal arguments only: nothing is ``eval``-ed) on the
+    record's backends; the result as text the way bfcl-eval shows it, cut to :data:`MULTI_TURN_RESULT_CHARS`."""
+    try:
+        node = ast.parse(call_text.strip(), mode="eval").body
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+            raise ValueError("not a single call")
+        args = [ast.literal_eval(a) for a in node.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+    except (SyntaxError, ValueError, TypeError, RecursionError) as err:
+        raise _ReplayError(f"unreadable call {call_text[:80]!r}: {err}") from None
+    if node.func.id not in methods:
+        raise _ReplayError(f"{node.func.id!r} is not a method of the record's backends")
+    try:
+        result = methods[node.func.id](*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - a gold call that raises means the replay diverged
+        raise _ReplayError(f"{node.func.id} raised {type(err).__name__}: {err}") from None
+    # As bfcl-eval shows results to the models it evaluates: strings as they are, dicts as JSON, the rest by str().
+    text = result if isinstance(result, str) else str(result)
+    if isinstance(result, dict):
+        try:
+            text = json.dumps(result)
+        except (TypeError, ValueError):
+            pass
+    if len(text) > MULTI_TURN_RESULT_CHARS:
+        text = text[:MULTI_TURN_RESULT_CHARS] + f" ... [cut: {len(text) - MULTI_TURN_RESULT_CHARS} more characters]"
+    return text
+
+
 def bfcl_multi_turn_examples(data_dir: Path | None = None,
-                             categories: tuple[str, ...] = ("multi_turn_base", "multi_turn_long_context")) -> Iterator[ToolExample]:
-    """One example per user turn of bfcl-eval's multi-turn records: the conversation so far (earlier
-    turns with their gold calls as assistant tool calls) and the gold calls of that turn."""
+                             categories: tuple[str, ...] = ("multi_turn_base", "multi_turn_long_context"),
+                             skipped: dict[str, int] | None = None) -> Iterator[ToolExample]:
+    """One example per user turn of bfcl-eval's multi-turn records: the conversation so far and the gold
+    calls of that turn. Earlier turns appear with their gold calls (an assistant message) and the real
+    outputs of those calls as ``tool`` messages: the gold calls are replayed in order on bfcl-eval's
+    executable backends (GorillaFileSystem, TradingBot, ...) loaded with the record's ``initial_config``
+    (long-context records with bfcl's long-context state), each output cut to :data:`MULTI_TURN_RESULT_CHARS`.
+
+    A turn without gold calls, with a gold call that does not bind to the catalog, or whose replay fails
+    ends its record (later turns would have the wrong history); ``skipped`` (when given) counts the
+    turns left out by reason.
+    """
     root = Path(data_dir) if data_dir else bfcl_data_dir()
+    counts: dict[str, int] = {} if skipped is None else skipped
+
+    def skip(reason: str, n: int) -> None:
+        counts[reason] = counts.get(reason, 0) + n
+
     docs: dict[str, list[dict]] = {}
     for cls, fname in _MULTI_TURN_DOCS.items():
         docs[cls] = list(_read_jsonl(root / "multi_turn_func_doc" / fname))
@@ -128,16 +207,41 @@ def bfcl_multi_turn_examples(data_dir: Path | None = None,
             excluded = {name.split(".")[-1] for name in row.get("excluded_function", [])}
             functions = [f for cls in row.get("involved_classes", []) for f in docs.get(cls, []) if f["name"] not in excluded]
             catalog = ToolCatalog.load([{k: v for k, v in f.items() if k != "response"} for f in functions])
+            turns = list(zip(row["question"], answers.get(row["id"], [])))
             history: list[dict[str, Any]] = []
-            for turn, (messages, gold_texts) in enumerate(zip(row["question"], answers.get(row["id"], []))):
-                history.extend(messages)
+            methods: dict[str, Any] | None = None
+            for turn, (messages, gold_texts) in enumerate(turns):
+                left = len(turns) - turn
                 calls = [bind_positional(text, catalog) for text in gold_texts]
-                if not messages or not calls or any(c is None for c in calls):
-                    break  # turns after an unreadable one would have the wrong history
+                if not messages:
+                    skip("turn without a user message (and the turns after it)", left)
+                    break
+                if not calls:
+                    skip("turn without gold calls (and the turns after it)", left)
+                    break
+                if any(c is None for c in calls):
+                    skip("gold call that does not bind to the catalog (and the turns after it)", left)
+                    break
+                history.extend(messages)
                 yield ToolExample(f"{row['id']}/turn{turn}", f"bfcl_{category}", list(history), catalog, calls,
                                   category="multi_turn")
+                if turn + 1 == len(turns):
+                    break
+                try:
+                    if methods is None:
+                        methods = _multi_turn_methods(row, long_context="long_context" in category)
+                    results = [_replay_call(text, methods) for text in gold_texts]
+                except _ReplayError as err:
+                    log.info("%s turn %d: replay failed (%s); its later turns are skipped", row["id"], turn, err)
+                    skip("replay of an earlier turn's gold calls failed (the turns after it)", left - 1)
+                    break
+                ids = [f"call_{turn}_{i}" for i in range(len(calls))]
                 history.append({"role": "assistant", "content": "",
-                                "tool_calls": [c.to_openai(f"call_{turn}_{i}") for i, c in enumerate(calls)]})
+                                "tool_calls": [c.to_openai(i) for c, i in zip(calls, ids)]})
+                history.extend({"role": "tool", "tool_call_id": i, "name": c.name, "content": r}
+                               for c, i, r in zip(calls, ids, results))
+    if counts:
+        log.info("bfcl multi-turn turns skipped: %s", counts)
 
 
 _NESTFUL_SETS = {"glaive": "non-executable/non-executable-glaive", "sgd": "non-executable/non-executable-sgd",

@@ -46,6 +46,7 @@ __all__ = [
     "VerlDataReport",
     "example_to_row",
     "load_examples",
+    "prompt_token_count",
     "system_prompt",
     "write_verl_data",
 ]
@@ -121,6 +122,23 @@ def example_to_row(example: Any, index: int, split: str, *, tools_in: str = "sys
     if agent_name:
         row["agent_name"] = agent_name
     return row
+
+
+def prompt_token_count(row: dict[str, Any], tokenizer: Any, *, tools_in: str = "system") -> int:
+    """Tokens of a row's prompt as verl 0.9.1's ``RLHFDataset`` counts them for ``max_prompt_length``:
+    ``tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)``, with
+    ``tools=`` the row's catalog when ``tools_in="template"`` (verl passes its tool config's schemas).
+
+    :param row: a row of :func:`example_to_row` (``prompt`` and ``extra_info["tools"]``).
+    :param tokenizer: a Hugging Face tokenizer with a chat template (e.g. the Qwen3 one).
+    """
+    kwargs: dict[str, Any] = {}
+    if tools_in == "template":
+        kwargs["tools"] = ToolCatalog.load(row["extra_info"]["tools"]).to_openai()
+    ids = tokenizer.apply_chat_template(list(row["prompt"]), add_generation_prompt=True, tokenize=True, **kwargs)
+    if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
+        ids = ids["input_ids"]
+    return len(ids)
 
 
 # -- inputs --------------------------------------------------------------------------------------------
@@ -222,13 +240,22 @@ def _canonical_examples(path: Path) -> list[Any]:
     return out
 
 
-def load_examples(source: str, kind: str = "auto") -> list[Any]:
+def load_examples(source: str, kind: str = "auto", *, skipped: dict[str, int] | None = None) -> list[Any]:
     """Examples from an offline source name or a file (``kind``: auto, bfcl, canonical, or a file source
-    of :func:`toolrm_rl.data.sources.load_source` such as xlam, openai_jsonl, sgd)."""
+    of :func:`toolrm_rl.data.sources.load_source` such as xlam, openai_jsonl, sgd).
+
+    :param skipped: filled with what an offline source that counts its skips (``bfcl_multi_turn``: turns
+        whose history could not be rebuilt) left out, by reason.
+    """
+    import inspect
+
     from toolrm_rl.data import sources
 
     path = Path(source)
     if not path.exists():
+        loader = sources.OFFLINE_SOURCES.get(source)
+        if skipped is not None and loader is not None and "skipped" in inspect.signature(loader).parameters:
+            return sources.load_source(source, skipped=skipped)
         return sources.load_source(source)
     kind = detect_kind(path) if kind == "auto" else kind
     if kind == "bfcl":
@@ -255,6 +282,12 @@ class VerlDataReport:
     sources: dict[str, int]
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set back at once
+    os.umask(mask)
+    return mask
+
+
 def _write_parquet_atomic(rows: list[dict[str, Any]], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -263,6 +296,9 @@ def _write_parquet_atomic(rows: list[dict[str, Any]], path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        # mkstemp makes the file 0600; the data is for other processes (verl workers, other users): use the
+        # mode a plain open() would give (0666 less the umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         pq.write_table(pa.Table.from_pylist(rows), tmp)
         os.replace(tmp, path)
     except BaseException:
