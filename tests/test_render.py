@@ -312,7 +312,7 @@ def test_property_candidate_always_present(minilm, calls, budget):
     assert LAST_USER in out.text and out.text.endswith(out.context)
     assert out.n_tokens == exact_count(minilm, out.text, plain=True)
     if out.truncation.fits:
-        assert exact_count(minilm, out.context, plain=True) <= max(budget - 64, 1)
+        assert exact_count(minilm, out.context, plain=True) <= RenderSpec(max_tokens=budget).context_tokens
     else:  # only when nothing else was left to cut
         assert len(out.truncation.dropped_tools) == len(NAMES) and out.truncation.dropped_turns == [0, 1, 2, 3]
 

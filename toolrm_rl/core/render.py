@@ -27,6 +27,7 @@ never cut. No torch or transformers import here: the tokenizer is duck-typed (``
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -162,7 +163,7 @@ class RenderedInput:
     context: str = ""
 
 
-def format_calls(calls: Sequence[ToolCall], grounding: str | None = None) -> str:
+def format_calls(calls: Sequence[ToolCall], grounding: Any = None) -> str:
     """Compact one-line form of calls, ``f(a=1) ; g(b="x")`` (values as JSON).
 
     With ``grounding`` (the conversation's text) each argument is written ``a=v`` when its value is
@@ -172,7 +173,7 @@ def format_calls(calls: Sequence[ToolCall], grounding: str | None = None) -> str
     >>> format_calls([ToolCall("f", {"city": "Paris", "n": 3})], grounding="weather in paris")
     'f(city="Paris", n?3)'
     """
-    ground = _Grounding(grounding) if grounding is not None else None
+    ground = _Grounding(grounding) if isinstance(grounding, str) else grounding
     return " ; ".join(f"{c.name}(" + ", ".join(
         f"{k}{ground.mark(v) if ground else '='}{_val(v)}" for k, v in c.arguments.items()) + ")" for c in calls)
 
@@ -274,26 +275,65 @@ def render(catalog: Any, conversation: Any, candidate: Sequence[ToolCall], *, sp
         raise TypeError("candidate: expected a list of ToolCall")
     if spec.mode == "chat_template" and not hasattr(tokenizer, "apply_chat_template"):
         raise ValueError("RenderSpec.mode 'chat_template' needs a tokenizer with apply_chat_template")
+    ctx = _context(catalog, conversation, spec, tokenizer)
+    text = ctx.lay.with_candidate(ctx.levels, ctx.dropped, ctx.text, calls, candidate_text)
+    report = dataclasses.replace(ctx.report, **{f: list(getattr(ctx.report, f)) for f in (
+        "shortened_descriptions", "removed_descriptions", "dropped_turns", "dropped_tools")})  # callers may edit
+    return RenderedInput(text, ctx.count([text], True)[0], ctx.exact, report, spec.mode, ctx.text)
+
+
+@dataclass
+class _Context:
+    lay: _Layout
+    text: str
+    levels: dict[str, int]
+    dropped: set[int]
+    report: TruncationReport
+    count: _Count
+    exact: bool
+
+
+_CONTEXTS: collections.OrderedDict[tuple, _Context] = collections.OrderedDict()
+_CONTEXT_CACHE_SIZE = 128  # a GRPO group, a Best-of-N set or a query's training pairs share one context
+
+
+def _key(value: Any) -> str:
+    if isinstance(value, ToolCatalog):
+        return "catalog:" + _val([t.to_openai() for t in value])
+    return value if isinstance(value, str) else _val(value)
+
+
+def _context(catalog: Any, conversation: Any, spec: RenderSpec, tokenizer: Any) -> _Context:
+    """The candidate-independent part of :func:`render`, fit to ``spec.context_tokens``; the last few
+    are kept (keyed by content), so all candidates of one prompt fit the context once."""
+    key = (id(tokenizer), repr(spec), _key(catalog), _key(conversation))
+    hit = _CONTEXTS.get(key)
+    if hit is not None and hit.lay.tokenizer is tokenizer:
+        _CONTEXTS.move_to_end(key)
+        return hit
     lay = _Layout(ToolCatalog.load(catalog), _messages(conversation), spec, tokenizer)
     count, exact = _counter(tokenizer, spec, lay.chat)
     budget = spec.context_tokens
     levels, dropped = {n: 0 for n in lay.names}, set()
-    context = lay.text(levels, dropped)
+    text = lay.text(levels, dropped)
     report = TruncationReport()
     n_ctx = None
-    if budget is not None and len(context) > budget * spec.chars_per_token:
+    if budget is not None and len(text) > budget * spec.chars_per_token:
         n_ctx = budget + 1  # certainly over: go straight to the cuts
     elif budget is not None:
-        n_ctx = count([context], True)[0]  # likely fits: one exact count is all most inputs need
+        n_ctx = count([text], True)[0]  # likely fits: one exact count is all most inputs need
     if budget is not None and n_ctx > budget:
-        context, n_ctx, levels, dropped = _fit(lay, count, budget)
+        text, n_ctx, levels, dropped = _fit(lay, count, budget)
         report = TruncationReport(
             shortened_descriptions=[p for n in lay.names if levels[n] == 1 for p in lay.tool(n, 1)[1]],
             removed_descriptions=[p for n in lay.names if levels[n] == 2 for p in lay.tool(n, 2)[1]],
             dropped_turns=sorted(dropped), dropped_tools=[n for n in lay.names if levels[n] == 3],
             fits=n_ctx <= budget)
-    text = lay.with_candidate(levels, dropped, context, calls, candidate_text)
-    return RenderedInput(text, count([text], True)[0], exact, report, spec.mode, context)
+    ctx = _Context(lay, text, levels, dropped, report, count, exact)
+    _CONTEXTS[key] = ctx
+    if len(_CONTEXTS) > _CONTEXT_CACHE_SIZE:
+        _CONTEXTS.popitem(last=False)
+    return ctx
 
 
 class _Layout:
@@ -313,6 +353,7 @@ class _Layout:
         else:
             self.turns = [_plain_turn(m) for m in msgs]
         self._variants: dict[tuple[str, int], tuple[str, list[str], dict[str, Any]]] = {}
+        self._grounding: _Grounding | None = None
 
     def tool(self, name: str, level: int) -> tuple[str, list[str], dict[str, Any]]:
         """(rendered schema, description paths changed, OpenAI dict) of a function at a level."""
@@ -344,8 +385,9 @@ class _Layout:
         """The whole input: the context of this cut state with the candidate."""
         if self.chat:
             return self._chat(levels, dropped, [_candidate_message(calls, candidate_text)])
-        seen = " ".join(m["content"] for m in self.msgs if m["role"] in ("user", "tool"))
-        head = [_plain_candidate(calls, candidate_text, seen if self.spec.mark_grounding else None)]
+        if self.spec.mark_grounding and self._grounding is None:
+            self._grounding = _Grounding(" ".join(m["content"] for m in self.msgs if m["role"] in ("user", "tool")))
+        head = [_plain_candidate(calls, candidate_text, self._grounding)]
         head += [f"function {n}: {_NOT_IN_CATALOG}" for n in dict.fromkeys(c.name for c in calls) if n not in self.cat]
         return self.spec.sep.join(head + ([context] if context else []))
 
@@ -525,7 +567,7 @@ def _plain_turn(m: dict[str, Any]) -> str:
     return f"{m['role']}: {body}"
 
 
-def _plain_candidate(calls: list[ToolCall], text: str | None, grounding: str | None = None) -> str:
+def _plain_candidate(calls: list[ToolCall], text: str | None, grounding: _Grounding | None = None) -> str:
     if not calls:
         return ("call: [no call] " + (text or "").strip()).rstrip()
     return f"call: [{len(calls)} call{'s' if len(calls) != 1 else ''}] {format_calls(calls, grounding)}"
