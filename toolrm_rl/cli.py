@@ -440,6 +440,47 @@ def eval_noise(
         typer.echo(json.dumps({r.scorer: r.to_dict() for r in results}))
 
 
+@eval_app.command("biases", context_settings=_RECIPE_CTX)
+def eval_biases(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                          help="Recipe YAML (recipes/eval/biases.yaml); flags override it."),
+    model: Optional[str] = typer.Option(None, "--model", help="ToolRM checkpoint for rm/hybrid."),
+    scorer: Optional[str] = typer.Option(None, "--scorer", help="rm (default), rules, hybrid, ..."),
+    sources: Optional[list[str]] = typer.Option(None, "--sources", help="Offline sources whose bias hold-out slice "
+                                                "makes the pairs (repeatable or a,b; default: all non-BFCL-single-turn)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many pairs per bias (seeded sample)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the mutations, composition and sample."),
+    out: Optional[str] = typer.Option(None, "--out", help="Output directory (report.json, report.md, pairs.jsonl)."),
+    as_json: bool = typer.Option(False, "--json", help="End standard output with one JSON line: {\"biases\": {name: "
+                                 "{accuracy, n, ties}}, ...}."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+) -> None:
+    """Bias suite: accuracy (ties are losses) on minimal pairs from held-out non-BFCL source examples: gold vs
+    one call dropped (fewer_calls), one call repeated or added (more_calls, more_calls_extra), no call
+    (no_call), an abstention vs a call when no tool fits (abstain, abstain_removed_tool), a near-miss value
+    (near_miss). Extra arguments are key=value overrides (compose_parallel=false)."""
+    from toolrm_rl.data.sources import SourceError
+    from toolrm_rl.eval.biases import BiasConfig, markdown, run_biases
+    from toolrm_rl.scoring import ScorerUnavailable
+
+    cfg = _recipe_config(BiasConfig, ctx, config, {"model": model, "scorer": scorer, "sources": _split_list(sources) or None,
+                                                    "limit": limit, "seed": seed, "out": out})
+    if print_config:
+        _print_config(cfg)
+    try:
+        report = run_biases(cfg, progress=lambda msg: typer.echo(msg, err=True))
+    except (ValueError, FileNotFoundError, SourceError) as err:
+        raise typer.BadParameter(str(err)) from None
+    except ScorerUnavailable as err:
+        typer.echo(f"scorer unavailable: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(markdown(report))
+    typer.echo(f"report: {Path(cfg.out) / 'report.json'}; pairs: {Path(cfg.out) / 'pairs.jsonl'}")
+    if as_json:
+        typer.echo(json.dumps(report))
+
+
 @app.command("filter", context_settings=_RECIPE_CTX)
 def filter_cmd(
     ctx: typer.Context,

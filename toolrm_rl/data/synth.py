@@ -50,7 +50,7 @@ from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.generate import GenerationRequest, Generator, get_generator
 from toolrm_rl.data.pairs import NegativeJudge
 from toolrm_rl.data.records import PairRecord, save_pairs
-from toolrm_rl.data.sources import ToolExample, load_source
+from toolrm_rl.data.sources import ToolExample, is_bias_holdout, load_source
 
 __all__ = ["ObfuscationSettings", "GenerationSettings", "MutationSettings", "RaySettings", "SynthConfig",
            "SynthResult", "load_config", "load_examples", "generation_pairs", "run_shard", "remove_stale_tmp",
@@ -102,6 +102,8 @@ class SynthConfig:
     output_dir: str = _f("runs/synth", "Where shards, pairs.jsonl, manifest.json and the summary go.")
     sources: list = _f(["bfcl_exec", "bfcl_sql", "bfcl_multi_turn", "nestful"],
                        "Sources for toolrm_rl.data.sources.load_source: names, or {name: ..., <kwargs>} dicts.")
+    exclude_bias_holdout: bool = _f(True, "Leave out the bias suite's hold-out examples (toolrm_rl.data.sources.is_bias_holdout, "
+                                          "~10% of tasks), so `toolrm eval biases` measures on examples never trained on.")
     max_examples: int | None = _f(None, "Use a seeded random subset of this many source examples (None: all).")
     shard_size: int = _f(250, "Source examples per shard (the unit of resume and of Ray tasks).")
     seed: int = _f(0, "Seed for subsets, obfuscation, sampling and mutations.")
@@ -131,11 +133,14 @@ def _source_entry(entry: Any) -> tuple[str, dict]:
 
 
 def load_examples(cfg: SynthConfig) -> list[ToolExample]:
-    """The configured sources' examples in a fixed order (a seeded subset with ``max_examples``)."""
+    """The configured sources' examples in a fixed order, without the bias hold-out slice unless
+    ``exclude_bias_holdout`` is off (a seeded subset with ``max_examples``)."""
     examples: list[ToolExample] = []
     for entry in cfg.sources:
         name, kwargs = _source_entry(entry)
         examples += load_source(name, **kwargs)
+    if cfg.exclude_bias_holdout:
+        examples = [ex for ex in examples if not is_bias_holdout(ex.id)]
     if cfg.max_examples is not None and cfg.max_examples < len(examples):
         keep = sorted(random.Random(cfg.seed).sample(range(len(examples)), cfg.max_examples))
         examples = [examples[i] for i in keep]

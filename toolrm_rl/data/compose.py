@@ -1,0 +1,94 @@
+"""New examples composed from existing ones: parallel questions from pairs of single-call questions.
+
+The offline training sources have few questions that need several independent calls at once, while
+real failures are often one call where a parallel question wants several. :func:`parallel_examples`
+joins two single-call questions over the same tools into one ("X. Also, Y.") whose gold is both calls,
+order-free, as BFCL's parallel category.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+from typing import Iterable
+
+from toolrm_rl.core.calls import ToolCall
+from toolrm_rl.core.match import calls_equal
+from toolrm_rl.data.sources import ToolExample
+
+__all__ = ["parallel_examples", "join_questions", "composable"]
+
+# First words that keep their capital after "Also, ": the pronoun I and its contractions.
+_KEEP_CASE = {"I", "I'd", "I'm", "I've", "I'll"}
+
+
+def join_questions(first: str, second: str) -> str:
+    """``"X. Also, Y."``: the first question closed with its own punctuation (a full stop if it has none),
+    the second lower-cased at its first letter unless its first word is "I", an acronym or a camel-case name.
+
+    >>> join_questions("What is the weather in Paris?", "Calculate the area of a circle of radius 3")
+    'What is the weather in Paris? Also, calculate the area of a circle of radius 3.'
+    >>> join_questions("Get the stock price of AAPL", "I need the time in Tokyo.")
+    'Get the stock price of AAPL. Also, I need the time in Tokyo.'
+    """
+    first, second = first.strip(), second.strip()
+    if first and first[-1] not in ".?!":
+        first += "."
+    word = re.match(r"[A-Za-z']+", second)
+    if word and word.group(0) not in _KEEP_CASE and word.group(0)[1:] == word.group(0)[1:].lower():
+        second = second[0].lower() + second[1:]
+    if second and second[-1] not in ".?!":
+        second += "."
+    return f"{first} Also, {second}"
+
+
+def composable(example: ToolExample) -> bool:
+    """A standalone question: one user message (text) and one gold call."""
+    conv = example.conversation
+    return (len(example.gold) == 1 and len(conv) == 1 and conv[0].get("role") == "user"
+            and isinstance(conv[0].get("content"), str) and bool(conv[0]["content"].strip()))
+
+
+def _catalog_key(example: ToolExample) -> str:
+    return json.dumps(sorted(example.tools.to_dicts(), key=lambda d: d.get("name", "")), sort_keys=True)
+
+
+def parallel_examples(examples: Iterable[ToolExample], seed: int = 0) -> list[ToolExample]:
+    """Parallel examples from pairs of :func:`composable` examples with identical catalogs.
+
+    Within each catalog the examples are shuffled with ``seed`` and paired in turn (each used at most
+    once); a pair whose two calls are the same (after BFCL normalisation) or whose questions are the
+    same text is skipped. A composed example has id ``<a.id>+<b.id>``, source ``<a.source>_parallel``,
+    category ``parallel``, the joined question (:func:`join_questions`), both gold calls, and both BFCL
+    possible answers concatenated when both examples have one (pairs where only one has one are skipped:
+    the gold of the other would be judged by exact value). The output is the same for the same input
+    order and seed.
+
+    Args:
+        examples: candidate examples; those that are not standalone single-call questions are ignored.
+        seed: the pairing's seed.
+
+    Returns:
+        The composed examples, in order of their first member's position in ``examples``.
+    """
+    groups: dict[str, list[tuple[int, ToolExample]]] = {}
+    for pos, ex in enumerate(examples):
+        if composable(ex):
+            groups.setdefault(_catalog_key(ex), []).append((pos, ex))
+    out: list[tuple[int, ToolExample]] = []
+    for key, members in groups.items():
+        members = sorted(members, key=lambda m: m[1].id)
+        random.Random(f"{seed}:{key}").shuffle(members)
+        for (pos, a), (_, b) in zip(members[0::2], members[1::2]):
+            qa, qb = a.conversation[0]["content"], b.conversation[0]["content"]
+            if qa.strip() == qb.strip() or calls_equal(a.gold, b.gold) or (a.answer is None) != (b.answer is None):
+                continue
+            gold = [ToolCall(c.name, copy.deepcopy(c.arguments)) for c in a.gold + b.gold]
+            answer = (a.answer + b.answer) if a.answer is not None and b.answer is not None else None
+            out.append((pos, ToolExample(f"{a.id}+{b.id}", f"{a.source}_parallel",
+                                         [{"role": "user", "content": join_questions(qa, qb)}], a.tools, gold,
+                                         answer=answer, category="parallel",
+                                         meta={"composed_from": [a.id, b.id]})))
+    return [ex for _, ex in sorted(out, key=lambda item: item[0])]
