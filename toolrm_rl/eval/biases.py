@@ -270,12 +270,12 @@ def run_biases(cfg: BiasConfig, *, scorer: Scorer | None = None,
     from toolrm_rl.eval.best_of_n import make_scorer
     from toolrm_rl.eval.plots import atomic_write_text
 
+    scorer = scorer or make_scorer(cfg.scorer, cfg.model, **dict(cfg.scorer_options))  # a bad setting fails first
     examples = holdout_examples(cfg.sources)
     built = build_bias_pairs(examples, seed=cfg.seed, compose_parallel=cfg.compose_parallel)
     pairs = {b: _sample(built.pairs[b], cfg.limit, cfg.seed, b) for b in BIASES}
     if progress:
         progress(f"{len(examples)} hold-out examples; pairs: " + ", ".join(f"{b} {len(p)}" for b, p in pairs.items()))
-    scorer = scorer or make_scorer(cfg.scorer, cfg.model, **dict(cfg.scorer_options))
     report = {"scorer": getattr(scorer, "name", cfg.scorer), "model": cfg.model, "seed": cfg.seed,
               "sources": list(cfg.sources), **evaluate_biases(scorer, pairs),
               "dropped": built.dropped, "n_examples": built.n_examples}
