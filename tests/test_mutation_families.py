@@ -158,3 +158,22 @@ def test_near_misses_are_schema_valid_and_grounded():
     values = [v for p in pairs for v in p.rejected[0].arguments.values()]
     assert {"US dollar", "US dollars", "dollars", "euro", "euros"} & set(map(str, values))
     assert any(isinstance(v, str) and v.startswith(("05-03", "03/05", "05/03", "March")) for v in values)
+
+
+def test_query_swap_keeps_the_value_shape():
+    """A URL is only swapped for another URL, a SQL verb for another keyword: implausible swaps
+    ("French" for a URL) are not generated."""
+    from toolrm_rl.core.calls import ToolCall
+    from toolrm_rl.data.mutate import mutate
+
+    catalog = [{"name": "fetch", "parameters": {"type": "object", "properties": {
+        "url": {"type": "string"}, "lang": {"type": "string"}, "verb": {"type": "string"}}}}]
+    gold = [ToolCall("fetch", {"url": "https://a.org/x", "lang": "German", "verb": "SELECT"})]
+    query = "Fetch 'https://a.org/x' in German, not French, and compare with 'https://b.org/y' using SELECT or DELETE"
+    swaps = [calls[0].arguments for s in range(20)
+             for op, calls in mutate(gold, catalog, seed=s, operators=["query_swap"], query=query)]
+    assert swaps
+    for args in swaps:
+        assert args["url"] in ("https://a.org/x", "https://b.org/y")
+        assert args["lang"] in ("German", "French")
+        assert args["verb"] in ("SELECT", "DELETE")

@@ -228,6 +228,35 @@ def query_values(query: str) -> tuple[list[str], list[float | int]]:
     return list(dict.fromkeys(strings)), list(dict.fromkeys(numbers))
 
 
+_DATE_LIKE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}|\d{1,2}:\d{2}")
+
+
+def value_shape(value: str) -> str:
+    """The kind of string a value is, so a swapped-in value is one a model could confuse with it:
+    ``url``, ``email``, ``path``, ``date``, ``number``, ``code`` (an upper-case keyword such as a SQL
+    verb or a currency code), ``identifier`` (one token with ``_``, digits or inner capitals) or ``text``.
+
+    >>> [value_shape(v) for v in ("https://x.org/a", "a@b.com", "/tmp/f.txt", "2024-05-01", "42", "SELECT", "user_id", "New York")]
+    ['url', 'email', 'path', 'date', 'number', 'code', 'identifier', 'text']
+    """
+    v = value.strip()
+    if "://" in v or v.lower().startswith("www."):
+        return "url"
+    if re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", v, re.I):
+        return "email"
+    if " " not in v and ("/" in v or "\\" in v):
+        return "path"
+    if _DATE_LIKE.search(v):
+        return "date"
+    if re.fullmatch(r"-?\d+(?:\.\d+)?", v):
+        return "number"
+    if re.fullmatch(r"[A-Z][A-Z0-9]{1,}", v):
+        return "code"
+    if " " not in v and re.search(r"_|\d|[a-z][A-Z]", v):
+        return "identifier"
+    return "text"
+
+
 # -- operators ----------------------------------------------------------------------------------------
 
 def _wrong_function(calls, catalog, rng, literal, query) -> Iterator[Variant]:
@@ -345,8 +374,9 @@ def _query_swap(calls, catalog, rng, literal, query) -> Iterator[Variant]:
         for param, value in call.arguments.items():
             if type(value) is str:
                 # same shape: an id made of digits is confused with another number, a name with another name
+                # and a URL with a URL, a SQL verb with a keyword: never "French" for a URL (no model writes that)
                 pool = ([str(n) for n in numbers if type(n) is int and str(n) != value] if value.isdigit()
-                        else [s for s in strings if s.lower() != value.lower()])
+                        else [s for s in strings if s.lower() != value.lower() and value_shape(s) == value_shape(value)])
             elif type(value) in (int, float):
                 pool = [type(value)(n) for n in numbers if n != value and (type(value) is float or type(n) is int)]
             else:
