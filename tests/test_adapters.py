@@ -309,3 +309,30 @@ def test_agent_sources_split_into_train_and_bias_holdout(agent_examples):
     with pytest.raises(SourceError, match="split must be one of"):
         load_source("tau2", split="test")
 
+
+
+def test_tau2_task_views_answer_like_a_fresh_database_per_task(agent_examples):
+    """Each task runs on a copy-on-read view of one shared database; a fresh database per task must give
+    the same results, and a task's writes must not reach the next task."""
+    import copy
+
+    from toolrm_rl.data.agentic import _tau2_domain, tau2_trajectories
+
+    # exchanges and returns; tasks 0 and 1 make the same exchange, so a write leaking into the next task shows
+    wanted = {"retail_0", "retail_1", "retail_2", "retail_5", "retail_8"}
+    fast = {t.id: t.results for t in tau2_trajectories(("retail",), keep=lambda i: i in wanted)}
+    assert set(fast) == wanted
+    from tau2.environment.environment import Environment
+
+    get_environment, db_class, data_dir = _tau2_domain("retail")
+    raw = json.loads((data_dir / "db.json").read_text())
+    for task in json.loads((data_dir / "tasks.json").read_text()):
+        if f"retail_{task['id']}" in wanted:
+            env = get_environment(db=db_class.model_validate(copy.deepcopy(raw)))
+            results = []
+            for action in task["evaluation_criteria"]["actions"]:
+                try:
+                    results.append(Environment.to_json_str(env.use_tool(action["name"], **copy.deepcopy(action["arguments"]))))
+                except Exception as err:  # noqa: BLE001 - as the loader records errors
+                    results.append(f"Error: {err}")
+            assert fast[f"retail_{task['id']}"] == results, task["id"]
