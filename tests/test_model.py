@@ -345,6 +345,14 @@ def _lora_round_trip(base_dir: Path, targets: list[str], tmp_path: Path) -> None
     adapter_dir = tmp_path / "adapter"
     trained.save_pretrained(adapter_dir)
     assert (adapter_dir / "adapter_config.json").is_file() and read_toolrm_json(adapter_dir)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    assert len(config["modules_to_save"]) == len(set(config["modules_to_save"]))  # peft's duplicates removed
+    assert set(heads) <= set(config["modules_to_save"])
+    # the MiniLM in site-packages is recorded by name (portable); another base keeps its path
+    from toolrm_rl.model.backbones import minilm_dir as shipped_minilm
+
+    portable = "embedded:minilm" if Path(base_dir).resolve() == shipped_minilm().resolve() else str(base_dir)
+    assert config["base_model_name_or_path"] == portable
 
     loaded = ToolRM.from_pretrained(base_dir, adapter=adapter_dir)
     assert loaded.is_adapter

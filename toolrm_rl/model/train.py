@@ -31,7 +31,7 @@ from toolrm_rl.data.records import PairRecord
 log = logging.getLogger(__name__)
 
 __all__ = ["ModelConfig", "DataConfig", "LoraSettings", "TrainSettings", "RMTrainConfig", "load_config",
-           "build_pairs", "tokenize_pairs", "train", "TrainResult"]
+           "build_pairs", "tokenize_pairs", "train", "TrainResult", "checkpoint_problem", "last_complete_checkpoint"]
 
 
 @dataclass
@@ -49,8 +49,9 @@ class DataConfig:
     negatives_per_example: int = _f(3, "Mutation negatives per source example (the paper keeps at most 3).")
     schema_valid_share: float = _f(0.7, "Target share of mutation negatives that pass the schema rules (the hard ones).")
     eval_fraction: float = _f(0.05, "Share of source examples held out (split by example, so no query is in both).")
-    file_eval_fraction: float = _f(0.0, "Share of the queries in train_files held out for evaluation (split by query; "
-                                        "obfuscated copies of a query stay on its side).")
+    file_eval_fraction: float | None = _f(None, "Share of the queries in train_files held out for evaluation (split "
+                                                "by query; obfuscated copies of a query stay on its side). None: "
+                                                "eval_fraction when no eval_files are given, else 0.")
     max_train_pairs: int | None = _f(None, "Cap on training pairs after shuffling (None: all).")
     max_eval_pairs: int | None = _f(None, "Cap on held-out pairs after shuffling (None: all); evaluation costs time too.")
     skip_bad_rows: bool = _f(False, "Count and skip malformed rows in pair files instead of failing.")
@@ -91,9 +92,10 @@ class TrainSettings:
     bf16: bool | None = _f(None, "bf16 mixed precision (None: on when a CUDA GPU supports it).")
     logging_steps: int = _f(10, "Log every N steps.")
     eval_steps: int | None = _f(100, "Evaluate held-out pairs every N steps (None: only at the end).")
-    save_steps: int = _f(200, "Checkpoint every N steps (resume picks up the last one).")
+    save_steps: int = _f(200, "Checkpoint every N steps (resume picks up the newest complete one).")
     save_total_limit: int = _f(2, "Keep at most this many intermediate checkpoints.")
-    resume: bool = _f(True, "Resume from the last checkpoint in output_dir when there is one.")
+    resume: bool = _f(True, "Resume from the newest complete checkpoint in output_dir when there is one "
+                            "(metrics.json then counts the whole run).")
     report_to: str = _f("wandb", "wandb (offline automatically without credentials), tensorboard, or none.")
     run_name: str | None = _f(None, "Experiment name for the logger.")
     push_to_hub: bool = _f(False, "Push the final model to hub_model_id.")
@@ -151,11 +153,14 @@ def build_pairs(cfg: DataConfig) -> tuple[list[PairRecord], list[PairRecord], di
             (eval_pairs if pair.id.rsplit("#", 1)[0] in held else train_pairs).append(pair)
         report["mutation"] = {"examples": stats.n_examples, "pairs": stats.n_pairs,
                               "schema_valid_share": round(stats.schema_valid_share, 3), "by_operator": stats.by_operator}
+    file_fraction = cfg.file_eval_fraction
+    if file_fraction is None:  # like sources: a held-out share, unless held-out files are given
+        file_fraction = 0.0 if cfg.eval_files else cfg.eval_fraction
     for path in cfg.train_files:
         pairs, load_report = load_pairs(path, skip_bad_rows=cfg.skip_bad_rows)
-        if cfg.file_eval_fraction > 0:
+        if file_fraction > 0:
             queries = sorted({query_key(p.id) for p in pairs})
-            held = set(rng.sample(queries, round(len(queries) * cfg.file_eval_fraction)))
+            held = set(rng.sample(queries, round(len(queries) * file_fraction)))
             for pair in pairs:
                 (eval_pairs if query_key(pair.id) in held else train_pairs).append(pair)
         else:
@@ -265,10 +270,185 @@ def _time_budget_callback(minutes: float):
     return TimeBudget()
 
 
-def _last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def _run_totals_callback():
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
 
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    class RunTotals(TrainerCallback, ExportableState):
+        """Whole-run counters across resumes: wall seconds of the training loop, tokens, the loss sum
+        and the parts (one per start). They are saved in every checkpoint's ``trainer_state.json``
+        (``stateful_callbacks``), so a run resumed from a checkpoint continues its totals: steps done
+        after the last checkpoint of a killed part are redone and counted once."""
+
+        def __init__(self, seconds: float = 0.0, tokens: int = 0, loss_sum: float | None = 0.0,
+                     parts: list | None = None, recorded: bool = True) -> None:
+            self.prior = {"seconds": seconds, "tokens": tokens, "loss_sum": loss_sum, "parts": list(parts or []),
+                          "recorded": recorded}
+            self.trainer: Any = None
+            self.start: float | None = None
+            self.end: float | None = None
+            self.start_step = 0
+            self.final_loss_sum: float | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            saved = state.stateful_callbacks.get(type(self).__name__)
+            if isinstance(saved, dict) and state.global_step > 0:  # resumed: the checkpoint's totals
+                self.prior = type(self)(**saved.get("args", {})).prior
+            elif state.global_step > 0:  # a checkpoint written before totals were recorded
+                self.prior.update(recorded=False, loss_sum=None)
+            state.stateful_callbacks.setdefault(type(self).__name__, self.state())  # the Trainer indexes it
+            self.start, self.start_step = time.monotonic(), state.global_step
+            return control
+
+        def finish(self, training_loss: float) -> None:
+            """Stop the clock once ``trainer.train`` returned (``training_loss``: its whole-run mean)."""
+            self.end = time.monotonic()
+            self.final_loss_sum = training_loss * self.trainer.state.global_step  # HF: this part's sum / all steps
+
+        def _part_loss(self) -> float | None:
+            if self.final_loss_sum is not None:
+                return self.final_loss_sum
+            total, pending = getattr(self.trainer, "_total_loss_scalar", None), getattr(self.trainer, "_tr_loss", None)
+            return None if total is None or pending is None else total + float(pending)
+
+        def totals(self) -> dict[str, Any]:
+            """The whole run so far: ``seconds``, ``tokens``, ``loss_sum``, ``parts``, ``recorded``."""
+            out = {**self.prior, "parts": list(self.prior["parts"])}
+            if self.start is None or self.trainer is None:
+                return out
+            seconds = (self.end or time.monotonic()) - self.start
+            tokens = int(getattr(self.trainer, "_total_train_tokens", 0) or 0)  # non-pad tokens, as TRL counts
+            loss = self._part_loss()
+            out["seconds"] = round(self.prior["seconds"] + seconds, 3)
+            out["tokens"] = self.prior["tokens"] + tokens
+            out["loss_sum"] = None if loss is None or self.prior["loss_sum"] is None else self.prior["loss_sum"] + loss
+            out["parts"].append({"start_step": self.start_step, "end_step": self.trainer.state.global_step,
+                                 "seconds": round(seconds, 3), "tokens": tokens})
+            return out
+
+        def state(self) -> dict:
+            return {"args": self.totals(), "attributes": {}}
+
+    return RunTotals()
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is incomplete (header or data cut short), or None."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 0 or 8 + n > size:
+                return f"{path.name}: truncated header"
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return f"{path.name}: unreadable ({type(err).__name__})"
+    return f"{path.name}: truncated ({size} of {8 + n + end} bytes)" if 8 + n + end > size else None
+
+
+def _zip_problem(path: Path) -> str | None:
+    """Why a torch.save file (a zip archive) is incomplete, or None; reads only its central directory."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path):
+            return None
+    except (OSError, zipfile.BadZipFile) as err:
+        return f"{path.name}: incomplete ({err})"
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why ``ckpt`` (a ``checkpoint-N`` folder) cannot be resumed from, or None when it is complete:
+    ``trainer_state.json`` (written last) with ``global_step`` N, model weights (full, sharded, LoRA
+    adapter, FSDP or DeepSpeed), optimizer and scheduler state, and every weight/state file intact
+    (safetensors sizes match their headers, torch files are whole zip archives, JSON files parse)."""
+    state_file = ckpt / "trainer_state.json"
+    if not state_file.is_file():
+        return "no trainer_state.json (written last: the save was interrupted)"
+    try:
+        step = json.loads(state_file.read_text(encoding="utf-8")).get("global_step")
+    except (OSError, ValueError, AttributeError) as err:
+        return f"trainer_state.json unreadable ({type(err).__name__})"
+    if str(step) != ckpt.name.rsplit("-", 1)[-1]:
+        return f"trainer_state.json says global_step {step!r}"
+    for path in sorted(p for p in ckpt.iterdir() if p.is_file()):
+        if path.suffix == ".safetensors":
+            problem = _safetensors_problem(path)
+        elif path.suffix in (".pt", ".pth", ".bin"):
+            problem = _zip_problem(path)
+        elif path.suffix == ".json":
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+                problem = None
+            except (OSError, ValueError):
+                problem = f"{path.name}: not valid JSON"
+        else:
+            continue
+        if problem:
+            return problem
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (ckpt / index_name).is_file():
+            shards = set(json.loads((ckpt / index_name).read_text(encoding="utf-8")).get("weight_map", {}).values())
+            missing = sorted(s for s in shards if not (ckpt / s).is_file())
+            if missing:
+                return f"{index_name}: missing shard {missing[0]}"
+    sharded = [p.name for p in ckpt.iterdir() if p.is_dir() and p.name.startswith(("global_step", "pytorch_model_fsdp"))]
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+               "adapter_model.safetensors", "adapter_model.bin", "pytorch_model_fsdp_0.bin")
+    if not sharded and not any((ckpt / w).is_file() for w in weights):
+        return "no model weights"
+    if not sharded and not ((ckpt / "optimizer.pt").is_file() and (ckpt / "scheduler.pt").is_file()):
+        return "no optimizer.pt/scheduler.pt (resuming would restart the optimizer)"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` that :func:`checkpoint_problem` finds complete
+    (None when there is none); newer incomplete ones (a run killed while saving) are logged and skipped."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found = [p for p in output_dir.iterdir() if p.is_dir() and p.name.startswith("checkpoint-")
+             and p.name[len("checkpoint-"):].isdigit()]
+    skipped = []
+    for ckpt in sorted(found, key=lambda p: -int(p.name[len("checkpoint-"):])):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            if skipped:
+                log.warning("resuming from %s, the newest complete checkpoint; skipped newer incomplete ones: %s",
+                            ckpt, "; ".join(skipped))
+            return str(ckpt)
+        skipped.append(f"{ckpt.name} ({problem})")
+    if skipped:
+        log.warning("no complete checkpoint in %s (skipped: %s): starting from the beginning", output_dir,
+                    "; ".join(skipped))
+    return None
+
+
+def _run_metrics(trainer: Any, totals: Any, train_output: Any, resume: str | None) -> dict[str, Any]:
+    """``metrics.json``'s training part for the whole run, across resumes: ``train`` (global_step, epoch,
+    train_runtime in seconds, train_loss, total_flos, steps/s), ``train_minutes``, ``train_tokens`` and
+    ``train_tokens_per_second``, ``parts`` (one per start: steps, seconds, tokens) and ``this_part``
+    (the Trainer's own metrics of this start, with the checkpoint it resumed from)."""
+    totals.finish(train_output.training_loss)
+    run = totals.totals()
+    state, seconds = trainer.state, run["seconds"]
+    steps = state.global_step
+    metrics: dict[str, Any] = {
+        "train": {"global_step": steps, "epoch": state.epoch, "train_runtime": seconds,
+                  "train_steps_per_second": round(steps / seconds, 3) if seconds else None,
+                  "train_loss": run["loss_sum"] / steps if steps and run["loss_sum"] is not None else None,
+                  "total_flos": state.total_flos},
+        "train_minutes": round(seconds / 60, 2), "parts": run["parts"],
+        "this_part": {**train_output.metrics, "resumed_from": resume}}
+    if not run["recorded"]:  # resumed from a checkpoint of an older version: earlier parts are not counted
+        metrics["earlier_parts_unrecorded"] = True
+    if run["tokens"] and seconds:
+        metrics["train_tokens"] = run["tokens"]
+        metrics["train_tokens_per_second"] = round(run["tokens"] / seconds, 1)
+    return metrics
 
 
 def train(cfg: RMTrainConfig) -> TrainResult:
@@ -279,7 +459,7 @@ def train(cfg: RMTrainConfig) -> TrainResult:
     from toolrm_rl.model.group import GroupCollator, GroupRewardTrainer
 
     from toolrm_rl.model.backbones import resolve_backbone
-    from toolrm_rl.model.toolrm import ToolRM, lora_head_modules, write_toolrm_json
+    from toolrm_rl.model.toolrm import ToolRM, lora_head_modules, save_adapter, write_toolrm_json
 
     t = cfg.train
     out = Path(t.output_dir)
@@ -321,30 +501,27 @@ def train(cfg: RMTrainConfig) -> TrainResult:
         dataloader_num_workers=t.dataloader_num_workers, max_length=None,  # we render within budget ourselves
         deepspeed=t.deepspeed, fsdp=t.fsdp, fsdp_config=t.fsdp_config, disable_dropout=True,
         dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available())
-    callbacks = [_time_budget_callback(t.max_minutes)] if t.max_minutes else []
+    totals = _run_totals_callback()
+    callbacks = [totals] + ([_time_budget_callback(t.max_minutes)] if t.max_minutes else [])
     pad_id = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else rm.tokenizer.eos_token_id
     trainer = GroupRewardTrainer(model=rm.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                  processing_class=rm.tokenizer, peft_config=peft_config, callbacks=callbacks,
                                  data_collator=GroupCollator(pad_id) if grouped else None,  # None: TRL's pairs
                                  head_modules=lora_head_modules(rm.model), head_learning_rate=t.head_learning_rate)
-    resume = _last_checkpoint(out) if t.resume else None
+    totals.trainer = trainer
+    resume = last_complete_checkpoint(out) if t.resume else None
     if resume:
         log.info("resuming from %s", resume)
-    start = time.monotonic()
     train_output = trainer.train(resume_from_checkpoint=resume)
-    metrics: dict[str, Any] = {"train": train_output.metrics, "data": data_report,
-                               "train_minutes": round((time.monotonic() - start) / 60, 2)}
-    tokens = getattr(trainer, "_total_train_tokens", None)  # non-pad tokens seen, as TRL counts them
-    if tokens and train_output.metrics.get("train_runtime"):
-        metrics["train_tokens"] = int(tokens)
-        metrics["train_tokens_per_second"] = round(tokens / train_output.metrics["train_runtime"], 1)
+    metrics = _run_metrics(trainer, totals, train_output, resume)
+    metrics["data"] = data_report
     if eval_ds is not None:
         metrics["eval"] = trainer.evaluate()
 
     final = out / "final"
     model = trainer.model
     if cfg.lora.enabled:
-        model.save_pretrained(out / "adapter")  # adapter + full score head (modules_to_save)
+        save_adapter(model, out / "adapter", cfg.model.name_or_path)  # adapter + score head, portable base name
         write_toolrm_json(out / "adapter", spec, rm.backbone)
         model = model.merge_and_unload() if cfg.lora.merge else None
     if model is not None:
