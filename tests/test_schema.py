@@ -437,6 +437,9 @@ class TestNeverRaises:
 # * nesting stays below the checker's compile depth (8), beyond which the fast path stops checking.
 # * a top-level null for an optional parameter means "not set" (clients and BFCL answers send it so):
 #   the reference sees such parameters as omitted.
+# * two documented readings of schemas as written in the wild, given to the reference as plain JSON
+#   schema (``_documented_readings``): a schema's own ``default`` is always acceptable, and an enum of
+#   scalars on an array lists the allowed items.
 # Everything else (bools are not numbers, ``required``, ``enum`` equality, ``items``, ``properties``) must agree.
 DIFF_SCALARS = (st.none() | st.booleans() | st.integers(-3, 3)
                 | st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: not x.is_integer())
@@ -452,9 +455,11 @@ def diff_schema(draw, depth: int = 0):
     type_ = draw(st.none() | JSON_TYPES)
     if type_ is not None:
         schema["type"] = type_
+    confusable = st.sampled_from([0, 1, True, False, 1.5, "a", None])
     if draw(st.integers(0, 2)) == 0:
-        confusable = st.sampled_from([0, 1, True, False, 1.5, "a", None])
         schema["enum"] = draw(st.lists(confusable | DIFF_VALUES, min_size=1, max_size=3))
+    if draw(st.integers(0, 5)) == 0:
+        schema["default"] = draw(confusable | DIFF_VALUES)
     if depth < 3:
         if type_ in ("array", None) and draw(st.booleans()):
             schema["items"] = draw(diff_schema(depth + 1))
@@ -520,6 +525,24 @@ def diff_case(draw):
     return props, required, arg_lists
 
 
+def _documented_readings(schema):
+    """``schema`` in plain JSON schema with the checker's two readings spelled out (see above)."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v for k, v in schema.items() if k != "default"}
+    if "properties" in out:
+        out["properties"] = {k: _documented_readings(v) for k, v in out["properties"].items()}
+    if "items" in out:
+        out["items"] = _documented_readings(out["items"])
+    enum = out.get("enum")
+    if out.get("type") == "array" and enum and not any(isinstance(e, list) for e in enum):
+        del out["enum"]
+        out["items"] = {"allOf": [out.get("items", {}), {"enum": enum}]}
+    if "default" in schema:
+        return {"anyOf": [out, {"const": schema["default"]}]}
+    return out
+
+
 class TestAgainstJsonschema:
     @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(case=diff_case())
@@ -527,7 +550,8 @@ class TestAgainstJsonschema:
         props, required, arg_lists = case
         cat = catalog(props, required)
         assert compiled(cat).validator is None  # the fast path alone judges these schemas
-        reference = jsonschema.Draft202012Validator(dict(cat["f"].json_schema(), additionalProperties=False))
+        reference = jsonschema.Draft202012Validator(
+            dict(_documented_readings(cat["f"].json_schema()), additionalProperties=False))
         for args in arg_lists:
             unset = {k for k, v in args.items() if v is None and k in props and k not in required}
             expected = reference.is_valid({k: v for k, v in args.items() if k not in unset})
@@ -539,6 +563,16 @@ class TestAgainstJsonschema:
         ({"x": {"type": "array"}}, {"x": (1, 2)}, True),  # jsonschema says False: tuples are arrays here
         ({"x": {"type": "number"}}, {"x": 2}, True),
         ({"x": {"type": "number"}}, {"x": False}, False),
+        # a schema's own default is acceptable (BFCL's live functions declare "dontcare" on integers)
+        ({"x": {"type": "integer", "default": "dontcare"}}, {"x": "dontcare"}, True),
+        ({"x": {"type": "integer", "default": "dontcare"}}, {"x": "any"}, False),
+        ({"x": {"type": "string", "enum": ["s", "ms"], "default": "N/A"}}, {"x": "N/A"}, True),
+        ({"x": {"type": "integer", "default": 1}}, {"x": True}, False),  # a bool is not the number 1
+        # an enum of scalars on an array lists the allowed items
+        ({"x": {"type": "array", "items": {"type": "string"}, "enum": ["a", "b"]}}, {"x": ["b", "a"]}, True),
+        ({"x": {"type": "array", "items": {"type": "string"}, "enum": ["a", "b"]}}, {"x": []}, True),
+        ({"x": {"type": "array", "items": {"type": "string"}, "enum": ["a", "b"]}}, {"x": ["c"]}, False),
+        ({"x": {"type": "array", "enum": [["a"], ["b"]]}}, {"x": ["a", "b"]}, False),  # an enum of arrays: as is
     ])
     def test_documented_differences(self, props, args, expected):
         assert check_one(props, args).ok is expected

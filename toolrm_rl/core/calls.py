@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -22,17 +23,61 @@ __all__ = [
     "ToolSpec",
     "ToolCatalog",
     "CatalogError",
+    "EmptyCatalogError",
+    "MAX_SCHEMA_DEPTH",
     "BFCL_TO_JSON_TYPE",
     "calls_from_bfcl",
     "calls_to_bfcl",
     "calls_from_openai",
     "calls_to_openai",
     "load_json_field",
+    "short_repr",
 ]
 
 
 class CatalogError(ValueError):
     """A tool catalog or call list that cannot be read; the message names the offending item."""
+
+
+class EmptyCatalogError(CatalogError):
+    """``ToolCatalog.load(..., strict=True)`` got no function at all (``None``, ``""``, ``[]``)."""
+
+
+# Deepest nesting of dicts/lists a function's ``parameters`` may have (a real schema has < 20; the
+# recursive converters and jsonschema would overflow the stack on a few hundred).
+MAX_SCHEMA_DEPTH = 64
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib with ints bounded too: ``repr`` of an int over 4,300 digits raises ValueError, and
+    a huge one is slow to write in decimal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother, self.maxlong = 3, 60, 60, 40
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<int of {x.bit_length()} bits>"
+        return repr(x)
+
+
+_SHORT_REPR = _ShortRepr()
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters, in time and memory bounded by ``limit``
+    whatever the value (huge ints, deep nesting, long strings): for error messages about values a
+    model wrote. Never raises.
+
+    >>> short_repr(10 ** 5000), short_repr([[[[1]]]]), short_repr("x" * 100, 10)
+    ('<int of 16610 bits>', '[[[[...]]]]', "'xxxxxx...")
+    """
+    try:
+        text = _SHORT_REPR.repr(value)
+    except Exception:  # a repr that raises (or recurses) must not take the error message with it
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:max(limit - 3, 0)] + "..."
 
 
 # BFCL (Gorilla) type names, Java and JavaScript ones included, mapped to JSON-schema types.
@@ -93,18 +138,26 @@ class ToolSpec:
     @property
     def properties(self) -> dict[str, Any]:
         """Parameter name -> parameter schema (empty dict when the function takes none)."""
-        props = self.parameters.get("properties") or {}
+        params = self.parameters if isinstance(self.parameters, dict) else {}
+        props = params.get("properties") or {}
         return props if isinstance(props, dict) else {}
 
     @property
     def required(self) -> list[str]:
         """Names of required parameters, in schema order."""
-        req = self.parameters.get("required") or []
+        params = self.parameters if isinstance(self.parameters, dict) else {}
+        req = params.get("required") or []
         return [r for r in req if isinstance(r, str)] if isinstance(req, list) else []
 
     def json_schema(self) -> dict[str, Any]:
-        """The parameters as standard JSON schema (BFCL and Java/JS type names converted)."""
-        return _to_json_schema(self.parameters, top=True)
+        """The parameters as standard JSON schema (BFCL and Java/JS type names converted).
+
+        Raises :class:`CatalogError` when ``parameters`` is nested deeper than :data:`MAX_SCHEMA_DEPTH`
+        (only possible for a spec built by hand: :meth:`ToolCatalog.load` refuses those).
+        """
+        if _depth_exceeds(self.parameters, MAX_SCHEMA_DEPTH):
+            raise CatalogError(f"{short_repr(self.name)}.parameters: nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        return _to_json_schema(self.parameters if isinstance(self.parameters, dict) else {}, top=True)
 
     def to_openai(self) -> dict[str, Any]:
         """An OpenAI ``tools`` item with a standard JSON-schema ``parameters``."""
@@ -154,21 +207,45 @@ class ToolCatalog:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def load(cls, tools: Any) -> "ToolCatalog":
-        """Build a catalog from OpenAI tools, plain/BFCL function docs, a single doc, or their JSON string.
+    def load(cls, tools: Any, *, strict: bool = False) -> "ToolCatalog":
+        """Build a catalog from OpenAI tools, plain/BFCL function docs, a single doc, or their JSON string
+        (``str`` or UTF-8 ``bytes``).
 
-        Raises :class:`CatalogError` naming the item index and field when an entry is unreadable.
+        Raises :class:`CatalogError` (and nothing else) naming the item index and field when the
+        input is unreadable: invalid JSON or UTF-8, nesting too deep for JSON, a value that is not a
+        list of objects, an entry without a string ``name``, ``parameters`` (or its ``properties``)
+        that is not an object, a schema nested deeper than :data:`MAX_SCHEMA_DEPTH`.
+
+        ``None``, a blank string and ``[]`` give an empty catalog, unless ``strict``: then they raise
+        :class:`EmptyCatalogError` (a :class:`CatalogError`), and so do these, which the lenient
+        mode lets through: two functions with the same name (the later one would replace the
+        earlier), a parameter schema that is not an object, ``required`` that is not a list of
+        strings. Callers that must not run without a valid catalog (a reward's schema gate) use
+        ``strict=True`` and catch :class:`CatalogError`.
         """
         if isinstance(tools, ToolCatalog):
+            if strict and not len(tools):
+                raise EmptyCatalogError("tools: the catalog is empty")
             return tools
         tools = load_json_field(tools, "tools")
         if tools is None:
+            if strict:
+                raise EmptyCatalogError("tools: missing or blank")
             return cls()
         if isinstance(tools, dict):
             tools = [tools]
         if not isinstance(tools, list):
             raise CatalogError(f"tools: expected a list of function specs, got {type(tools).__name__}")
-        return cls(_spec_from_item(item, i) for i, item in enumerate(tools))
+        if strict and not tools:
+            raise EmptyCatalogError("tools: an empty list (no function to check calls against)")
+        specs = [_spec_from_item(item, i, strict) for i, item in enumerate(tools)]
+        if strict:
+            seen: dict[str, int] = {}
+            for i, spec in enumerate(specs):
+                if spec.name in seen:
+                    raise CatalogError(f"tools[{i}].name: {short_repr(spec.name)} repeats tools[{seen[spec.name]}]")
+                seen[spec.name] = i
+        return cls(specs)
 
     # -- access -------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> ToolSpec:
@@ -206,7 +283,7 @@ class ToolCatalog:
         return [spec.to_dict() for spec in self]
 
 
-def _spec_from_item(item: Any, index: int) -> ToolSpec:
+def _spec_from_item(item: Any, index: int, strict: bool = False) -> ToolSpec:
     where = f"tools[{index}]"
     if not isinstance(item, dict):
         raise CatalogError(f"{where}: expected an object, got {type(item).__name__}")
@@ -215,17 +292,45 @@ def _spec_from_item(item: Any, index: int) -> ToolSpec:
     name = item.get("name")
     if not isinstance(name, str) or not name:
         raise CatalogError(f"{where}.name: missing or not a string")
+    of = f" (function {short_repr(name, 60)})"
     params = item.get("parameters", item.get("input_schema", item.get("arguments")))
     if params is None:
         params = {"type": "object", "properties": {}}
     if not isinstance(params, dict):
-        raise CatalogError(f"{where}.parameters: expected an object, got {type(params).__name__}")
+        raise CatalogError(f"{where}.parameters: expected an object, got {type(params).__name__}{of}")
     props = params.get("properties", {})
     if props is not None and not isinstance(props, dict):
-        raise CatalogError(f"{where}.parameters.properties: expected an object")
+        raise CatalogError(f"{where}.parameters.properties: expected an object, got {type(props).__name__}{of}")
+    if _depth_exceeds(params, MAX_SCHEMA_DEPTH):
+        raise CatalogError(f"{where}.parameters: nested deeper than {MAX_SCHEMA_DEPTH} levels{of}")
+    if strict:
+        for key, schema in (props or {}).items():
+            if not isinstance(schema, dict):
+                raise CatalogError(f"{where}.parameters.properties.{str(key)[:60]}: expected an object, "
+                                   f"got {type(schema).__name__}{of}")
+        required = params.get("required")
+        if required is not None and not (isinstance(required, list) and all(isinstance(r, str) for r in required)):
+            raise CatalogError(f"{where}.parameters.required: expected a list of parameter names{of}")
     dialect = "bfcl" if params.get("type") == "dict" or _has_bfcl_types(props or {}) else "json_schema"
     description = item.get("description") or ""
     return ToolSpec(name=name, description=str(description), parameters=params, dialect=dialect)
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests dicts/lists more than ``limit`` levels deep (iterative: any depth)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, tuple)))
+    return False
 
 
 _BFCL_ONLY_TYPES = {"float", "tuple", "any", "dict", "String", "Boolean", "Bigint", "HashMap", "ArrayList",
@@ -241,17 +346,24 @@ def _has_bfcl_types(props: dict[str, Any]) -> bool:
 # -- call adapters ---------------------------------------------------------------------------------
 
 def load_json_field(value: Any, field_name: str) -> Any:
-    """Decode ``value`` if it is a JSON string (datasets store tools and calls as JSON text).
+    """Decode ``value`` if it is a JSON string or UTF-8 bytes (datasets store tools and calls as JSON text).
 
-    Raises :class:`CatalogError` naming ``field_name`` when the string is not valid JSON.
+    Raises :class:`CatalogError` naming ``field_name`` when it is not valid JSON (invalid UTF-8 and
+    nesting too deep for the decoder included); other values are returned as they are.
     """
-    if isinstance(value, (str, bytes)):
+    if isinstance(value, (str, bytes, bytearray)):
         if not value.strip():
             return None
         try:
             return json.loads(value)
         except json.JSONDecodeError as err:
             raise CatalogError(f"{field_name}: not valid JSON ({err.msg} at char {err.pos})") from None
+        except UnicodeDecodeError as err:
+            raise CatalogError(f"{field_name}: not valid UTF-8 (byte {err.start})") from None
+        except RecursionError:
+            raise CatalogError(f"{field_name}: JSON nested too deeply to decode") from None
+        except ValueError as err:  # e.g. an integer over Python's 4,300-digit conversion limit
+            raise CatalogError(f"{field_name}: not valid JSON ({str(err)[:120]})") from None
     return value
 
 
@@ -271,7 +383,7 @@ def calls_from_bfcl(items: Any) -> list[ToolCall]:
     calls = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not item:
-            raise CatalogError(f"calls[{i}]: expected {{name: {{arguments}}}}, got {item!r:.80}")
+            raise CatalogError(f"calls[{i}]: expected {{name: {{arguments}}}}, got {short_repr(item)}")
         if set(item) >= {"name"} and ("arguments" in item or "parameters" in item) and isinstance(item["name"], str):
             args = item.get("arguments", item.get("parameters"))
             args = load_json_field(args, f"calls[{i}].arguments") or {}
@@ -281,7 +393,8 @@ def calls_from_bfcl(items: Any) -> list[ToolCall]:
             continue
         for name, args in item.items():
             if not isinstance(args, dict):
-                raise CatalogError(f"calls[{i}].{name}: arguments must be an object, got {type(args).__name__}")
+                raise CatalogError(f"calls[{i}].{str(name)[:60]}: arguments must be an object, "
+                                   f"got {type(args).__name__}")
             calls.append(ToolCall(str(name), dict(args)))
     return calls
 

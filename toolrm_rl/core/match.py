@@ -22,7 +22,7 @@ from toolrm_rl.core.bfcl_types import (
     COLLECTION_TYPES, JAVA_TYPES, JS_TYPES, PY_TYPES, decode_java, decode_js,
     language_of_category,
 )
-from toolrm_rl.core.calls import ToolCall, ToolCatalog, ToolSpec, calls_from_bfcl, load_json_field
+from toolrm_rl.core.calls import ToolCall, ToolCatalog, ToolSpec, calls_from_bfcl, load_json_field, short_repr
 
 __all__ = ["MatchResult", "GroundTruth", "match_bfcl", "normalize_answer", "standardize_string",
            "calls_equal", "canonical_calls", "ERROR_CATEGORIES", "error_category"]
@@ -96,14 +96,31 @@ _PY_AND_JSON_TYPES = {**PY_TYPES, "number": float, "object": dict}
 _STD_RE = re.compile(r"[ ,./\-_*^]")
 
 
-@lru_cache(maxsize=1 << 16)  # rollouts of one prompt repeat the same strings many times
+def _standardize(text: str) -> str:
+    return _STD_RE.sub("", text).lower().replace("'", '"')
+
+
+# Rollouts of one prompt repeat the same short strings many times. Only short ones are cached, in a
+# bounded cache: long string arguments (100 KB each) once grew the cache to gigabytes.
+_CACHED_MAX_CHARS = 256
+_standardize_cached = lru_cache(maxsize=1 << 14)(_standardize)
+
+
 def standardize_string(text: str) -> str:
     """BFCL's string normalisation: drop spaces and ``,./-_*^``, lower-case, ``'`` -> ``"``.
+
+    Strings up to 256 characters are memoised (at most 16,384 of them, a few MB); longer ones are not.
 
     >>> standardize_string("April 1, 2024") == standardize_string("april 1 2024")
     True
     """
-    return _STD_RE.sub("", text).lower().replace("'", '"')
+    return _standardize_cached(text) if len(text) <= _CACHED_MAX_CHARS else _standardize(text)
+
+
+def _cap(name: Any, limit: int = 80) -> str:
+    """A parameter name from a model's output, cut for messages."""
+    name = name if isinstance(name, str) else str(name)
+    return name if len(name) <= limit else name[:limit] + "..."
 
 
 def _std(value: Any) -> Any:
@@ -205,7 +222,7 @@ class GroundTruth:
         self.category = category
         self.language = language or language_of_category(category)
         if self.language not in ("python", "java", "javascript"):
-            raise ValueError(f"language must be python, java or javascript, not {self.language!r}")
+            raise ValueError(f"language must be python, java or javascript, not {short_repr(self.language, 80)}")
         self.dot_to_underscore = dot_to_underscore
         types = {"python": _PY_AND_JSON_TYPES, "java": JAVA_TYPES, "javascript": JS_TYPES}[self.language]
         collections = COLLECTION_TYPES[self.language]
@@ -220,14 +237,52 @@ class GroundTruth:
 
     # -- public -----------------------------------------------------------------------------------
     def check(self, calls: Sequence[ToolCall] | Any) -> MatchResult:
-        """BFCL's verdict on ``calls`` (a ``list[ToolCall]`` or BFCL decoded-output dicts)."""
+        """BFCL's verdict on ``calls`` (a ``list[ToolCall]`` or BFCL decoded-output dicts).
+
+        An empty possible answer expects no call: ``[]`` is then valid and any call ``wrong_count``
+        (``simple`` categories expect exactly one call, so nothing satisfies an empty answer there).
+        Never raises for a ``list[ToolCall]``, whatever its values; decoded-output dicts that
+        :func:`~toolrm_rl.core.calls.calls_from_bfcl` cannot read raise its
+        :class:`~toolrm_rl.core.calls.CatalogError`.
+        """
         if type(calls) is not list or (calls and type(calls[0]) is not ToolCall):
             calls = calls_from_bfcl(calls)
+        try:
+            return self._check(calls)
+        except RecursionError:  # values nested too deeply for Python's == (BFCL's checker crashes)
+            return MatchResult(False, "value_error:others", "a value is nested too deeply to compare")
+
+    def accepts(self, function: str, param: str, value: Any) -> bool:
+        """True when BFCL's parameter check accepts ``value`` for ``param`` of a call to ``function``
+        under some entry of the answer for that function (its type, or the answer's type for a
+        "variable", and one of its values after BFCL's normalisation). Never raises.
+
+        >>> truth = GroundTruth([{"name": "f", "parameters": {"type": "dict", "properties": {"n": {"type": "integer"}}}}],
+        ...                     [{"f": {"n": ["dontcare", 3]}}])  # a string first: BFCL then takes strings
+        >>> truth.accepts("f", "n", 3), truth.accepts("f", "n", "dontcare"), truth.accepts("f", "n", 4)
+        (True, True, False)
+        """
+        for answer in self.answers:
+            if answer.name != function or answer.spec is None or answer.spec.name != function:
+                continue
+            param_check = answer.params.get(param)
+            if param_check is None or not param_check.in_schema:
+                continue
+            try:
+                if self._param(param, value, param_check) is None:
+                    return True
+            except Exception:  # a value or an answer the checks cannot compare: not accepted
+                continue
+        return False
+
+    def _check(self, calls: list[ToolCall]) -> MatchResult:
         if "parallel" in self.category:
             return self._parallel(calls)
         if "multiple" in self.category:
             if len(calls) != len(self.answers):
                 return MatchResult(False, "multiple_function_checker:wrong_count", "wrong number of calls")
+            if not calls:
+                return _OK  # no call expected and none made (as the parallel checker says)
             return self._single(calls[0], self.answers[0])
         if len(calls) != 1:
             return MatchResult(False, "simple_function_checker:wrong_count", "wrong number of calls")
@@ -259,23 +314,23 @@ class GroundTruth:
         spec = answer.spec
         if spec is None:
             return MatchResult(False, "simple_function_checker:wrong_func_name",
-                               lambda: f"function {answer.name!r} is not in the catalog")
+                               lambda: f"function {short_repr(answer.name, 80)} is not in the catalog")
         expected = spec.name
         if self.dot_to_underscore and "." in expected:
             expected = expected.replace(".", "_")
         if call.name != expected:
             return MatchResult(False, "simple_function_checker:wrong_func_name",
-                               lambda: f"expected function {expected!r}, got {call.name!r}")
+                               lambda: f"expected function {short_repr(expected, 80)}, got {short_repr(call.name, 80)}")
         args = call.arguments
         for name in answer.required:
             if name not in args:
                 return MatchResult(False, "simple_function_checker:missing_required",
-                                   lambda: f"missing required parameter {name!r}")
+                                   lambda: f"missing required parameter {short_repr(name, 80)}")
         params = answer.params
         for name, value in args.items():
             param = params.get(name)
             if param is None or not param.in_schema:
-                return MatchResult(False, "simple_function_checker:unexpected_param", lambda: f"unexpected parameter {name!r}")
+                return MatchResult(False, "simple_function_checker:unexpected_param", lambda: f"unexpected parameter {short_repr(name, 80)}")
             fast = param.fast
             if fast is not None:  # inlined common cases of _param()
                 vtype = type(value)
@@ -283,19 +338,19 @@ class GroundTruth:
                     if standardize_string(value) in param.std_strings:
                         continue
                     return MatchResult(False, "value_error:string",
-                                       lambda: f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+                                       lambda: f"{_cap(name)}: {short_repr(value, 80)} is not one of {short_repr(param.options, 120)}")
                 if fast == "scalar" and vtype is param.expected:
                     if value in param.options:
                         continue
                     return MatchResult(False, "value_error:others",
-                                       lambda: f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+                                       lambda: f"{_cap(name)}: {short_repr(value, 80)} is not one of {short_repr(param.options, 120)}")
             bad = self._param(name, value, param)
             if bad is not None:
                 return bad
         for name, param in params.items():
             if name not in args and not param.optional:
                 return MatchResult(False, "simple_function_checker:missing_optional",
-                                   lambda: f"parameter {name!r} is expected but was not given")
+                                   lambda: f"parameter {short_repr(name, 80)} is expected but was not given")
         return _OK
 
     def _param(self, name: str, value: Any, param: _Param) -> MatchResult | None:
@@ -304,12 +359,12 @@ class GroundTruth:
             if type(value) is not str:
                 kind = "java" if self.language == "java" else "js"
                 return MatchResult(False, f"type_error:{kind}",
-                                   f"{name}: expected a {self.language} source literal (string), got {type(value).__name__}")
+                                   f"{_cap(name)}: expected a {self.language} source literal (string), got {type(value).__name__}")
             decode = decode_java if self.language == "java" else decode_js
             try:
                 value = decode(value, type_name, param.nested_name) if nested_type else decode(value, type_name)
             except ValueError as err:  # UnsupportedLiteral, or a number too long for int() (BFCL crashes)
-                return MatchResult(False, "type_error:simple", f"{name}: {err}")  # ``err`` dies with this block
+                return MatchResult(False, "type_error:simple", f"{_cap(name)}: {str(err)[:200]}")  # ``err`` dies here
         if type_name == "tuple" and type(value) is tuple:
             value = list(value)
         if self.language == "python" and expected is float and type(value) is int:
@@ -320,13 +375,13 @@ class GroundTruth:
             if nested_type is not None and not _nested_types_ok(value, param.options, nested_type):
                 if param.first_type is not None and type(value) is param.first_type:
                     return MatchResult(False, "type_error:nested",
-                                       lambda: f"{name}: elements of {value!r:.60} are not {nested_type.__name__}")
-                return MatchResult(False, "type_error:simple", lambda: f"{name}: wrong type")
+                                       lambda: f"{_cap(name)}: elements of {short_repr(value, 60)} are not {nested_type.__name__}")
+                return MatchResult(False, "type_error:simple", lambda: f"{_cap(name)}: wrong type")
         elif param.first_type is not None and type(value) is param.first_type:
             is_variable = True  # a variable name where the answer holds the value's text
         else:
             return MatchResult(False, "type_error:simple",
-                               lambda: f"{name}: expected {type_name}, got {type(value).__name__} ({value!r:.60})")
+                               lambda: f"{_cap(name)}: expected {type_name}, got {type(value).__name__} ({short_repr(value, 60)})")
 
         if not is_variable:
             if expected is dict:
@@ -336,16 +391,16 @@ class GroundTruth:
             if expected is str:
                 if standardize_string(value) not in param.std_strings:
                     return MatchResult(False, "value_error:string",
-                                       lambda: f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+                                       lambda: f"{_cap(name)}: {short_repr(value, 80)} is not one of {short_repr(param.options, 120)}")
                 return None
             if expected is list:
                 std_value = [_std(x) for x in value]
                 if std_value not in param.std_lists:
                     return MatchResult(False, "value_error:list/tuple",
-                                       lambda: f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+                                       lambda: f"{_cap(name)}: {short_repr(value, 80)} is not one of {short_repr(param.options, 120)}")
                 return None
         if value not in param.options:
-            return MatchResult(False, "value_error:others", lambda: f"{name}: {value!r:.80} is not one of {param.options!r:.120}")
+            return MatchResult(False, "value_error:others", lambda: f"{_cap(name)}: {short_repr(value, 80)} is not one of {short_repr(param.options, 120)}")
         return None
 
 
@@ -361,21 +416,21 @@ def _nested_types_ok(value: list, options: list, nested_type: type) -> bool:
 
 
 def _check_dict(name: str, value: dict, options: list) -> MatchResult | None:
-    result = MatchResult(False, "dict_checker:unclear", f"{name}: no acceptable dictionary")
+    result = MatchResult(False, "dict_checker:unclear", f"{_cap(name)}: no acceptable dictionary")
     for option in options:
         if option == "":
             continue
         result = None
         for key, item in value.items():
             if key not in option:
-                result = MatchResult(False, "value_error:dict_key", f"{name}: unexpected key {key!r}")
+                result = MatchResult(False, "value_error:dict_key", f"{_cap(name)}: unexpected key {short_repr(key, 80)}")
                 break
             if _std(item) not in [_std(o) for o in option[key]]:
-                result = MatchResult(False, "value_error:dict_value", f"{name}[{key!r}]: {item!r:.60} not acceptable")
+                result = MatchResult(False, "value_error:dict_value", f"{_cap(name)}[{short_repr(key, 80)}]: {short_repr(item, 60)} not acceptable")
                 break
         for key, acceptable in option.items():  # BFCL runs this even after a failure above
             if key not in value and "" not in acceptable:
-                result = MatchResult(False, "value_error:dict_key", f"{name}: missing key {key!r}")
+                result = MatchResult(False, "value_error:dict_key", f"{_cap(name)}: missing key {short_repr(key, 80)}")
                 break
         if result is None:
             return None
@@ -383,14 +438,14 @@ def _check_dict(name: str, value: dict, options: list) -> MatchResult | None:
 
 
 def _check_list_of_dicts(name: str, value: list, options: list) -> MatchResult | None:
-    result = MatchResult(False, "list_dict_checker:unclear", f"{name}: no acceptable list")
+    result = MatchResult(False, "list_dict_checker:unclear", f"{_cap(name)}: no acceptable list")
     for option in options:
         if len(value) != len(option):
-            result = MatchResult(False, "value_error:list_dict_count", f"{name}: wrong number of dictionaries")
+            result = MatchResult(False, "value_error:list_dict_count", f"{_cap(name)}: wrong number of dictionaries")
             continue
         for item, item_option in zip(value, option):
             if not isinstance(item, dict):
-                result = MatchResult(False, "value_error:dict_value", f"{name}: element {item!r:.40} is not a dict")
+                result = MatchResult(False, "value_error:dict_value", f"{_cap(name)}: element {short_repr(item, 40)} is not a dict")
                 break
             result = _check_dict(name, item, [item_option])
             if result is not None:
@@ -415,28 +470,61 @@ def match_bfcl(calls: Any, catalog: Any, answer: Any, category: str = "simple", 
 
 # -- equality of concrete call lists ----------------------------------------------------------------
 
-def _canon(value: Any) -> Any:
-    if type(value) is str:
-        return ("s", standardize_string(value))
-    if isinstance(value, bool):
-        return ("b", value)
-    if isinstance(value, (int, float)):
-        try:
-            return ("n", float(value) + 0.0)  # + 0.0 turns -0.0 into 0.0, which it equals
-        except OverflowError:  # an int beyond float range: compared exactly
-            return ("n", value)
-    if isinstance(value, (list, tuple)):
-        return ("l", tuple(_canon(v) for v in value))
-    if isinstance(value, dict):
-        return ("d", tuple(sorted((str(k), _canon(v)) for k, v in value.items())))
-    return ("o", repr(value))
+class _Token:
+    """A token of the flat canonical form pushed on the work stack (a dict key), never a value."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: Any) -> None:
+        self.token = token
+
+
+def _canon(value: Any) -> tuple:
+    """A flat (pre-order, length-prefixed) normal form of a value: hashable and comparable without
+    recursion, so neither deep nesting nor huge ints (no repr) can make it raise."""
+    out: list = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is _Token:
+            out.append(v.token)
+        elif t is str:
+            out += ("s", standardize_string(v))
+        elif isinstance(v, bool):
+            out += ("b", v)
+        elif isinstance(v, (int, float)):
+            try:
+                out += ("n", float(v) + 0.0)  # + 0.0 turns -0.0 into 0.0, which it equals
+            except OverflowError:  # an int beyond float range: compared exactly
+                out += ("n", v)
+        elif isinstance(v, (list, tuple)):
+            out += ("l", len(v))
+            stack.extend(reversed(v))
+        elif isinstance(v, dict):
+            out += ("d", len(v))
+            # JSON keys are strings, unique; a pythonic dict may hold 1 and "1": the type breaks the tie
+            items = sorted(v.items(), key=lambda kv: (str(kv[0]), type(kv[0]).__name__))
+            for key, item in reversed(items):
+                stack.append(item)
+                stack.append(_Token(str(key)))
+        elif isinstance(v, str):  # a str subclass
+            out += ("s", standardize_string(str(v)))
+        else:
+            out += ("o", short_repr(v, 200))
+    return tuple(out)
 
 
 def canonical_calls(calls: Iterable[ToolCall], ordered: bool = False) -> tuple:
     """A hashable normal form of a call list: BFCL string normalisation, 1 == 1.0, key order ignored,
-    call order ignored unless ``ordered``."""
-    keys = [(c.name, _canon(c.arguments)) for c in calls]
-    return tuple(keys) if ordered else tuple(sorted(keys, key=repr))
+    call order ignored unless ``ordered``. Never raises for JSON-like argument values of any depth or size."""
+    keys = [(str(c.name), _canon(c.arguments)) for c in calls]
+    if ordered:
+        return tuple(keys)
+    try:
+        return tuple(sorted(keys))
+    except TypeError:  # NaN-free flat tuples always compare; this is for exotic values only
+        return tuple(sorted(keys, key=lambda k: (k[0], short_repr(k[1], 10_000))))
 
 
 def calls_equal(a: Iterable[ToolCall], b: Iterable[ToolCall], ordered: bool = False) -> bool:

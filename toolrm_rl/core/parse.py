@@ -1,7 +1,9 @@
 """Model output text -> tool calls, and tool calls -> text, for every format the project meets.
 
 Parsers never raise: each returns a :class:`ParseResult` holding the calls or a structured
-:class:`ParseError` (an RL reward must be able to score *any* sampled text). Formats:
+:class:`ParseError` (an RL reward must be able to score *any* sampled text), and each runs in time
+linear in the text (no backtracking regex over model output: a policy learns whatever stalls its
+reward). Formats:
 
 - ``hermes``: Hermes/Qwen ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` blocks
   (several blocks = parallel calls; ``parameters`` accepted for ``arguments``; arguments may be a
@@ -23,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolrm_rl.core.calls import ToolCall, calls_to_openai
+from toolrm_rl.core.calls import ToolCall, calls_to_openai, short_repr
 
 __all__ = [
     "FORMATS",
@@ -75,20 +77,48 @@ def _fail(fmt: str, kind: str, message: str) -> ParseResult:
     return ParseResult([], ParseError(kind, message[:300]), fmt)
 
 
-_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
-_FENCE_RE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
-
-
 def strip_thinking(text: str) -> str:
     """Remove ``<think>...</think>`` blocks, and everything before a lone ``</think>``.
+
+    (``str.find``, not a lazy regex: ``<think>`` repeated without a close made that quadratic.)
 
     >>> strip_thinking("<think>hmm</think>[f()]")
     '[f()]'
     """
-    text = _THINK_RE.sub("", text)
+    if "think>" not in text:
+        return text
+    kept, pos = [], 0
+    while True:  # as re.sub(r"<think>.*?</think>", "", text, flags=re.DOTALL)
+        start = text.find("<think>", pos)
+        if start < 0:
+            break
+        end = text.find("</think>", start + 7)
+        if end < 0:  # no close after this open, hence none after any later open either
+            break
+        kept.append(text[pos:start])
+        pos = end + 8
+    if pos:
+        kept.append(text[pos:])
+        text = "".join(kept)
     if "</think>" in text:  # templates that open the think block in the prompt
         text = text.rsplit("</think>", 1)[1]
     return text
+
+
+_FENCE_LANG_RE = re.compile(r"[a-zA-Z0-9_-]*\s*")
+
+
+def _fence_body(text: str) -> str | None:
+    """The body of the first closed code fence (after its language tag and blank space), or None.
+
+    The span the former lazy regex (three backticks, a tag, blank space, the shortest body, three
+    backticks) found, in linear time: that regex rescanned the rest of the text from every unclosed fence."""
+    start = text.find("```")
+    if start < 0:
+        return None
+    body = _FENCE_LANG_RE.match(text, start + 3).end()
+    end = text.find("```", body)
+    return text[body:end] if end >= 0 else None  # no close after the first fence: none after any
 
 
 # -- item normalisation shared by the JSON-based formats --------------------------------------------
@@ -99,7 +129,10 @@ _scan_json = json.JSONDecoder().scan_once
 _CALL_KEYS = frozenset({"name", "arguments", "parameters", "id", "type"})
 
 
-def _call_from_obj(obj: Any) -> list[ToolCall] | str:
+_MAX_TOOL_CALLS_NESTING = 8
+
+
+def _call_from_obj(obj: Any, depth: int = 0) -> list[ToolCall] | str:
     """One decoded JSON item -> calls, or an error message."""
     if not isinstance(obj, dict):
         return f"expected an object for a call, got {type(obj).__name__}"
@@ -120,18 +153,20 @@ def _call_from_obj(obj: Any) -> list[ToolCall] | str:
             return f"arguments must be an object, got {type(args).__name__}"
         return [ToolCall(obj["name"], args)]
     if "tool_calls" in obj and isinstance(obj["tool_calls"], list):
-        return _calls_from_items(obj["tool_calls"])
+        if depth >= _MAX_TOOL_CALLS_NESTING:
+            return "tool_calls nested too deeply"
+        return _calls_from_items(obj["tool_calls"], depth + 1)
     if obj and all(isinstance(v, dict) for v in obj.values()):  # BFCL {"func": {args}}
         return [ToolCall(str(k), v) for k, v in obj.items()]
     return "object is neither {name, arguments} nor {function_name: {arguments}}"
 
 
-def _calls_from_items(items: Any) -> list[ToolCall] | str:
+def _calls_from_items(items: Any, depth: int = 0) -> list[ToolCall] | str:
     if not isinstance(items, list):
         items = [items]
     calls: list[ToolCall] = []
     for i, item in enumerate(items):
-        got = _call_from_obj(item)
+        got = _call_from_obj(item, depth)
         if isinstance(got, str):
             return f"item {i}: {got}"
         calls.extend(got)
@@ -183,8 +218,8 @@ def parse_hermes(text: str) -> ParseResult:
 
 
 def _strip_fences(text: str) -> str:
-    m = _FENCE_RE.search(text)
-    return m.group(1) if m else text
+    body = _fence_body(text)
+    return text if body is None else body
 
 
 def parse_json(text: str) -> ParseResult:
@@ -236,13 +271,26 @@ def _dotted_name(node: ast.AST) -> str | None:
     return ".".join(reversed(parts))
 
 
+# Python refuses to write an int of more than 4,300 digits in decimal (repr, json.dumps, messages
+# all raise): such a literal (e.g. a 4,000-digit hex one) is refused here rather than downstream.
+_MAX_INT_BITS = 14_000
+
+
 def _py_value(node: ast.AST) -> Any:
     """A literal's value; variables and expressions become their source text (BFCL's convention)."""
     if isinstance(node, ast.Constant):
-        return "..." if node.value is Ellipsis else node.value
+        value = node.value
+        if type(value) is int and value.bit_length() > _MAX_INT_BITS:
+            raise _Unsupported(f"an integer literal of {value.bit_length()} bits (over 4,300 digits)")
+        if value is Ellipsis:
+            return "..."
+        if isinstance(value, (complex, bytes)):  # not JSON values: kept as source text, like expressions
+            return ast.unparse(node)
+        return value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) \
-            and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float, complex):
-        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+            and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float):
+        value = _py_value(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.List):
         return [_py_value(v) for v in node.elts]
     if isinstance(node, ast.Tuple):
@@ -280,10 +328,43 @@ def _resolve_call(node: ast.AST) -> ToolCall:
     return ToolCall(name, args)
 
 
-# No space between name and "(" inside prose: "Paris (the capital)" is not a call.
-_PY_LIST_RE = re.compile(r"\[\s*[A-Za-z_][\w.]*\(.*\)\s*\]", re.DOTALL)
-_PY_CALL_RE = re.compile(r"[A-Za-z_][\w.]*\(.*\)", re.DOTALL)
-_PY_CALL_START_RE = re.compile(r"[A-Za-z_][\w.]*\(")  # also a call cut off before its ")"
+# Calls inside prose. No space between name and "(": "Paris (the capital)" is not a call. These
+# used to be regexes like ``[A-Za-z_][\w.]*\(.*\)``, quadratic in a long word or in repeated "f(":
+# only the bounded heads are regexes now, and the ends are found once.
+_WORD_CALL_HEAD_RE = re.compile(r"(?<![\w.])[\w.]+\(")  # a whole run of name characters, then "("
+_IDENT_START_RE = re.compile(r"[A-Za-z_]")
+_LIST_HEAD_RE = re.compile(r"\[\s*[A-Za-z_][\w.]*\(")
+_LIST_TAIL_RE = re.compile(r"\)\s*\]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _call_head(text: str) -> tuple[int, int] | None:
+    """(start of the name, index of its "(") of the first call head (a dotted name and "(") in ``text``."""
+    for m in _WORD_CALL_HEAD_RE.finditer(text):
+        paren = m.end() - 1
+        first = _IDENT_START_RE.search(text, m.start(), paren)  # a name may not start with a digit
+        if first:
+            return first.start(), paren
+    return None
+
+
+def _embedded_calls(body: str) -> list[str]:
+    """Calls inside prose, as the greedy DOTALL regexes ``[ NAME( ... ) ]`` and ``NAME( ... )`` would
+    find them: from the first head to the last ``) ]`` (resp. ``)``) after it."""
+    spans = []
+    head = _LIST_HEAD_RE.search(body)
+    if head:
+        tail = None
+        for tail in _LIST_TAIL_RE.finditer(body):  # the last ") ]": the greedy ".*"
+            pass
+        if tail is not None and tail.start() >= head.end():
+            spans.append(body[head.start():tail.end()])
+    call = _call_head(body)
+    if call:
+        close = body.rfind(")")
+        if close > call[1]:
+            spans.append(body[call[0]:close + 1])
+    return spans
 
 
 def parse_pythonic(text: str) -> ParseResult:
@@ -294,16 +375,15 @@ def parse_pythonic(text: str) -> ParseResult:
     """
     if not isinstance(text, str):
         return _fail("pythonic", "bad_input", f"expected text, got {type(text).__name__}")
+    if _SURROGATE_RE.search(text):  # Python source must encode as UTF-8: a lone surrogate becomes U+FFFD
+        text = _SURROGATE_RE.sub("\ufffd", text)
     body = _strip_fences(strip_thinking(text)).strip().strip("'").strip()
     if not body:
         return ParseResult([], None, "pythonic")
     # the whole text first: its string literals may hold fences or think tags
     candidates = [text.strip()] if text.strip() != body else []
     candidates.append(body)
-    for pattern in (_PY_LIST_RE, _PY_CALL_RE):  # calls inside prose
-        m = pattern.search(body)
-        if m and m.group(0) != body:
-            candidates.append(m.group(0))
+    candidates.extend(span for span in _embedded_calls(body) if span != body)
     last_error = None
     for candidate in candidates:
         try:
@@ -324,7 +404,7 @@ def parse_pythonic(text: str) -> ParseResult:
             last_error = ParseError("bad_structure", str(err)[:300])
             continue
         return ParseResult(calls, None, "pythonic")
-    if not _PY_CALL_START_RE.search(body):
+    if _call_head(body) is None:
         return ParseResult([], None, "pythonic")  # prose without any call
     return ParseResult([], last_error, "pythonic")
 
@@ -365,7 +445,7 @@ def parse(text: Any, fmt: str = "auto") -> ParseResult:
     if fmt == "openai":
         return parse_openai_message(text)
     if fmt != "auto":
-        return _fail(fmt, "bad_input", f"unknown format {fmt!r}; expected one of {FORMATS + ('auto',)}")
+        return _fail(str(fmt)[:40], "bad_input", f"unknown format {short_repr(fmt, 40)}; expected one of {FORMATS + ('auto',)}")
     if isinstance(text, dict):
         return parse_openai_message(text)
     if not isinstance(text, str):
