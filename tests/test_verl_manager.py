@@ -248,3 +248,40 @@ def test_reward_loop_manager_puts_scores_on_the_last_response_token(tokenizer, r
     if manager == "toolrm":  # two schema-valid samples reach the RM, in one request
         assert [len(r["body"]["items"]) for r in requests] == [2]
         assert list(out.non_tensor_batch["fallback"]) == [0.0] * 4
+
+
+def test_manager_marks_malformed_tools_and_scores_them_as_invalid(tokenizer, monkeypatch):
+    scorer = CountingScorer()
+    monkeypatch.setattr("toolrm_rl.verl.manager.get_rm_scorer", lambda *a, **k: scorer)
+    mgr = _manager(tokenizer, w_gt=1.0)
+    data = make_batch(tokenizer, RESPONSES)
+    for info in data.non_tensor_batch["extra_info"]:
+        info["tools"] = info["tools"][:-9]  # cut-off JSON
+
+    async def run_all():
+        return await asyncio.gather(*(mgr.run_single(data[i:i + 1]) for i in range(len(data))))
+
+    outs = asyncio.run(run_all())
+    assert [o["reward_score"] for o in outs] == [-1.0] * 4 and scorer.calls == 0
+    assert all(o["reward_extra_info"]["tools_error"] == 1 and tuple(o["reward_extra_info"]) == R.KEYS for o in outs)
+
+
+def test_one_input_the_scorer_cannot_take_fails_only_its_own_sample(tokenizer, monkeypatch):
+    class Picky(CountingScorer):
+        async def ascore(self, examples):
+            if any(ex.calls[0].arguments.get("days") == 5 for ex in examples):
+                raise TypeError("this input breaks the tokenizer")
+            return await super().ascore(examples)
+
+    scorer = Picky()
+    monkeypatch.setattr("toolrm_rl.verl.manager.get_rm_scorer", lambda *a, **k: scorer)
+    mgr = _manager(tokenizer, batch_window_ms=50)
+    data = make_batch(tokenizer, [RESPONSES[0], RESPONSES[1], RESPONSES[0]])
+
+    async def run_all():
+        return await asyncio.gather(*(mgr.run_single(data[i:i + 1]) for i in range(len(data))))
+
+    outs = asyncio.run(run_all())
+    assert [o["reward_extra_info"]["fallback"] for o in outs] == [0.0, 1.0, 0.0]
+    assert [o["reward_score"] for o in outs] == [2.0, 0.0, 2.0]
+    assert scorer.sizes == [1, 1]  # the batch failed, then each sample alone (the culprit again fails)

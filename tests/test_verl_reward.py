@@ -7,6 +7,7 @@ import copy
 import doctest
 import math
 import json
+import re
 import time
 
 import pytest
@@ -358,3 +359,199 @@ def test_against_our_server_with_a_tiny_model(tmp_path):
         thread.join(30)
     assert native["fallback"] == 0 and native["rm_score"] == pytest.approx(expected, abs=1e-4)
     assert vllm["fallback"] == 0 and vllm["rm_score"] == pytest.approx(expected, abs=1e-4)
+
+
+# -- hostile inputs: time, malformed tools, surrogates, history, window ---------------------------------
+
+# The turn splitter before it was made linear: the reference its replacement must agree with.
+_OLD_OBS_RE = re.compile(
+    r"(?:<\|im_end\|>)?\s*(?:<\|im_start\|>)?(?:user|tool)?\s*"
+    r"((?:<tool_response>.*?(?:</tool_response>|$)\s*)+)"
+    r"(?:<\|im_end\|>)?\s*(?:<\|im_start\|>)?(?:assistant\n)?", re.DOTALL)
+_OLD_RESPONSE_RE = re.compile(r"<tool_response>(.*?)(?:</tool_response>|$)", re.DOTALL)
+
+
+def _old_split_turns(text):
+    turns, pos = [], 0
+    for m in _OLD_OBS_RE.finditer(text):
+        turns.append((R._clean(text[pos:m.start()]), [r.strip() for r in _OLD_RESPONSE_RE.findall(m.group(1))]))
+        pos = m.end()
+    last = R._clean(text[pos:])
+    if last or not turns:
+        turns.append((last, []))
+    return turns
+
+
+_PIECES = ["<tool_response>", "</tool_response>", "<|im_end|>", "<|im_start|>", "user", "tool", "assistant\n",
+           "assistant", "\n", " ", "\t", "x", "us", "er", '<tool_call>{"name": "f", "arguments": {}}</tool_call>']
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=14))
+def test_split_turns_agrees_with_the_regex_it_replaced(pieces):
+    text = "".join(pieces)
+    assert R.split_turns(text) == _old_split_turns(text)
+
+
+CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+HOSTILE = {  # each about 200,000 characters: the old splitter took 9 s for 1,000 newlines
+    "newlines": CALL + "\n" * 200_000,
+    "blanks": CALL + " \t\r\n" * 50_000,
+    "roles": CALL + "user\n tool " * 18_000,
+    "markers": CALL + "<|im_end|>\n<|im_start|>" * 8_000,
+    "open_responses": "<tool_response>" * 13_000,
+    "observations": (CALL + "\nuser\n<tool_response>x</tool_response>\nassistant\n") * 1_500,
+    "think": "<think>" * 28_571,
+    "tool_calls": "<tool_call>" * 18_000,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_long_responses_are_scored_in_linear_time(kind):
+    text = HOSTILE[kind]
+    start = time.perf_counter()
+    out = score(text, rm_source="none")
+    elapsed = time.perf_counter() - start
+    assert tuple(out) == R.KEYS and all(math.isfinite(v) for v in out.values())
+    assert elapsed < 2.0, f"{kind}: {elapsed:.2f} s for {len(text)} characters"  # goal 0.5 s; shared CI CPUs
+
+
+def test_many_fake_turns_keep_the_rm_input_bounded(fake):
+    text = (to_hermes([GOOD]) + "\nuser\n<tool_response>x</tool_response>\nassistant\n") * 1_000
+    out = score(text, max_turns=4, rm_transform="clip")
+    assert out["n_turns"] == 1_000 and out["n_calls"] == 1_000 and out["valid"] == 1
+    assert len(fake.batches[0]) == 4  # the last max_turns turns, each with a bounded history
+    assert all(len(ex.conversation) <= len(CONV) + R.RM_HISTORY for ex in fake.batches[0])
+
+
+def test_an_invalid_turn_before_the_window_still_counts(fake):
+    fake_turn = "\nuser\n<tool_response>ok</tool_response>\nassistant\n"
+    text = to_hermes([ToolCall("nope", {})]) + fake_turn + (to_hermes([GOOD]) + fake_turn) * 5
+    out = score(text, max_turns=3, turn_combine="min")
+    assert out["valid"] == 0 and out["score"] == -1.0
+    inside = score(to_hermes([GOOD]) + fake_turn + to_hermes([GOOD]), max_turns=3, turn_combine="min")
+    assert inside["valid"] == 1 and inside["score"] > 0
+
+
+BAD_TOOLS = {
+    "truncated_json": json.dumps(TOOLS)[:-7],
+    "entry_without_name": json.dumps([{"description": "x", "parameters": TOOLS[0]["parameters"]}]),
+    "parameters_list": json.dumps([{"name": "get_weather", "parameters": []}]),
+    "parameters_number": json.dumps([{"name": "get_weather", "parameters": 3}]),
+    "invalid_utf8": b"\xff\xfe" + json.dumps(TOOLS).encode(),
+    "empty_string": "",
+    "not_a_list": "42",
+    "too_deep": json.dumps([{"name": "get_weather", "parameters": json.loads('{"a": ' * 100 + "1" + "}" * 100)}]),
+}
+RESPONSES_AGAINST_TOOLS = {
+    "valid": to_hermes([GOOD]),
+    "unknown_function": to_hermes([ToolCall("get_wether", {"city": "Paris"})]),
+    "wrong_type": to_hermes([ToolCall("get_weather", {"city": "Paris", "days": "2"})]),
+    "missing_required": to_hermes([ToolCall("get_weather", {"days": 2})]),
+    "abstention": "I will not call anything.",
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_TOOLS))
+def test_malformed_tools_are_marked_and_never_rewarded(fake, caplog, bad):
+    scores = {}
+    for name, text in RESPONSES_AGAINST_TOOLS.items():
+        with caplog.at_level("WARNING", logger=R.__name__):
+            R._NOTES.clear()  # the rate limit is per process: each case must log
+            out = score(text, extra(tools=BAD_TOOLS[bad]), w_gt=1.0, abstain_reward=1.0, invalid_penalty=-1.5)
+        assert tuple(out) == R.KEYS and all(math.isfinite(v) for v in out.values())
+        assert out["tools_error"] == 1 and out["schema_ok"] == 0 and out["valid"] == 0 and out["fallback"] == 0
+        assert "extra_info.tools is unreadable" in caplog.text
+        scores[name] = out["score"]
+    assert set(scores.values()) == {-1.5}  # whatever the response says: nothing can be verified
+    assert fake.batches == []  # and the RM is not asked
+
+
+def test_rows_without_tools_and_with_an_empty_catalog_differ():
+    no_key = {"conversation": json.dumps(CONV)}
+    for info in (no_key, {**no_key, "tools": None}):  # no key, or parquet's null for it
+        out = score(RESPONSES_AGAINST_TOOLS["unknown_function"], info, rm_source="none")
+        assert (out["tools_error"], out["schema_ok"], out["valid"], out["score"]) == (0, 1, 1, 0.0)  # format only
+    empty = {**no_key, "tools": "[]"}  # a catalog without functions: every call is unknown
+    out = score(RESPONSES_AGAINST_TOOLS["unknown_function"], empty, rm_source="none")
+    assert (out["tools_error"], out["schema_ok"], out["score"]) == (0, 0, -1.0)
+    out = score(RESPONSES_AGAINST_TOOLS["abstention"], empty, rm_source="none")
+    assert (out["tools_error"], out["schema_ok"], out["valid"]) == (0, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def tiny_rm(tmp_path_factory):
+    import torch
+
+    from toolrm_rl.model.backbones import build_tiny_qwen3
+
+    torch.set_num_threads(1)
+    return str(build_tiny_qwen3(tmp_path_factory.mktemp("rm")))
+
+
+def test_no_invalid_or_unverifiable_sample_outscores_a_valid_one_with_the_rm(tiny_rm):
+    kw = dict(rm_source="inprocess", model_path=tiny_rm, w_gt=1.0, abstain_reward=0.5)
+    valid, other = [], []
+    for name, text in RESPONSES_AGAINST_TOOLS.items():
+        out = score(text, extra(), **kw)
+        (valid if out["valid"] else other).append((name, "intact", out))
+        for bad, tools in BAD_TOOLS.items():
+            other.append((name, bad, score(text, extra(tools=tools), **kw)))
+    assert [n for n, _, _ in valid] == ["valid", "abstention"]
+    assert all(o["fallback"] == 0 for _, _, o in valid + other)
+    worst_valid = min(o["score"] for _, _, o in valid)
+    best_other = max(other, key=lambda item: item[2]["score"])
+    assert best_other[2]["score"] < worst_valid, best_other
+
+
+def test_lone_surrogates_reach_the_rm_replaced(tiny_rm):
+    kw = dict(rm_source="inprocess", model_path=tiny_rm, rm_clip=1e9, rm_transform="clip")
+    clean = score(to_hermes([ToolCall("get_weather", {"city": "Pa\ufffdris"})]), **kw)
+    literal = score(to_hermes([ToolCall("get_weather", {"city": "Pa\ud800ris"})]), **kw)
+    escaped = score('<tool_call>{"name": "get_weather", "arguments": {"city": "Pa\\ud800ris"}}</tool_call>', **kw)
+    assert clean["fallback"] == literal["fallback"] == escaped["fallback"] == 0
+    assert literal["rm_score"] == pytest.approx(clean["rm_score"]) == escaped["rm_score"]
+    # in the conversation, the tools and an abstention text too
+    conv = [{"role": "user", "content": "Weather in Pa\ud800ris?"}]
+    tools = json.dumps(TOOLS).replace("Weather of a city", "Weather \\udfff of a city")
+    for out in (score(to_hermes([GOOD]), extra(conversation=json.dumps(conv), tools=tools), **kw),
+                score("I can\ud83dnot help.", **kw)):
+        assert out["fallback"] == 0 and out["tools_error"] == 0 and math.isfinite(out["rm_score"])
+
+
+OPENAI_HISTORY = [
+    {"role": "user", "content": "Weather in Paris, then Lyon?"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+]
+
+
+@pytest.mark.parametrize("tool_calls", [
+    OPENAI_HISTORY[1]["tool_calls"],  # well-formed: kept
+    [{"id": "c1", "type": "function", "function": {"arguments": "{}"}}],  # no name
+    [{"function": {"name": "get_weather", "arguments": '{"city": '}}],  # cut-off JSON arguments
+    [{"function": {"name": "get_weather", "arguments": [1, 2]}}],  # arguments not an object
+    "not a list",
+])
+def test_tool_calls_in_the_conversation_never_force_a_fallback(tiny_rm, fake, tool_calls):
+    conv = [OPENAI_HISTORY[0], {**OPENAI_HISTORY[1], "tool_calls": tool_calls}, OPENAI_HISTORY[2]]
+    out = score(to_hermes([GOOD]), extra(conversation=json.dumps(conv)), rm_source="inprocess", model_path=tiny_rm)
+    assert out["fallback"] == 0 and out["valid"] == 1
+    shown = R._load_conversation({"conversation": conv})
+    assert [m["role"] for m in shown] == ["user", "assistant", "tool"]
+    kept = tool_calls is OPENAI_HISTORY[1]["tool_calls"]
+    assert ("tool_calls" in shown[1]) == kept
+
+
+HUGE_INT_CALL = ToolCall("get_weather", {"city": "Paris", "days": int("9" * 4000)})  # valid, too long for the RM
+
+
+def test_a_valid_call_the_rm_cannot_be_shown_is_scored_by_the_rules(fake):
+    out = score(to_hermes([HUGE_INT_CALL]), valid_reward=0.25)
+    assert out["valid"] == 1 and out["fallback"] == 1 and out["score"] == 0.25 and fake.batches == []
+
+
+def test_rules_only_needs_no_rm_input():
+    out = score(to_hermes([HUGE_INT_CALL]), valid_reward=0.25, rm_source="none")
+    assert out["valid"] == 1 and out["fallback"] == 0 and out["score"] == 0.25

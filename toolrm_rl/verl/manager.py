@@ -28,6 +28,7 @@ from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 from toolrm_rl.core.render import RMExample
+from toolrm_rl.scoring import ScorerUnavailable
 from toolrm_rl.verl.reward import (
     _error_result,
     _rm_failure,
@@ -61,8 +62,10 @@ class RMBatcher:
     """Collects RM inputs submitted concurrently on one event loop and scores them in few calls.
 
     ``await submit(examples)`` returns their scores; a batch is sent when ``window_s`` has passed since
-    its first input or when it holds ``max_batch`` inputs. A failed call fails every sample of that
-    batch (each then falls back). ``n_calls``/``n_inputs`` count scorer calls and inputs sent.
+    its first input or when it holds ``max_batch`` inputs. A call that fails with ``ScorerUnavailable``
+    (an outage: timeouts, retries spent, an open breaker) fails every sample of that batch (each then
+    falls back); any other error is retried once per sample, so one input the scorer cannot take fails
+    only its own sample. ``n_calls``/``n_inputs`` count scorer calls and inputs sent.
     """
 
     def __init__(self, scorer: Any, window_s: float, max_batch: int) -> None:
@@ -104,13 +107,21 @@ class RMBatcher:
             scores = await score_examples(self.scorer, flat)
             if len(scores) != len(flat):
                 raise ValueError(f"scorer returned {len(scores)} scores for {len(flat)} inputs")
+        except Exception as err:
+            if len(batch) > 1 and not isinstance(err, ScorerUnavailable):
+                # not an outage but an input the scorer could not take: it must not fail the other
+                # samples, so each is scored alone (and only the culprit falls back)
+                await asyncio.gather(*(self._run([item]) for item in batch))
+                return
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(err)
+            return
         except BaseException as err:
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(err if isinstance(err, Exception) else RuntimeError(repr(err)))
-            if not isinstance(err, Exception):
-                raise
-            return
+                    future.set_exception(RuntimeError(repr(err)))
+            raise
         pos = 0
         for examples, future in batch:
             if not future.done():
@@ -168,10 +179,14 @@ class ToolRMRewardManager(RewardManagerBase):
             ground_truth = reward_model.get("ground_truth") if hasattr(reward_model, "get") else None
             p = prepare(text, ground_truth, nt.get("extra_info"), self.cfg)
             result = finish(p, None, False)
-            if p.examples:
+            if p.examples or p.rm_skipped:
                 try:
                     batcher = self.batcher()
-                    if batcher is not None:
+                    if batcher is None:
+                        pass  # rules only
+                    elif not p.examples:  # a valid call the RM cannot be shown: the rules alone
+                        result = finish(p, None, True)
+                    else:
                         result = finish(p, await batcher.submit(p.examples), False)
                 except asyncio.CancelledError:
                     raise

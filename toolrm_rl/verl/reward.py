@@ -9,15 +9,27 @@ Per sample: the response (``solution_str``, the decoded rollout) is split into a
 ``tool_agent`` rollout holds several, separated by ``<tool_response>`` observations); each turn's
 calls are parsed (``core.parse``, hermes by default) and checked against the catalog
 (``core.schema.check_calls``); valid turns are scored by ToolRM in their context (catalog +
-conversation + earlier turns and observations); the turn scores are combined by ``turn_combine``.
-Tools, conversation and gold calls come from ``extra_info`` (JSON strings written by ``toolrm verl-data``);
-a row without tools gets the format check only (its schema check is skipped, ``schema_ok=1``).
+conversation + the rollout's last :data:`RM_HISTORY` earlier messages); the turn scores are combined
+by ``turn_combine``. Tools, conversation and gold calls come from ``extra_info`` (JSON strings written
+by ``toolrm verl-data``). The ``tools`` field decides what the schema gate can check:
+
+- no ``tools`` key (or ``tools: null``, how parquet stores a key that other rows have): a row without
+  tools, format check only (the schema check is skipped, ``schema_ok=1``);
+- ``tools`` present and readable: every call is checked against it (``[]`` is an empty catalog, so any
+  call is an unknown function and fails the gate; an answer without calls passes);
+- ``tools`` present but unreadable (not JSON, invalid UTF-8, an entry without a name, ``parameters``
+  that are not an object, nested deeper than :data:`MAX_DEPTH`): the calls cannot be verified, so the
+  sample scores ``invalid_penalty`` whatever the response says (no RM, no gold or abstention terms),
+  with ``tools_error=1``, ``schema_ok=0`` and a (rate-limited) warning naming the reason.
 
 The combination rule (:func:`combine`, per turn)::
 
     invalid format or schema:  invalid_penalty                       (gate: the RM is not asked)
     otherwise:                 valid_reward + w_rm * transform(rm_score)   (sigmoid by default: in (0, 1))
     episode score = turn_combine(turn scores) + w_gt * gt_match + abstain_reward * abstained_correctly
+
+Only the last ``max_turns`` scored turns enter ``turn_combine``; when an earlier turn was invalid, one
+invalid turn is kept in their place (a long rollout cannot push its invalid calls out of the window).
 
 Where the RM score comes from (``rm_source``): ``router`` (verl's reward-model router, vLLM
 ``/classify``, input rendered by OUR renderer with the tools using ``reward_model_tokenizer``),
@@ -26,6 +38,12 @@ loaded once per worker process on CPU), ``none`` (rules only); ``auto`` picks th
 that order. It never breaks training: RM failures (timeouts, bounded retries, an open circuit breaker,
 bad replies) fall back to ``rm_score = 0`` with ``fallback = 1``, and a top-level guard turns any other
 error into the invalid score with ``fallback = 1``. Every sample returns the same keys (:data:`KEYS`).
+
+Hostile text is bounded: responses are cut to their last ``max_chars`` characters and every step after
+that (turn splitting, parsing, checks) is linear in the length; lone surrogates (from the text or from
+JSON ``\\ud800`` escapes) are replaced by U+FFFD before anything reaches a tokenizer; a call the RM
+cannot be shown (nested deeper than :data:`MAX_DEPTH`, an integer too long to print) is scored by the
+rules alone with ``fallback = 1``.
 """
 
 from __future__ import annotations
@@ -39,6 +57,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +94,7 @@ logger = logging.getLogger(__name__)
 
 #: Keys of every returned dict, in order (verl needs identical keys with scalar values for every sample).
 KEYS = ("score", "rm_score", "format_ok", "schema_ok", "valid", "n_calls", "n_turns", "gt_match", "has_gold",
-        "abstained", "fallback", "latency_ms")
+        "abstained", "fallback", "tools_error", "latency_ms")
 RM_SOURCES = ("auto", "router", "server", "inprocess", "none")
 TURN_COMBINES = ("last", "mean", "min")
 RM_TRANSFORMS = ("sigmoid", "tanh", "clip")
@@ -170,6 +189,8 @@ def load_reward_config(overrides: Mapping[str, Any] | None = None) -> ToolReward
         _warned.add(repr(unknown))
         logger.warning("toolrm reward: ignoring unknown options %s (known: %s)", unknown, sorted(_FIELDS))
     cfg = ToolRewardConfig(**{k: v for k, v in values.items() if k in _FIELDS})
+    if len(_CONFIG_CACHE) >= 256:  # bounded: callers that vary their options must not grow it forever
+        _CONFIG_CACHE.clear()
     _CONFIG_CACHE[key] = cfg
     return cfg
 
@@ -241,26 +262,84 @@ def episode_score(turn_scores: Sequence[float], gt_match: float, has_gold: bool,
 # One observation section of a decoded tool_agent rollout: optional end/start markers and role label,
 # one or more <tool_response> blocks, then the next assistant header. With skip_special_tokens=True the
 # Qwen3 template leaves "...</tool_call>\nuser\n<tool_response>\n...\n</tool_response>\nassistant\n".
-_OBS_RE = re.compile(
-    r"(?:<\|im_end\|>)?\s*(?:<\|im_start\|>)?(?:user|tool)?\s*"
-    r"((?:<tool_response>.*?(?:</tool_response>|$)\s*)+)"
-    r"(?:<\|im_end\|>)?\s*(?:<\|im_start\|>)?(?:assistant\n)?", re.DOTALL)
-_RESPONSE_RE = re.compile(r"<tool_response>(.*?)(?:</tool_response>|$)", re.DOTALL)
+# Found with str.find and fixed-length checks, not a regex: a pattern with optional parts between
+# whitespace runs backtracks cubically on a long run of blanks (9 s for 1,000 newlines).
+_RESPONSE_OPEN, _RESPONSE_CLOSE = "<tool_response>", "</tool_response>"
+_IM_START, _IM_END = "<|im_start|>", "<|im_end|>"
+_ROLES_BEFORE = ("user", "tool")
+_ASSISTANT_HEADER = "assistant\n"
 _MARKERS_RE = re.compile(r"<\|im_(?:start|end)\|>|<\|endoftext\|>")
 
 
+def _skip_space(text: str, i: int) -> int:
+    """The first index >= i that is not whitespace."""
+    n = len(text)
+    while i < n and text[i].isspace():
+        i += 1
+    return i
+
+
+def _skip_space_back(text: str, i: int, lo: int) -> int:
+    """The smallest j in [lo, i] with text[j:i] all whitespace."""
+    while i > lo and text[i - 1].isspace():
+        i -= 1
+    return i
+
+
+def _ends_with(text: str, token: str, i: int, lo: int) -> bool:
+    return i - len(token) >= lo and text.startswith(token, i - len(token))
+
+
+def _observation_start(text: str, i: int, lo: int) -> int:
+    """Where the observation header ``[<|im_end|>] ws [<|im_start|>] [user|tool] ws`` before the
+    ``<tool_response>`` at ``i`` begins (not before ``lo``, the end of the previous section)."""
+    j = _skip_space_back(text, i, lo)
+    for role in _ROLES_BEFORE:
+        if _ends_with(text, role, j, lo):
+            j -= len(role)
+            break
+    if _ends_with(text, _IM_START, j, lo):
+        j -= len(_IM_START)
+    j = _skip_space_back(text, j, lo)
+    if _ends_with(text, _IM_END, j, lo):
+        j -= len(_IM_END)
+    return j
+
+
 def split_turns(text: str) -> list[tuple[str, list[str]]]:
-    """Split a decoded rollout into ``(assistant_text, observations_after_it)`` turns.
+    """Split a decoded rollout into ``(assistant_text, observations_after_it)`` turns; linear in ``len(text)``.
+
+    An observation section is ``[<|im_end|>] [<|im_start|>] [user|tool]``, one or more
+    ``<tool_response>...</tool_response>`` blocks (the last may be unclosed: it runs to the end), then
+    ``[<|im_end|>] [<|im_start|>] [assistant\\n]``, with any whitespace between the parts.
 
     >>> split_turns('<tool_call>{"name": "f", "arguments": {}}</tool_call>\\nuser\\n<tool_response>\\n42\\n'
     ...             '</tool_response>\\nassistant\\nIt is 42.')
     [('<tool_call>{"name": "f", "arguments": {}}</tool_call>', ['42']), ('It is 42.', [])]
     """
     turns: list[tuple[str, list[str]]] = []
-    pos = 0
-    for m in _OBS_RE.finditer(text):
-        turns.append((_clean(text[pos:m.start()]), [r.strip() for r in _RESPONSE_RE.findall(m.group(1))]))
-        pos = m.end()
+    n, pos = len(text), 0
+    while (i := text.find(_RESPONSE_OPEN, pos)) >= 0:
+        start = _observation_start(text, i, pos)
+        observations: list[str] = []
+        j = i
+        while text.startswith(_RESPONSE_OPEN, j):
+            body = j + len(_RESPONSE_OPEN)
+            close = text.find(_RESPONSE_CLOSE, body)
+            if close < 0:  # an unclosed block runs to the end of the text
+                observations.append(text[body:].strip())
+                j = n
+                break
+            observations.append(text[body:close].strip())
+            j = _skip_space(text, close + len(_RESPONSE_CLOSE))
+        if text.startswith(_IM_END, j):
+            j = _skip_space(text, j + len(_IM_END))
+        if text.startswith(_IM_START, j):
+            j += len(_IM_START)
+        if text.startswith(_ASSISTANT_HEADER, j):
+            j += len(_ASSISTANT_HEADER)
+        turns.append((_clean(text[pos:start]), observations))
+        pos = j
     last = _clean(text[pos:])
     if last or not turns:
         turns.append((last, []))
@@ -270,6 +349,86 @@ def split_turns(text: str) -> list[tuple[str, list[str]]]:
 def _clean(text: str) -> str:
     text = _MARKERS_RE.sub("", text)
     return (strip_thinking(text) if "think>" in text else text).strip()
+
+
+# -- what may reach the RM: no lone surrogates, bounded nesting, printable numbers --------------------
+
+#: Deepest nesting of tools, conversation content or call arguments the reward accepts (a deeper
+#: ``tools`` field is unreadable: ``tools_error=1``; deeper call arguments are scored by the rules alone).
+MAX_DEPTH = 64
+#: Earlier messages of the rollout shown to the RM with a turn, after the row's conversation (the
+#: renderer cuts to its token budget anyway; 10,000 fake observations must not make 10,000-message inputs).
+RM_HISTORY = 32
+_MAX_INT_BITS = 12_000  # ~3,600 digits: str() of an int over 4,300 digits raises (Python's default limit)
+_TEXT_CAP = 2000  # characters of an answer text or an observation shown to the RM
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+class _Unrenderable(ValueError):
+    """A value the RM input cannot hold (nested too deep, an integer too long to print)."""
+
+
+def _clean_text(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD (tokenizers and UTF-8 encoders reject them).
+
+    >>> _clean_text("a\\ud800b") == "a\\ufffdb", _clean_text("déjà")
+    (True, 'déjà')
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE_RE.sub("\ufffd", text)
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    """A JSON-like copy of ``value`` that the RM input can hold: strings through :func:`_clean_text`,
+    keys as strings, tuples as lists, numpy values as Python ones, other objects as their ``str``.
+    Raises :class:`_Unrenderable` past :data:`MAX_DEPTH` levels or for an integer too long to print."""
+    if isinstance(value, str):
+        return _clean_text(value)
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS:
+            raise _Unrenderable(f"an integer of {value.bit_length()} bits")
+        return value
+    if depth >= MAX_DEPTH:
+        raise _Unrenderable(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, Mapping):
+        return {_clean_text(str(k)): _scrub(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v, depth + 1) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (bytes, bytearray)):  # numpy (parquet columns)
+        return _scrub(value.tolist(), depth + 1)
+    return _clean_text(str(value))
+
+
+def _rm_calls(calls: Sequence[ToolCall]) -> list[ToolCall]:
+    """The calls as the RM is shown them (see :func:`_scrub`); raises :class:`_Unrenderable`."""
+    return [ToolCall(_clean_text(c.name), _scrub(c.arguments)) for c in calls]
+
+
+_NOTES: dict[str, list[float]] = {}  # kind -> [time of the last warning, occurrences since]
+_NOTES_LOCK = threading.Lock()
+NOTE_INTERVAL_S = 60.0
+
+
+def _note(kind: str, message: str) -> None:
+    """Log ``message`` as a warning at most once per :data:`NOTE_INTERVAL_S` per ``kind``, with the
+    number of occurrences left unlogged since (a bad data set must not flood the training log)."""
+    now = time.monotonic()
+    with _NOTES_LOCK:
+        entry = _NOTES.get(kind)
+        if entry is not None and now - entry[0] < NOTE_INTERVAL_S:
+            entry[1] += 1
+            return
+        skipped = int(entry[1]) if entry is not None else 0
+        _NOTES[kind] = [now, 0]
+    more = f" (and {skipped} more since the last report)" if skipped else ""
+    logger.warning("toolrm reward: %.300s%s", message, more)
 
 
 # -- per-sample preparation and finishing (shared by compute_score and the reward manager) -----------
@@ -289,6 +448,8 @@ class Prepared:
     has_gold: bool = False
     abstained: bool = False
     abstained_correctly: bool = False
+    tools_error: bool = False  # extra_info.tools present but unreadable: scored invalid_penalty
+    rm_skipped: bool = False  # a valid turn the RM cannot be shown: rules only, fallback=1 if an RM is set
     error: bool = False  # the guard caught an exception: score as invalid, fallback=1
     start: float = field(default_factory=time.perf_counter)
 
@@ -298,9 +459,73 @@ def _json_field(info: Mapping[str, Any], name: str) -> Any:
     if isinstance(value, (str, bytes)):
         try:
             return json.loads(value) if value.strip() else None
-        except (ValueError, RecursionError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             return None
     return value
+
+
+def _load_tools(extra: Mapping[str, Any]) -> tuple[ToolCatalog, bool, str]:
+    """``(catalog, present, error)`` of ``extra_info["tools"]``: ``present`` is False for a row without
+    tools (no key, or None); ``error`` says why a present field is unreadable ("" when it is fine)."""
+    raw = extra.get("tools")
+    if raw is None:
+        return ToolCatalog(), False, ""
+    try:
+        if isinstance(raw, (bytes, bytearray)):
+            raw = bytes(raw).decode("utf-8")
+        if isinstance(raw, str):
+            raw = json.loads(raw)
+        return ToolCatalog.load(_scrub(raw)), True, ""
+    except Exception as err:  # CatalogError, bad JSON or UTF-8, too deep, anything: the gate cannot check
+        return ToolCatalog(), True, f"{type(err).__name__}: {err}"
+
+
+def _load_conversation(extra: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The row's conversation as RM-safe messages; unreadable messages (and unreadable ``tool_calls``
+    of a readable one) are left out with a logged reason."""
+    value = _json_field(extra, "conversation")
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, list):
+        return []
+    flat = [m for item in value for m in (item if isinstance(item, list) else [item])]  # BFCL: turns of messages
+    out = []
+    for i, m in enumerate(flat):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+            continue
+        try:
+            out.append(_message(m, i))
+        except Exception as err:
+            _note("conversation", f"extra_info.conversation[{i}] left out of the RM input ({type(err).__name__}: "
+                                  f"{err})")
+    return out
+
+
+def _message(m: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """One conversation message for the RM: string content, OpenAI ``tool_calls`` (arguments as JSON)."""
+    content = m.get("content")
+    if content is None:
+        content = ""
+    elif isinstance(content, str):
+        content = _clean_text(content)
+    else:  # e.g. a list of content parts: shown as JSON, as the renderer would
+        content = json.dumps(_scrub(content), ensure_ascii=False)
+    msg: dict[str, Any] = {"role": _clean_text(m["role"]), "content": content}
+    tool_calls = m.get("tool_calls")
+    if hasattr(tool_calls, "tolist") and not isinstance(tool_calls, (str, bytes)):
+        tool_calls = tool_calls.tolist()
+    if tool_calls:
+        try:
+            msg["tool_calls"] = calls_to_openai(_rm_calls(calls_from_openai(_scrub(tool_calls))))
+        except Exception as err:  # history the renderer cannot read: the message without its calls
+            _note("conversation", f"extra_info.conversation[{index}].tool_calls left out of the RM input "
+                                  f"({type(err).__name__}: {err})")
+    for key in ("name", "tool_call_id"):
+        if isinstance(m.get(key), str):
+            msg[key] = _clean_text(m[key])
+    return msg
 
 
 def _gold_calls(extra: Mapping[str, Any], ground_truth: Any) -> list[ToolCall] | None:
@@ -319,6 +544,15 @@ def _gold_calls(extra: Mapping[str, Any], ground_truth: Any) -> list[ToolCall] |
     return None
 
 
+def _schema_ok(calls: list[ToolCall], catalog: ToolCatalog, cfg: ToolRewardConfig) -> bool:
+    """The schema gate; a check that fails with an error counts as a failed check (it cannot be verified)."""
+    try:
+        return check_calls(calls, catalog, language=cfg.language).ok
+    except Exception as err:
+        _note("schema_check", f"schema check failed with {type(err).__name__}: {err}; the turn counts as invalid")
+        return False
+
+
 def prepare(solution_str: Any, ground_truth: Any, extra_info: Any, cfg: ToolRewardConfig) -> Prepared:
     """Parse, split and check one sample; never raises (errors give ``Prepared(error=True)``)."""
     try:
@@ -329,49 +563,47 @@ def prepare(solution_str: Any, ground_truth: Any, extra_info: Any, cfg: ToolRewa
 
 
 def _prepare(solution_str: Any, ground_truth: Any, extra_info: Any, cfg: ToolRewardConfig) -> Prepared:
-    text = solution_str if isinstance(solution_str, str) else ("" if solution_str is None else str(solution_str))
+    if isinstance(solution_str, str):
+        text = solution_str
+    elif isinstance(solution_str, (bytes, bytearray)):
+        text = bytes(solution_str[-4 * cfg.max_chars:]).decode("utf-8", "replace")
+    else:
+        text = "" if solution_str is None else str(solution_str)
     if len(text) > cfg.max_chars:
         text = text[-cfg.max_chars:]
+    text = _clean_text(text)
     extra = dict(extra_info) if isinstance(extra_info, Mapping) else {}  # a copy: verl mutates its dict
-    try:
-        catalog = ToolCatalog.load(_json_field(extra, "tools"))
-    except Exception:
-        catalog = ToolCatalog()
-    conversation = _json_field(extra, "conversation")
-    if not isinstance(conversation, list):
-        conversation = []
-    conversation = [m for m in conversation if isinstance(m, Mapping) and isinstance(m.get("role"), str)]
+    catalog, has_tools, tools_error = _load_tools(extra)
+    if tools_error:
+        _note("tools_error", f"extra_info.tools is unreadable ({tools_error:.200}): the calls cannot be checked, "
+                             f"the sample scores invalid_penalty with tools_error=1")
     gold = _gold_calls(extra, ground_truth)
 
     turns = split_turns(text)
-    context = list(conversation)
-    p = Prepared(cfg, [], [], n_turns=len(turns))
+    p = Prepared(cfg, [], [], n_turns=len(turns), tools_error=bool(tools_error))
     all_calls: list[ToolCall] = []
-    scored: list[tuple[bool, RMExample | None]] = []
-    for k, (turn_text, observations) in enumerate(turns):
+    checked: list[tuple[list[ToolCall], bool]] = []  # per turn: calls, passes format and schema
+    scored: list[int] = []  # turns that are scored: invalid ones, calls, abstentions (see score_text_turns)
+    for k, (turn_text, _) in enumerate(turns):
         result = parse(turn_text, cfg.format)
         calls = result.calls if result.ok else []
+        ok = result.ok and not tools_error  # calls that cannot be read cannot pass the schema either
+        if ok and calls and has_tools:
+            ok = _schema_ok(calls, catalog, cfg)
+        p.format_ok &= result.ok
+        p.schema_ok &= ok
         all_calls.extend(calls)
-        ok_format = result.ok
-        ok_schema = ok_format  # calls that cannot be read cannot pass the schema either
-        if ok_format and calls:
-            ok_schema = check_calls(calls, catalog, language=cfg.language).ok if len(catalog) else True
-        p.format_ok &= ok_format
-        p.schema_ok &= ok_schema
+        checked.append((calls, ok))
         is_answer = not calls and k > 0  # a text turn after an observation: the final answer
-        if ok_format and (calls or not is_answer or cfg.score_text_turns):
-            example = RMExample(catalog, list(context), list(calls), None if calls else turn_text[:2000])
-            scored.append((ok_schema, example))
-        elif not ok_format:
-            scored.append((False, None))
-        if calls:
-            context.append({"role": "assistant", "content": "", "tool_calls": calls_to_openai(calls)})
-        else:
-            context.append({"role": "assistant", "content": turn_text[:2000]})
-        context.extend({"role": "tool", "content": o[:2000]} for o in observations)
-    scored = scored[-cfg.max_turns:]
-    p.valid = [v for v, _ in scored]
-    p.examples = [ex for v, ex in scored if v and ex is not None]
+        if not result.ok or calls or not is_answer or cfg.score_text_turns:
+            scored.append(k)
+    window = scored[-cfg.max_turns:] if cfg.max_turns > 0 else scored
+    p.valid = [checked[k][1] for k in window]
+    if not all(checked[k][1] for k in scored[:len(scored) - len(window)]):
+        p.valid.insert(0, False)  # an invalid turn before the window still counts once
+    if not tools_error and any(p.valid):
+        p.examples, p.rm_skipped = _rm_examples(turns, checked, [k for k in window if checked[k][1]], catalog,
+                                                _load_conversation(extra))
     p.n_calls = len(all_calls)
     p.abstained = not all_calls and p.format_ok
     if gold is not None:
@@ -381,10 +613,38 @@ def _prepare(solution_str: Any, ground_truth: Any, extra_info: Any, cfg: ToolRew
     return p
 
 
+def _rm_examples(turns: list[tuple[str, list[str]]], checked: list[tuple[list[ToolCall], bool]], wanted: list[int],
+                 catalog: ToolCatalog, conversation: list[dict[str, Any]]) -> tuple[list[RMExample], bool]:
+    """RM inputs for the ``wanted`` turns, each with the conversation and the rollout's last
+    :data:`RM_HISTORY` messages before it; ``([], True)`` when a call cannot be shown to the RM."""
+    wanted_set, examples = set(wanted), []
+    history: deque[dict[str, Any]] = deque(maxlen=RM_HISTORY)
+    try:
+        for k in range(max(wanted) + 1):
+            turn_text, observations = turns[k]
+            # a turn this far before the first wanted one leaves the history (>= 1 message per turn)
+            # before it is shown: its calls need not be made RM-safe
+            calls = _rm_calls(checked[k][0]) if k >= wanted[0] - RM_HISTORY else []
+            if k in wanted_set:
+                examples.append(RMExample(catalog, conversation + list(history), calls,
+                                          None if calls else turn_text[:_TEXT_CAP]))
+            if calls:
+                history.append({"role": "assistant", "content": "", "tool_calls": calls_to_openai(calls)})
+            else:
+                history.append({"role": "assistant", "content": turn_text[:_TEXT_CAP]})
+            history.extend({"role": "tool", "content": o[:_TEXT_CAP]} for o in observations[-RM_HISTORY:])
+    except (_Unrenderable, ValueError, RecursionError) as err:
+        _note("rm_input", f"a valid call cannot be shown to the RM ({type(err).__name__}: {err}); "
+                          f"the sample is scored by the rules alone")
+        return [], True
+    return examples, False
+
+
 def _matches(calls: list[ToolCall], gold: list[ToolCall], extra: Mapping[str, Any], catalog: ToolCatalog,
              cfg: ToolRewardConfig) -> bool:
     """BFCL's checker against extra_info["answer"] (a possible answer: accepts alternatives) when there is
-    one and the gold makes calls; otherwise the calls must equal the gold after normalisation (any order)."""
+    one and the gold makes calls; otherwise the calls must equal the gold after normalisation (any order).
+    A check that fails with an error is no match."""
     from toolrm_rl.core.match import GroundTruth, calls_equal
 
     answer = _json_field(extra, "answer")
@@ -396,42 +656,49 @@ def _matches(calls: list[ToolCall], gold: list[ToolCall], extra: Mapping[str, An
             return GroundTruth(catalog, answer, category, language=cfg.language).check(calls).valid
         except Exception:  # an answer the checker cannot read: compare with the concrete gold
             pass
-    return calls_equal(calls, gold)
+    try:
+        return calls_equal(calls, gold)
+    except Exception as err:
+        _note("gold_check", f"gold comparison failed with {type(err).__name__}: {err}; counted as no match")
+        return False
 
 
 def finish(p: Prepared, rm_scores: Sequence[float] | None, fallback: bool) -> dict[str, float]:
     """The returned dict for a prepared sample. ``rm_scores``: one per ``p.examples`` (None: no RM, e.g.
-    rm_source=none or a fallback). Never raises; always the keys of :data:`KEYS`."""
+    rm_source=none or a fallback). Never raises; always the keys of :data:`KEYS`, finite floats."""
     try:
         cfg = p.cfg
         if rm_scores is None or len(rm_scores) != len(p.examples):
             rm_scores = [None] * len(p.examples)  # no RM score: the RM term is left out, not guessed
         rm_iter = iter(float(s) if isinstance(s, (int, float)) and math.isfinite(s) else None for s in rm_scores)
-        turn_rm = [next(rm_iter) if v else None for v in p.valid]
+        turn_rm = [next(rm_iter, None) if v else None for v in p.valid]
         turn_scores = [combine(v, r, cfg) for v, r in zip(p.valid, turn_rm)]
         valid_rm = [r for v, r in zip(p.valid, turn_rm) if v and r is not None]
         score = episode_score(turn_scores, p.gt_match, p.has_gold, p.abstained_correctly, cfg)
         rm = combine_turns(valid_rm, cfg.turn_combine) if valid_rm else 0.0
-        if not math.isfinite(score):
-            score, fallback = cfg.invalid_penalty, True
+        if p.tools_error:  # nothing can be verified: no response earns more than an invalid call
+            score, rm = cfg.invalid_penalty, 0.0
+        if not math.isfinite(score) or not math.isfinite(rm):
+            score, rm, fallback = cfg.invalid_penalty, 0.0, True
         valid = p.format_ok and p.schema_ok and not p.error
         return {"score": float(score), "rm_score": float(rm), "format_ok": float(p.format_ok),
                 "schema_ok": float(p.schema_ok), "valid": float(valid), "n_calls": float(p.n_calls),
                 "n_turns": float(p.n_turns), "gt_match": float(p.gt_match), "has_gold": float(p.has_gold),
                 "abstained": float(p.abstained), "fallback": float(bool(fallback or p.error)),
-                "latency_ms": float((time.perf_counter() - p.start) * 1000.0)}
+                "tools_error": float(p.tools_error), "latency_ms": float((time.perf_counter() - p.start) * 1000.0)}
     except Exception:  # pragma: no cover - the last line of defence
         return _error_result(p.cfg.invalid_penalty if isinstance(p, Prepared) else -1.0)
 
 
 def _error_result(score: float) -> dict[str, float]:
     out = dict.fromkeys(KEYS, 0.0)
-    out["score"], out["fallback"] = float(score), 1.0
+    out["score"], out["fallback"] = float(score) if math.isfinite(score) else -1.0, 1.0
     return out
 
 
 # -- RM scorers (cached per worker process) -----------------------------------------------------------
 
+INPROCESS_CACHE_SIZE = 4096
 _SCORERS: dict[Any, Any] = {}
 _SCORERS_LOCK = threading.Lock()
 
@@ -447,7 +714,8 @@ class _InProcess:
         from toolrm_rl.scoring import RMScorer
 
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-        self.scorer = RMScorer(path=path, device="cpu", show_progress=False)
+        # a small score cache: GRPO groups repeat responses, but 100,000 long rendered inputs would hold GBs
+        self.scorer = RMScorer(path=path, device="cpu", show_progress=False, cache_size=INPROCESS_CACHE_SIZE)
         self.lock = threading.Lock()  # one forward pass at a time: torch already uses all threads
 
     def score(self, examples: Sequence[RMExample]) -> list[float]:
@@ -570,12 +838,14 @@ async def compute_score(data_source: Any = None, solution_str: Any = None, groun
     cfg = load_reward_config(reward_kwargs)
     try:
         p = prepare(solution_str, ground_truth, extra_info, cfg)
-        if not p.examples:
+        if not p.examples and not p.rm_skipped:
             return finish(p, None, False)
         try:
             scorer = get_rm_scorer(cfg, router, rm_tokenizer)
             if scorer is None:
                 return finish(p, None, False)
+            if not p.examples:  # a valid call the RM cannot be shown: the rules alone
+                return finish(p, None, True)
             scores = await score_examples(scorer, p.examples)
             return finish(p, scores, False)
         except asyncio.CancelledError:
