@@ -442,6 +442,9 @@ BAD_TOOLS = {
     "empty_string": "",
     "not_a_list": "42",
     "too_deep": json.dumps([{"name": "get_weather", "parameters": json.loads('{"a": ' * 100 + "1" + "}" * 100)}]),
+    "empty_list": "[]",
+    "duplicate_names": json.dumps(TOOLS + TOOLS),
+    "required_not_a_list": json.dumps([{**TOOLS[0], "parameters": {**TOOLS[0]["parameters"], "required": "city"}}]),
 }
 RESPONSES_AGAINST_TOOLS = {
     "valid": to_hermes([GOOD]),
@@ -467,16 +470,14 @@ def test_malformed_tools_are_marked_and_never_rewarded(fake, caplog, bad):
     assert fake.batches == []  # and the RM is not asked
 
 
-def test_rows_without_tools_and_with_an_empty_catalog_differ():
+def test_a_row_without_tools_gets_the_format_check_only():
     no_key = {"conversation": json.dumps(CONV)}
     for info in (no_key, {**no_key, "tools": None}):  # no key, or parquet's null for it
-        out = score(RESPONSES_AGAINST_TOOLS["unknown_function"], info, rm_source="none")
-        assert (out["tools_error"], out["schema_ok"], out["valid"], out["score"]) == (0, 1, 1, 0.0)  # format only
-    empty = {**no_key, "tools": "[]"}  # a catalog without functions: every call is unknown
-    out = score(RESPONSES_AGAINST_TOOLS["unknown_function"], empty, rm_source="none")
-    assert (out["tools_error"], out["schema_ok"], out["score"]) == (0, 0, -1.0)
-    out = score(RESPONSES_AGAINST_TOOLS["abstention"], empty, rm_source="none")
-    assert (out["tools_error"], out["schema_ok"], out["valid"]) == (0, 1, 1)
+        for text in (RESPONSES_AGAINST_TOOLS["unknown_function"], RESPONSES_AGAINST_TOOLS["abstention"]):
+            out = score(text, info, rm_source="none")
+            assert (out["tools_error"], out["schema_ok"], out["valid"], out["score"]) == (0, 1, 1, 0.0)
+    broken = score("<tool_call>{broken</tool_call>", no_key, rm_source="none")
+    assert (broken["tools_error"], broken["format_ok"], broken["score"]) == (0, 0, -1.0)
 
 
 @pytest.fixture(scope="module")
@@ -555,3 +556,15 @@ def test_a_valid_call_the_rm_cannot_be_shown_is_scored_by_the_rules(fake):
 def test_rules_only_needs_no_rm_input():
     out = score(to_hermes([HUGE_INT_CALL]), valid_reward=0.25, rm_source="none")
     assert out["valid"] == 1 and out["fallback"] == 0 and out["score"] == 0.25
+
+
+def test_the_gate_accepts_what_bfcl_accepts_for_the_possible_answer():
+    as_string = to_hermes([ToolCall("get_weather", {"city": "Paris", "days": "2"})])  # wrong type for the schema
+    accepted = json.dumps([{"get_weather": {"city": ["Paris"], "days": ["2"]}}])  # BFCL: "2" is a variable
+    other = json.dumps([{"get_weather": {"city": ["Paris"], "days": [3]}}])
+    kw = dict(rm_source="none", w_gt=1.0)
+    assert score(as_string, extra(answer=accepted, category="simple"), **kw)["valid"] == 1
+    assert score(as_string, extra(answer=other, category="simple"), **kw)["valid"] == 0
+    assert score(as_string, extra(), **kw)["valid"] == 0  # no answer: the schema alone
+    bad_answer = score(to_hermes([GOOD]), extra(answer='{"get_weather": 3}', category="simple"), **kw)
+    assert bad_answer["valid"] == 1 and bad_answer["gt_match"] == 1  # unreadable answer: the concrete gold

@@ -8,19 +8,20 @@ Point verl at it with ``reward.custom_reward_function.path=pkg://toolrm_rl.verl.
 Per sample: the response (``solution_str``, the decoded rollout) is split into assistant turns (a
 ``tool_agent`` rollout holds several, separated by ``<tool_response>`` observations); each turn's
 calls are parsed (``core.parse``, hermes by default) and checked against the catalog
-(``core.schema.check_calls``); valid turns are scored by ToolRM in their context (catalog +
+(``core.schema.check_calls``; with a possible answer in ``extra_info["answer"]``, values BFCL's checker
+accepts for it pass, so a correct answer is never gated); valid turns are scored by ToolRM in their context (catalog +
 conversation + the rollout's last :data:`RM_HISTORY` earlier messages); the turn scores are combined
 by ``turn_combine``. Tools, conversation and gold calls come from ``extra_info`` (JSON strings written
 by ``toolrm verl-data``). The ``tools`` field decides what the schema gate can check:
 
 - no ``tools`` key (or ``tools: null``, how parquet stores a key that other rows have): a row without
   tools, format check only (the schema check is skipped, ``schema_ok=1``);
-- ``tools`` present and readable: every call is checked against it (``[]`` is an empty catalog, so any
-  call is an unknown function and fails the gate; an answer without calls passes);
-- ``tools`` present but unreadable (not JSON, invalid UTF-8, an entry without a name, ``parameters``
-  that are not an object, nested deeper than :data:`MAX_DEPTH`): the calls cannot be verified, so the
-  sample scores ``invalid_penalty`` whatever the response says (no RM, no gold or abstention terms),
-  with ``tools_error=1``, ``schema_ok=0`` and a (rate-limited) warning naming the reason.
+- ``tools`` present and readable (``ToolCatalog.load(..., strict=True)``): every call is checked against it;
+- ``tools`` present but unusable (not JSON, invalid UTF-8, not a list of objects, ``[]`` or a blank
+  string, an entry without a name, ``parameters`` or a parameter schema that is not an object,
+  ``required`` not a list of names, two functions with one name, nested too deep): the calls cannot be
+  verified, so the sample scores ``invalid_penalty`` whatever the response says (no RM, no gold or
+  abstention terms), with ``tools_error=1``, ``schema_ok=0`` and a (rate-limited) warning naming the reason.
 
 The combination rule (:func:`combine`, per turn)::
 
@@ -70,6 +71,7 @@ from toolrm_rl.core.calls import (
     calls_from_openai,
     calls_to_openai,
 )
+from toolrm_rl.core.match import GroundTruth, calls_equal
 from toolrm_rl.core.parse import parse, strip_thinking
 from toolrm_rl.core.render import RenderSpec, RMExample
 from toolrm_rl.core.schema import check_calls
@@ -353,9 +355,11 @@ def _clean(text: str) -> str:
 
 # -- what may reach the RM: no lone surrogates, bounded nesting, printable numbers --------------------
 
-#: Deepest nesting of tools, conversation content or call arguments the reward accepts (a deeper
-#: ``tools`` field is unreadable: ``tools_error=1``; deeper call arguments are scored by the rules alone).
+#: Deepest nesting of conversation content or call arguments shown to the RM (deeper call arguments
+#: are scored by the rules alone); a ``tools`` field may nest a few levels more (list, entry, function
+#: wrapper, parameters) around ``core.calls.MAX_SCHEMA_DEPTH``, which its loader enforces.
 MAX_DEPTH = 64
+_TOOLS_DEPTH = MAX_DEPTH + 8
 #: Earlier messages of the rollout shown to the RM with a turn, after the row's conversation (the
 #: renderer cuts to its token budget anyway; 10,000 fake observations must not make 10,000-message inputs).
 RM_HISTORY = 32
@@ -383,10 +387,10 @@ def _clean_text(text: str) -> str:
         return _SURROGATE_RE.sub("\ufffd", text)
 
 
-def _scrub(value: Any, depth: int = 0) -> Any:
+def _scrub(value: Any, depth: int = 0, limit: int = MAX_DEPTH) -> Any:
     """A JSON-like copy of ``value`` that the RM input can hold: strings through :func:`_clean_text`,
     keys as strings, tuples as lists, numpy values as Python ones, other objects as their ``str``.
-    Raises :class:`_Unrenderable` past :data:`MAX_DEPTH` levels or for an integer too long to print."""
+    Raises :class:`_Unrenderable` past ``limit`` levels or for an integer too long to print."""
     if isinstance(value, str):
         return _clean_text(value)
     if value is None or isinstance(value, (bool, float)):
@@ -395,14 +399,14 @@ def _scrub(value: Any, depth: int = 0) -> Any:
         if value.bit_length() > _MAX_INT_BITS:
             raise _Unrenderable(f"an integer of {value.bit_length()} bits")
         return value
-    if depth >= MAX_DEPTH:
-        raise _Unrenderable(f"nested deeper than {MAX_DEPTH} levels")
+    if depth >= limit:
+        raise _Unrenderable(f"nested deeper than {limit} levels")
     if isinstance(value, Mapping):
-        return {_clean_text(str(k)): _scrub(v, depth + 1) for k, v in value.items()}
+        return {_clean_text(str(k)): _scrub(v, depth + 1, limit) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_scrub(v, depth + 1) for v in value]
+        return [_scrub(v, depth + 1, limit) for v in value]
     if hasattr(value, "tolist") and not isinstance(value, (bytes, bytearray)):  # numpy (parquet columns)
-        return _scrub(value.tolist(), depth + 1)
+        return _scrub(value.tolist(), depth + 1, limit)
     return _clean_text(str(value))
 
 
@@ -466,7 +470,9 @@ def _json_field(info: Mapping[str, Any], name: str) -> Any:
 
 def _load_tools(extra: Mapping[str, Any]) -> tuple[ToolCatalog, bool, str]:
     """``(catalog, present, error)`` of ``extra_info["tools"]``: ``present`` is False for a row without
-    tools (no key, or None); ``error`` says why a present field is unreadable ("" when it is fine)."""
+    tools (no key, or None); ``error`` says why a present field is unusable for the gate ("" when it
+    is fine): anything :meth:`ToolCatalog.load` rejects with ``strict=True`` (an empty list, duplicate
+    names, ...), invalid UTF-8 or JSON, nesting beyond the limit."""
     raw = extra.get("tools")
     if raw is None:
         return ToolCatalog(), False, ""
@@ -475,7 +481,7 @@ def _load_tools(extra: Mapping[str, Any]) -> tuple[ToolCatalog, bool, str]:
             raw = bytes(raw).decode("utf-8")
         if isinstance(raw, str):
             raw = json.loads(raw)
-        return ToolCatalog.load(_scrub(raw)), True, ""
+        return ToolCatalog.load(_scrub(raw, limit=_TOOLS_DEPTH), strict=True), True, ""
     except Exception as err:  # CatalogError, bad JSON or UTF-8, too deep, anything: the gate cannot check
         return ToolCatalog(), True, f"{type(err).__name__}: {err}"
 
@@ -544,10 +550,25 @@ def _gold_calls(extra: Mapping[str, Any], ground_truth: Any) -> list[ToolCall] |
     return None
 
 
-def _schema_ok(calls: list[ToolCall], catalog: ToolCatalog, cfg: ToolRewardConfig) -> bool:
-    """The schema gate; a check that fails with an error counts as a failed check (it cannot be verified)."""
+def _ground_truth(extra: Mapping[str, Any], catalog: ToolCatalog, cfg: ToolRewardConfig) -> GroundTruth | None:
+    """BFCL's checker for extra_info["answer"] (a possible answer) when the row has one for a single-turn
+    category (simple, parallel, multiple; "parallel" when no category is given); None otherwise."""
+    answer = _json_field(extra, "answer")
+    category = str(extra.get("category") or "parallel")
+    if not answer or not len(catalog) or not any(c in category for c in ("simple", "parallel", "multiple")):
+        return None
     try:
-        return check_calls(calls, catalog, language=cfg.language).ok
+        return GroundTruth(catalog, answer, category, language=cfg.language)
+    except Exception as err:  # an answer the checker cannot read: the plain gate, the concrete gold
+        _note("answer", f"extra_info.answer is unreadable ({type(err).__name__}: {err}); not used")
+        return None
+
+
+def _schema_ok(calls: list[ToolCall], catalog: ToolCatalog, truth: GroundTruth | None, cfg: ToolRewardConfig) -> bool:
+    """The schema gate (values BFCL's checker accepts for the row's possible answer pass it, so a correct
+    answer is never gated); a check that fails with an error counts as failed (it cannot be verified)."""
+    try:
+        return check_calls(calls, catalog, language=cfg.language, answer=truth).ok
     except Exception as err:
         _note("schema_check", f"schema check failed with {type(err).__name__}: {err}; the turn counts as invalid")
         return False
@@ -578,6 +599,7 @@ def _prepare(solution_str: Any, ground_truth: Any, extra_info: Any, cfg: ToolRew
         _note("tools_error", f"extra_info.tools is unreadable ({tools_error:.200}): the calls cannot be checked, "
                              f"the sample scores invalid_penalty with tools_error=1")
     gold = _gold_calls(extra, ground_truth)
+    truth = None if tools_error or not has_tools else _ground_truth(extra, catalog, cfg)
 
     turns = split_turns(text)
     p = Prepared(cfg, [], [], n_turns=len(turns), tools_error=bool(tools_error))
@@ -589,7 +611,7 @@ def _prepare(solution_str: Any, ground_truth: Any, extra_info: Any, cfg: ToolRew
         calls = result.calls if result.ok else []
         ok = result.ok and not tools_error  # calls that cannot be read cannot pass the schema either
         if ok and calls and has_tools:
-            ok = _schema_ok(calls, catalog, cfg)
+            ok = _schema_ok(calls, catalog, truth, cfg)
         p.format_ok &= result.ok
         p.schema_ok &= ok
         all_calls.extend(calls)
@@ -608,7 +630,7 @@ def _prepare(solution_str: Any, ground_truth: Any, extra_info: Any, cfg: ToolRew
     p.abstained = not all_calls and p.format_ok
     if gold is not None:
         p.has_gold = True
-        p.gt_match = float(p.format_ok and _matches(all_calls, gold, extra, catalog, cfg))
+        p.gt_match = float(p.format_ok and _matches(all_calls, gold, truth))
         p.abstained_correctly = not gold and p.abstained
     return p
 
@@ -640,22 +662,15 @@ def _rm_examples(turns: list[tuple[str, list[str]]], checked: list[tuple[list[To
     return examples, False
 
 
-def _matches(calls: list[ToolCall], gold: list[ToolCall], extra: Mapping[str, Any], catalog: ToolCatalog,
-             cfg: ToolRewardConfig) -> bool:
-    """BFCL's checker against extra_info["answer"] (a possible answer: accepts alternatives) when there is
-    one and the gold makes calls; otherwise the calls must equal the gold after normalisation (any order).
+def _matches(calls: list[ToolCall], gold: list[ToolCall], truth: GroundTruth | None) -> bool:
+    """BFCL's checker (``truth``, from extra_info["answer"]: accepts alternatives) when there is one and
+    the gold makes calls; otherwise the calls must equal the gold after normalisation (any order).
     A check that fails with an error is no match."""
-    from toolrm_rl.core.match import GroundTruth, calls_equal
-
-    answer = _json_field(extra, "answer")
-    if gold and answer and len(catalog):
+    if gold and truth is not None:
         try:
-            category = str(extra.get("category") or "parallel")
-            if not any(c in category for c in ("simple", "parallel", "multiple")):
-                return calls_equal(calls, gold)  # e.g. "sequential": BFCL's checkers do not apply
-            return GroundTruth(catalog, answer, category, language=cfg.language).check(calls).valid
-        except Exception:  # an answer the checker cannot read: compare with the concrete gold
-            pass
+            return truth.check(calls).valid
+        except Exception as err:  # the concrete gold decides
+            _note("gold_check", f"BFCL's checker failed with {type(err).__name__}: {err}; comparing with the gold")
     try:
         return calls_equal(calls, gold)
     except Exception as err:
