@@ -168,3 +168,29 @@ def test_cli_json_last_line_and_files(tmp_path, monkeypatch):
     report = run_biases(BiasConfig(scorer="rules", sources=["bfcl_sql", "nestful"], limit=4, seed=1, out=str(tmp_path / "again")),
                         scorer=MoreCalls())
     assert report["biases"] == last["biases"] and (tmp_path / "again" / "pairs.jsonl").read_text() == pairs_text
+
+
+def test_merged_parallel_examples_join_questions_over_two_catalogs():
+    """Two single-call questions from different catalogs become one question over the merged catalog,
+    whose gold (both calls, any order) passes the matcher and whose dropped-call variant fails it."""
+    from toolrm_rl.data.compose import merged_parallel_examples
+    from toolrm_rl.data.pairs import NegativeJudge
+
+    weather, stock = ToolCatalog.load([WEATHER]), ToolCatalog.load([STOCK])
+    examples = [ToolExample(f"w{i}", "toy", _user(f"Weather in '{c}'?"), weather, [ToolCall("get_weather", {"city": c})])
+                for i, c in enumerate(["Paris", "Oslo", "Rome"])]
+    other = ToolExample("stock_only", "toy", _user("Price of 'MSFT'?"), stock,
+                        [ToolCall("get_stock_price", {"ticker": "MSFT"})])
+    merged = merged_parallel_examples(examples + [other], seed=0)
+    assert merged == merged_parallel_examples(examples + [other], seed=0)  # deterministic
+    assert len(merged) == 1  # one stock question: one pair with disjoint catalogs
+    assert merged and all("&" in ex.id and ex.category == "parallel" and len(ex.gold) == 2 for ex in merged)
+    for ex in merged:
+        a, b = ex.meta["composed_from"]
+        assert set(ex.tools.names()) >= {c.name for c in ex.gold}
+        judge = NegativeJudge(ex)
+        assert judge.error_type(list(reversed(ex.gold))) == ""
+        assert judge.error_type(ex.gold[:1]) != ""  # one call too few is wrong
+    used = [i for ex in merged for i in ex.meta["composed_from"]]
+    assert len(used) == len(set(used))  # each question used once
+    assert len(merged_parallel_examples(examples + [other], seed=0, limit=1)) == 1

@@ -296,7 +296,8 @@ def test_plain_truncation_cuts_only_the_end(minilm_rm):
     head = minilm_rm.encode([minilm_rm.render(SHORT).text])[0][:-1]  # [CLS] + candidate..., without [SEP]
     assert len(ids) == 512 and ids[:len(head)] == head and ids[-1] == minilm_rm.tokenizer.sep_token_id
     tight = ToolRM(minilm_rm.model, minilm_rm.tokenizer, RenderSpec(mode="plain", max_tokens=12, sep=" [SEP] "))
-    assert [len(x) for x in tight.encode([text])] == [12]  # the spec's budget is a hard cap in plain mode
+    # the hard cap is twice the budget (room for a candidate over its reserve), cut at the end in plain mode
+    assert tight.render_spec.hard_cap_tokens == 24 and [len(x) for x in tight.encode([text])] == [24]
     with pytest.warns(UserWarning, match="2 of 2 inputs exceed RenderSpec.max_tokens=12"):
         tight.score([ABSTAIN, LONG])  # candidates alone over budget: scored anyway, cut at the end
 

@@ -131,7 +131,7 @@ def test_mutate_does_not_modify_its_input():
     calls = [ToolCall("f", {"a": [1, 2], "b": "2024-01-05"})]
     before = repr(calls)
     variants = mutate(calls, [{"name": "f", "parameters": {"type": "object", "properties": {"a": {}, "b": {}}}},
-                              {"name": "g", "parameters": {}}], seed=0, query="use 'y' and 3")
+                              {"name": "g", "parameters": {}}], seed=0, query="use 'y', '2024-02-07' and 3")
     assert repr(calls) == before
     ops = {op for op, _ in variants}
     assert {"wrong_function", "drop_optional", "wrong_type", "wrong_value", "query_swap",

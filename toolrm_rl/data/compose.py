@@ -14,11 +14,11 @@ import random
 import re
 from typing import Iterable
 
-from toolrm_rl.core.calls import ToolCall
+from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.match import calls_equal
 from toolrm_rl.data.sources import ToolExample
 
-__all__ = ["parallel_examples", "join_questions", "composable"]
+__all__ = ["parallel_examples", "merged_parallel_examples", "join_questions", "composable"]
 
 # First words that keep their capital after "Also, ": the pronoun I and its contractions.
 _KEEP_CASE = {"I", "I'd", "I'm", "I've", "I'll"}
@@ -92,3 +92,36 @@ def parallel_examples(examples: Iterable[ToolExample], seed: int = 0) -> list[To
                                          answer=answer, category="parallel",
                                          meta={"composed_from": [a.id, b.id]})))
     return [ex for _, ex in sorted(out, key=lambda item: item[0])]
+
+
+def merged_parallel_examples(examples: Iterable[ToolExample], seed: int = 0,
+                             limit: int | None = None) -> list[ToolExample]:
+    """Parallel questions over two catalogs: like :func:`parallel_examples`, but the two single-call
+    questions come from *different* catalogs (no function name in common), merged into one catalog, as
+    BFCL's parallel_multiple category. Examples are shuffled with ``seed`` and paired in turn (each used at
+    most once, at most ``limit`` results); pairs where only one side has a possible answer are skipped.
+    The composed example has id ``<a.id>&<b.id>``, source ``<a.source>_merged``, category ``parallel``.
+    """
+    pool = sorted((ex for ex in examples if composable(ex)), key=lambda ex: ex.id)
+    random.Random(f"merged:{seed}").shuffle(pool)
+    out: list[ToolExample] = []
+    used: set[str] = set()
+    for a in pool:
+        if limit is not None and len(out) >= limit:
+            break
+        if a.id in used:
+            continue
+        names_a = set(a.tools.names())
+        for b in pool:
+            if b.id in used or b.id == a.id or names_a & set(b.tools.names()) or (a.answer is None) != (b.answer is None):
+                continue
+            used.update((a.id, b.id))
+            qa, qb = a.conversation[0]["content"], b.conversation[0]["content"]
+            tools = ToolCatalog.load(a.tools.to_dicts() + b.tools.to_dicts())
+            gold = [ToolCall(c.name, copy.deepcopy(c.arguments)) for c in a.gold + b.gold]
+            answer = (a.answer + b.answer) if a.answer is not None else None
+            out.append(ToolExample(f"{a.id}&{b.id}", f"{a.source}_merged", [{"role": "user", "content": join_questions(qa, qb)}],
+                                   tools, gold, answer=answer, category="parallel",
+                                   meta={"composed_from": [a.id, b.id]}))
+            break
+    return out

@@ -175,13 +175,21 @@ class NegativeJudge:
 
 # -- pairing ---------------------------------------------------------------------------------------------
 
-# Relative chance that an operator's variant is among an example's first picks: every example can answer
-# "no call" or repeat a call, so those would otherwise crowd out the value-level near misses, which are
-# what real failures mostly are (value errors are 43% of FC-RewardBench).
-OPERATOR_WEIGHTS = {"no_call": 0.3, "duplicate_call": 0.4, "swap_order": 0.5, "wrong_type": 0.6, "unknown_param": 0.6,
-                    "drop_required": 0.7, "extra_call": 0.5, "drop_call": 1.2, "wrong_function": 1.5,
-                    "wrong_value": 2.5, "query_swap": 2.0,
-                    "swap_values": 1.0, "drop_optional": 1.2, "extra_param": 1.0, "call_when_none": 1.0}
+# Relative chance that an operator's variant is among an example's first picks, shaped like
+# FC-RewardBench's published error mix (value 43%, wrong function name 27%, call count 16%, missing
+# optional 5%, missing required 3%, type 3%, unexpected parameter 1%): every example can answer "no call"
+# or repeat a call, so those would otherwise crowd out the value- and function-level near misses. Among
+# count errors a dropped call (too few calls) leads: it is the common real failure on parallel questions.
+OPERATOR_WEIGHTS = {"wrong_value": 3.0, "query_swap": 2.5, "swap_values": 1.0,
+                    "wrong_function": 4.0,
+                    "drop_call": 1.5, "no_call": 0.4, "duplicate_call": 0.5, "extra_call": 0.6, "call_when_none": 1.0,
+                    "drop_optional": 1.0, "drop_required": 0.5, "wrong_type": 0.5, "extra_param": 0.3,
+                    "unknown_param": 0.3, "swap_order": 0.5}
+# The weights before the FC-RewardBench shaping (kept for ablations: mutations.operator_weights=...).
+OPERATOR_WEIGHTS_V1 = {"no_call": 0.3, "duplicate_call": 0.4, "swap_order": 0.5, "wrong_type": 0.6, "unknown_param": 0.6,
+                       "drop_required": 0.7, "extra_call": 0.5, "drop_call": 1.2, "wrong_function": 1.5,
+                       "wrong_value": 2.5, "query_swap": 2.0,
+                       "swap_values": 1.0, "drop_optional": 1.2, "extra_param": 1.0, "call_when_none": 1.0}
 
 
 def _spread(pool: list, rng: random.Random, weights: dict[str, float]) -> list:

@@ -87,6 +87,17 @@ class MutationSettings:
     negatives_per_example: int = _f(3, "At most this many mutation negatives per query.")
     schema_valid_share: float = _f(0.7, "Target share of mutation negatives that pass the schema rules.")
     operators: list | None = _f(None, "Mutation operators to use (None: all; see toolrm_rl.data.mutate).")
+    operator_weights: dict | None = _f(None, "Relative preference per operator over toolrm_rl.data.pairs.OPERATOR_WEIGHTS "
+                                             "(0 disables one), e.g. {drop_call: 2.0}.")
+
+
+@dataclass
+class ComposeSettings:
+    enabled: bool = _f(False, "Add parallel questions composed from pairs of single-call questions ('X. Also, Y.', "
+                              "both calls gold; toolrm_rl.data.compose): the sources have few, real failures often "
+                              "answer them with too few calls.")
+    merged_share: float = _f(0.5, "Besides same-catalog pairs, questions from two different catalogs (merged) up to "
+                                  "this share of the composable single-call questions.")
 
 
 @dataclass
@@ -110,6 +121,7 @@ class SynthConfig:
     obfuscation: ObfuscationSettings = field(default_factory=ObfuscationSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     mutations: MutationSettings = field(default_factory=MutationSettings)
+    compose: ComposeSettings = field(default_factory=ComposeSettings)
     ray: RaySettings = field(default_factory=RaySettings)
     merged_file: str | None = _f("pairs.jsonl", "All shards' rows in one file at the end (None: shards only).")
     show_progress: bool = _f(True, "tqdm progress bar over shards.")
@@ -144,6 +156,12 @@ def load_examples(cfg: SynthConfig) -> list[ToolExample]:
     if cfg.max_examples is not None and cfg.max_examples < len(examples):
         keep = sorted(random.Random(cfg.seed).sample(range(len(examples)), cfg.max_examples))
         examples = [examples[i] for i in keep]
+    if cfg.compose.enabled:
+        from toolrm_rl.data.compose import composable, merged_parallel_examples, parallel_examples
+
+        n_single = sum(composable(ex) for ex in examples)
+        examples = examples + parallel_examples(examples, cfg.seed) + merged_parallel_examples(
+            examples, cfg.seed, limit=int(cfg.compose.merged_share * n_single))
     dupes = [i for i, n in Counter(ex.id for ex in examples).items() if n > 1]
     if dupes:
         raise ValueError(f"sources: example ids must be unique, repeated: {dupes[:5]}")
@@ -227,7 +245,8 @@ def _mutation_records(examples: Sequence[ToolExample], settings: MutationSetting
 
     pairs, _ = mutation_pairs(examples, negatives_per_example=settings.negatives_per_example,
                               schema_valid_share=settings.schema_valid_share, seed=seed,
-                              operators=list(settings.operators) if settings.operators else None)
+                              operators=list(settings.operators) if settings.operators else None,
+                              operator_weights=dict(settings.operator_weights) if settings.operator_weights else None)
     return pairs
 
 

@@ -465,6 +465,9 @@ def train(cfg: RMTrainConfig) -> TrainResult:
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     backbone = resolve_backbone(cfg.model.name_or_path, cache_dir=out / ".backbone")
+    from transformers import set_seed
+
+    set_seed(t.seed)  # the fresh score head is drawn at load time: seed it, or one seed gives different runs
     dtype = cfg.model.dtype
     use_bf16 = t.bf16 if t.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     # Loaded on the CPU: the Trainer (accelerate) places it, one device per process under FSDP/DeepSpeed.
