@@ -306,11 +306,14 @@ class TestTypes:
         report = check_calls([ToolCall("Util.run", literals)], cat)
         assert [(v.category, v.param) for v in report.violations] == [("type", "n"), ("type", "xs"), ("type", "flag"),
                                                                     ("enum", "mode")]
-        # decoded Python values still pass, a wrong non-string type still fails, names are still checked
-        assert check_calls([ToolCall("Util.run", {"n": 5, "xs": [1], "flag": True})], cat, language=language).ok
-        report = check_calls([ToolCall("Util.run", {"n": [5], "xs": ["1", 2.5], "bad": "1"})], cat, language=language)
-        assert [(v.category, v.param) for v in report.violations] == [
-            ("type", "n"), ("nested_type", "xs[1]"), ("unexpected_param", "bad")]
+        # a value that is not a source literal is a type error whatever its type (BFCL: type_error:java/js,
+        # the decoded value included); names are still checked; null still means "not set" for an optional one
+        report = check_calls([ToolCall("Util.run", {"n": 5, "xs": [1], "flag": True, "mode": None})], cat,
+                             language=language)
+        assert [(v.category, v.param) for v in report.violations] == [("type", "n"), ("type", "xs"), ("type", "flag")]
+        assert "source literal" in report.violations[0].message
+        report = check_calls([ToolCall("Util.run", {"n": [5], "xs": "[1, 2.5]", "bad": "1"})], cat, language=language)
+        assert [(v.category, v.param) for v in report.violations] == [("type", "n"), ("unexpected_param", "bad")]
         report = check_calls([ToolCall("Util.run", {})], cat, language=language)
         assert report.categories == ["missing_required"]
 

@@ -107,6 +107,12 @@ class ToolCall:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        try:
+            return f"ToolCall(name={self.name!r}, arguments={self.arguments!r})"
+        except (ValueError, RecursionError):  # an int over 4,300 digits, nesting deeper than repr goes
+            return f"ToolCall(name={short_repr(self.name)}, arguments={short_repr(self.arguments, 200)})"
+
     def to_bfcl(self) -> dict[str, dict[str, Any]]:
         """BFCL's decoded-output form ``{name: {param: value}}``."""
         return {self.name: dict(self.arguments)}

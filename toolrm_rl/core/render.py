@@ -279,7 +279,8 @@ def render(catalog: Any, conversation: Any, candidate: Sequence[ToolCall], *, sp
     text = ctx.lay.with_candidate(ctx.levels, ctx.dropped, ctx.text, calls, candidate_text)
     report = dataclasses.replace(ctx.report, **{f: list(getattr(ctx.report, f)) for f in (
         "shortened_descriptions", "removed_descriptions", "dropped_turns", "dropped_tools")})  # callers may edit
-    return RenderedInput(text, ctx.count([text], True)[0], ctx.exact, report, spec.mode, ctx.text)
+    text = _without_surrogates(text)
+    return RenderedInput(text, ctx.count([text], True)[0], ctx.exact, report, spec.mode, _without_surrogates(ctx.text))
 
 
 @dataclass
@@ -458,12 +459,21 @@ def _counter(tokenizer: Any, spec: RenderSpec, chat: bool) -> tuple[_Count, bool
         if not texts:
             return []
         special = final and not chat
+        texts = [_without_surrogates(t) for t in texts]
         try:  # verbose=False: silence the "longer than model_max_length" warning for unsliced pieces
             ids = tokenizer(texts, add_special_tokens=special, verbose=False)["input_ids"]
         except TypeError:
             ids = [tokenizer.encode(t, add_special_tokens=special) for t in texts]
         return [len(x) for x in ids]
     return count, True
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(text: str) -> str:
+    """Lone surrogates (from JSON escapes such as "\\ud800") as U+FFFD: a tokenizer cannot encode them."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 _WORD = re.compile(r"[a-z0-9]{3,}")

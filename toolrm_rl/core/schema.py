@@ -294,7 +294,8 @@ def check_calls(calls: Sequence[ToolCall], catalog: Any, *, language: str = "pyt
     Args:
         calls: the parsed calls (possibly empty).
         catalog: a :class:`ToolCatalog` (reuse it: compiled checks are cached on it) or raw tools.
-        language: ``java``/``javascript`` accept source-literal strings for any type, as BFCL does.
+        language: ``java``/``javascript``: every value is a source literal (a string, as BFCL requires),
+            of any type (BFCL decodes literals only to compare them with its answer).
         allow_no_call: when False, an empty call list is a ``no_call`` violation.
         answer: the question's possible answer, when there is one: a :class:`~toolrm_rl.core.match.GroundTruth`
             (reuse it across rollouts) or anything :func:`~toolrm_rl.core.match.normalize_answer` reads.
@@ -339,6 +340,10 @@ def check_calls(calls: Sequence[ToolCall], catalog: Any, *, language: str = "pyt
             check = spec.params.get(param) if isinstance(param, str) else None
             if check is None:
                 found.append(("unexpected_param", _cap(param), f"unknown parameter {short_repr(param, 80)}"))
+            elif literal_strings and type(value) is not str:
+                if value is not None or param in spec.required:  # BFCL: type_error:java / type_error:js
+                    found.append(("type", param, f"{param}: expected a {_cap(language, 20)} source literal "
+                                                 f"(a string), got {type(value).__name__} ({short_repr(value, 40)})"))
             elif check.leaf and (check.types is None or type(value) in check.types):
                 continue  # inlined common case of check.check()
             elif value is not None or param in spec.required:  # null for an optional one: "not set"
