@@ -45,9 +45,11 @@ import string
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from toolrm_rl.core.calls import CatalogError, ToolCall, ToolCatalog
 from toolrm_rl.core.match import GroundTruth
@@ -415,12 +417,13 @@ def make_case(index: int, seed: int, max_len: int, target: str, loop: asyncio.Ab
             text = text.encode("utf-8", "surrogatepass") if rng.random() < 0.5 else rng.choice([None, 42, [text]])
         kw: dict[str, Any] = {"rm_source": "none"} if target == "reward_rules" else {
             "rm_source": "inprocess", "model_path": rm_path}
+        kw["format"] = rng.choice(["hermes", "hermes", "hermes", "json", "pythonic", "auto"])
         length = size_of(text) + size_of(extra) + size_of(gt)
 
         def run() -> Any:
             return loop.run_until_complete(compute_score("fuzz", text, gt, extra, **kw))
 
-        return Case(index, target, f"{kind}/tools:{tools_kind}", length, run,
+        return Case(index, target, f"{kind}/tools:{tools_kind}/{kw['format']}", length, run,
                     lambda out: check_reward(out, target), f"solution={text!r:.300} extra={extra!r:.300} gt={gt!r:.100}")
     if target == "parse":
         kind, text = g.text()
@@ -618,8 +621,24 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--targets: unknown {sorted(unknown)}")
     if args.rm_n is None:
         args.rm_n = min(args.n // 50, 2000)
-    logging.disable(logging.WARNING)  # the reward's own (rate-limited) warnings are expected here
+    # the reward's own (rate-limited) warnings and the RM's over-long-input warnings are expected here
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            summary = run(args)
+    finally:
+        logging.disable(previous)
+    print_summary(summary)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=1, ensure_ascii=True)
+    return 1 if summary["n_violations"] else 0
 
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Generate and check every planned input; the summary as a JSON-able dict."""
     plan = targets_for(args)
     if args.only is not None:
         plan = [p for p in plan if p[0] == args.only]
@@ -640,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"... {done}/{len(plan)} inputs, {len(stats.violations)} violations, "
                       f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     loop.close()
-    summary = {
+    return {
         "seed": args.seed, "n_inputs": sum(stats.counts.values()), "max_len": args.max_len,
         "seconds": round(time.perf_counter() - start, 1),
         "time_bound": f"{args.base_s} s + {args.per_char_s} s/char (reward_rm: {args.rm_base_s} s + the same per char)",
@@ -655,11 +674,6 @@ def main(argv: list[str] | None = None) -> int:
                                   sorted(stats.by_decade.items())},
         "first_violations": stats.violations,
     }
-    print_summary(summary)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=1, ensure_ascii=True)
-    return 1 if summary["n_violations"] else 0
 
 
 def print_summary(s: dict[str, Any]) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import doctest
-import math
 import json
+import math
 import re
 import time
 
