@@ -156,8 +156,8 @@ def _call_from_obj(obj: Any, depth: int = 0) -> list[ToolCall] | str:
         if depth >= _MAX_TOOL_CALLS_NESTING:
             return "tool_calls nested too deeply"
         return _calls_from_items(obj["tool_calls"], depth + 1)
-    if obj and all(isinstance(v, dict) for v in obj.values()):  # BFCL {"func": {args}}
-        return [ToolCall(str(k), v) for k, v in obj.items()]
+    if obj and all(isinstance(k, str) and isinstance(v, dict) for k, v in obj.items()):  # BFCL {"func": {args}}
+        return [ToolCall(k, v) for k, v in obj.items()]
     return "object is neither {name, arguments} nor {function_name: {arguments}}"
 
 
@@ -445,7 +445,7 @@ def parse(text: Any, fmt: str = "auto") -> ParseResult:
     if fmt == "openai":
         return parse_openai_message(text)
     if fmt != "auto":
-        return _fail(str(fmt)[:40], "bad_input", f"unknown format {short_repr(fmt, 40)}; expected one of {FORMATS + ('auto',)}")
+        return _fail(fmt[:40] if isinstance(fmt, str) else type(fmt).__name__, "bad_input", f"unknown format {short_repr(fmt, 40)}; expected one of {FORMATS + ('auto',)}")
     if isinstance(text, dict):
         return parse_openai_message(text)
     if not isinstance(text, str):
@@ -504,7 +504,11 @@ def to_openai_message(calls: list[ToolCall], content: str | None = None) -> dict
 
 
 def serialize(calls: list[ToolCall], fmt: str) -> Any:
-    """Calls -> ``fmt`` (one of :data:`FORMATS`); ``parse(serialize(x, f), f).calls == x``."""
+    """Calls -> ``fmt`` (one of :data:`FORMATS`); ``parse(serialize(x, f), f).calls == x``.
+
+    Raises ``ValueError`` for an unknown format, and (Python's own writers do) for an int of more
+    than 4,300 digits, which no parser here returns.
+    """
     writers = {"hermes": to_hermes, "json": to_json, "pythonic": to_pythonic, "openai": to_openai_message}
     if fmt not in writers:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
