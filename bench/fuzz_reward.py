@@ -517,6 +517,7 @@ class Stats:
     worst_ratio: dict[str, Any] = field(default_factory=dict)
     by_decade: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
     retimed: int = 0
+    notes: Counter = field(default_factory=Counter)  # facts worth reporting that are not violations
 
     def violation(self, case: Case, what: str, detail: str) -> None:
         self.n_violations[what] += 1
@@ -563,6 +564,9 @@ def run_case(case: Case, stats: Stats, args: argparse.Namespace) -> None:
         problem = case.check(out)
         if problem:
             stats.violation(case, "bad result", problem)
+        elif case.target.startswith("reward") and out["n_turns"] > 1 and not out["valid"] and out["score"] > 0:
+            # turn_combine=mean: valid turns can outweigh an invalid one (the documented combination rule)
+            stats.notes[f"{case.target}: multi-turn sample with an invalid turn scored > 0"] += 1
     if elapsed > bound:
         stats.violation(case, "time bound", f"{elapsed:.3f} s > {bound:.3f} s for {case.length} characters")
     slow = stats.slowest.get(case.target)
@@ -668,7 +672,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "documented_exceptions": dict(sorted(stats.documented.items())),
         "escaped_exceptions": dict(sorted(stats.escaped.items())),
         "violations": dict(stats.n_violations), "n_violations": sum(stats.n_violations.values()),
-        "retimed": stats.retimed,
+        "retimed": stats.retimed, "notes": dict(stats.notes),
         "slowest_per_target": stats.slowest, "closest_to_the_bound": stats.worst_ratio,
         "max_seconds_by_length": {t: dict(sorted(v.items(), key=lambda kv: int(kv[0][4:]))) for t, v in
                                   sorted(stats.by_decade.items())},
@@ -692,6 +696,8 @@ def print_summary(s: dict[str, Any]) -> None:
               f"{w['seconds']:.4f} s (input {w['index']})")
     for target, cells in s["max_seconds_by_length"].items():
         print(f"max seconds by length, {target}: " + ", ".join(f"{k} {v:.4f}" for k, v in cells.items()))
+    for note, count in s["notes"].items():
+        print(f"note: {note}: {count}")
     for v in s["first_violations"][:10]:
         print(f"VIOLATION input {v['index']} {v['target']} {v['kind']} length {v['length']}: {v['what']}: "
               f"{v['detail']}\n    {v['input'][:300]}")
