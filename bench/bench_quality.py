@@ -70,10 +70,11 @@ def evaluate(model: Path, dev: str) -> dict[str, float]:
 
 def biases(model: Path) -> dict[str, float]:
     """The bias suite's accuracy per bias (``toolrm eval biases --json``)."""
-    proc = subprocess.run([*TOOLRM, "eval", "biases", "--model", str(model), "--json"], check=True, cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run([*TOOLRM, "eval", "biases", "--model", str(model), "--json", "--limit", "300",
+                           "--out", str(model.parent / "biases")], check=True, cwd=REPO, capture_output=True, text=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {f"bias:{k}": round(v["accuracy"], 4) for k, v in result["biases"].items()}
+    return {f"bias:{k}": round(v["accuracy"], 4) if v["accuracy"] is not None else float("nan")
+            for k, v in result["biases"].items()}
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ REWARD_KEYS = {"score", "rm_score", "format_ok", "schema_ok", "n_calls", "gt_mat
 
 def _tiny(out: Path, **kw) -> QuickstartConfig:
     return QuickstartConfig(out=str(out), minutes=2.0, max_steps=3, synth_examples=12, eval_pairs=24,
-                            wandb=False, show_progress=False, **kw)
+                            bias_pairs=4, wandb=False, show_progress=False, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,13 @@ def test_every_artefact_is_written(quick_run):
     md = (out / "report.md").read_text()
     for scorer in ("rules", "rm", "hybrid"):
         assert f"| bfcl_mutations | {scorer} |" in md
-    assert set(report) >= {"synth", "train", "eval", "reward", "config"}
+    assert set(report) >= {"synth", "train", "eval", "biases", "reward", "config"}
+    # the bias suite ran on the trained model: every bias measured, in the report and its own folder
+    biases = report["biases"]["biases"]
+    assert {"fewer_calls", "more_calls", "no_call", "abstain", "near_miss"} <= set(biases)
+    assert all(0 < b["n"] <= 4 and 0.0 <= b["accuracy"] <= 1.0 for b in biases.values())
+    assert "## 4. Biases" in md and "| fewer_calls |" in md
+    assert (out / "eval" / "biases" / "report.json").stat().st_size > 0
 
 
 def test_model_is_a_plain_hf_checkpoint_that_scores(quick_run):
@@ -86,10 +92,10 @@ def test_reward_group_has_the_fixed_keys_and_gates_bad_calls(quick_run):
 def test_rerun_reuses_finished_stages_and_refuses_other_settings(quick_run):
     out, _ = quick_run
     markers = {p.name: p.stat().st_mtime_ns for p in (out / ".quickstart").glob("*.json")}
-    assert set(markers) == {"synth.json", "train.json", "eval.json", "reward.json"}
+    assert set(markers) == {"synth.json", "train.json", "eval.json", "biases.json", "reward.json"}
     messages = []
     run_quickstart(_tiny(out), echo=messages.append)
-    assert sum("reusing" in m for m in messages) == 4
+    assert sum("reusing" in m for m in messages) == 5
     assert {p.name: p.stat().st_mtime_ns for p in (out / ".quickstart").glob("*.json")} == markers
     with pytest.raises(QuickstartError, match="stage 'train'.*minutes"):
         run_quickstart(QuickstartConfig(**{**_tiny(out).__dict__, "minutes": 3.0}), echo=lambda *_: None)
@@ -117,7 +123,7 @@ def test_a_bench_file_added_later_runs_only_its_own_stage(quick_run, tmp_path):
     shutil.copy(out / "eval" / "bfcl_mutations.jsonl", extra)
     messages = []
     report = run_quickstart(_tiny(out, bench=[str(extra)]), echo=messages.append)
-    assert sum("reusing" in m for m in messages) == 4 and "[bench-extra] running" in messages
+    assert sum("reusing" in m for m in messages) == 5 and "[bench-extra] running" in messages
     sets = report["eval"]["sets"]
     assert set(sets) == {"bfcl_mutations", "extra"}
     # the same pairs and the same model give the same accuracies

@@ -36,7 +36,7 @@ from toolrm_rl.eval.plots import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-STAGES = ("synth", "train", "eval", "reward")
+STAGES = ("synth", "train", "eval", "biases", "reward")
 # Categories of the built-in evaluation set: BFCL's Python single-turn questions (Java/JavaScript
 # values are source literals that the mutation operators do not rewrite).
 BENCH_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple",
@@ -59,6 +59,7 @@ class QuickstartConfig:
     synth_sources: list | None = _f(None, "Offline sources for synthesis (None: the sources of "
                                           "recipes/synth/cpu_default.yaml, the one list both use).")
     eval_pairs: int = _f(1500, "Pairs in the built-in BFCL mutation evaluation set.")
+    bias_pairs: int = _f(200, "Pairs per bias in the bias suite (toolrm eval biases; a seeded sample of each).")
     bench: list = _f([], "Extra FC-RewardBench-format files to evaluate on (e.g. real failure pairs).")
     recipes_dir: str | None = _f(None, "Folder with synth/cpu_default.yaml and rm/minilm_cpu.yaml (None: the repo's recipes/).")
     wandb: bool = _f(True, "Log training and evaluation to wandb (offline automatically without credentials).")
@@ -250,6 +251,17 @@ def stage_eval(cfg: QuickstartConfig, out: Path, model_dir: str) -> dict[str, An
     return _evaluate_set(out, "bfcl_mutations", str(bench_file), model_dir, cfg.seed, cfg.wandb)
 
 
+def stage_biases(cfg: QuickstartConfig, out: Path, model_dir: str) -> dict[str, Any]:
+    """The bias suite (``toolrm eval biases``) on the trained RM: fewer/more calls, no call, abstention,
+    near-miss values, on hold-out examples of the training sources -> ``out/eval/biases``."""
+    from toolrm_rl.eval.biases import BiasConfig, markdown, run_biases
+
+    report = run_biases(BiasConfig(model=model_dir, scorer="rm", limit=cfg.bias_pairs, seed=cfg.seed,
+                                   out=str(out / "eval" / "biases")))
+    print("\nbias suite (rm)\n" + markdown(report))
+    return {"report_dir": str(out / "eval" / "biases"), "biases": report["biases"]}
+
+
 def bench_names(paths: list[str]) -> dict[str, str]:
     """A unique report name per ``--bench`` file (its file name without suffixes).
 
@@ -371,7 +383,13 @@ def _report(cfg: QuickstartConfig, out: Path, results: dict[str, Any]) -> str:
               "",
               "Paper reference on FC-RewardBench (approximate): " +
               ", ".join(f"{k} {v}" for k, v in PAPER_REFERENCE.items()) + ".", "",
-              "## 4. The verl reward on one GRPO group", "", Path(results["reward"]["md"]).read_text(), ""]
+              "## 4. Biases (held-out minimal pairs; ties are not wins)", "",
+              md_table(["bias", "rm accuracy", "pairs"], [[b, _fmt(r.get("accuracy")), r.get("n")]
+                                                          for b, r in results["biases"]["biases"].items()]), "",
+              "fewer_calls: the gold vs one call dropped; more_calls: vs one call repeated (more_calls_extra: an "
+              "extra call); no_call: vs no call; abstain: no call is right vs a call to a remaining tool; "
+              "near_miss: vs one near-miss value.", "",
+              "## 5. The verl reward on one GRPO group", "", Path(results["reward"]["md"]).read_text(), ""]
     return "\n".join(lines)
 
 
@@ -404,6 +422,8 @@ def run_quickstart(cfg: QuickstartConfig, echo: Callable[[str], None] = print) -
                                lambda path=path, name=name: _evaluate_set(out, name, path, model_dir, cfg.seed, cfg.wandb),
                                force=cfg.force, echo=echo)
     results["eval"] = {"sets": sets}
+    results["biases"] = run_stage(out, "biases", {**train_settings, "bias_pairs": cfg.bias_pairs},
+                                  lambda: stage_biases(cfg, out, model_dir), force=cfg.force, echo=echo)
     results["reward"] = run_stage(out, "reward", train_settings, lambda: stage_reward(cfg, out, model_dir),
                                   force=cfg.force, echo=echo)
     report = {"config": dataclasses.asdict(cfg), **results, "paper_reference": PAPER_REFERENCE}
