@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.parse import parse_hermes
-from toolrm_rl.core.render import RenderSpec, TruncationReport, format_calls, render
+from toolrm_rl.core.render import RenderSpec, TruncationReport, asked_coverage, asked_values, format_calls, render
 
 REPO = Path(__file__).resolve().parents[1]
 SEP = " [SEP] "
@@ -150,7 +150,7 @@ def test_plain_puts_candidate_first_then_conversation_then_related_functions(min
     out = render(SMALL, CONV, calls, spec=RenderSpec(sep=SEP), tokenizer=minilm)
     segments = out.text.split(SEP)
     # Every value is in the user's turn: all marked "=" (found verbatim).
-    assert segments[0] == 'call: [2 calls] get_time(tz="CET") ; get_weather(city="Paris", days=3)'
+    assert segments[0] == 'call: [2 calls, 3/3 asked] get_time(tz="CET") ; get_weather(city="Paris", days=3)'
     assert segments[1] == "user: " + CONV[0]["content"]
     # get_weather shares "weather" and "days" with the question, get_time only "time".
     assert segments[2].startswith("function get_weather: Current weather for a city.")
@@ -168,10 +168,22 @@ def test_plain_marks_where_each_argument_value_comes_from():
     calls = [ToolCall("f", {"amount": 12, "unit": "g/mole", "city": "new york", "ref": "A-77", "n": 13,
                             "flag": True, "items": ["g/mole", "Boston"]})]
     out = render([], conv, calls)
-    assert out.text.startswith('call: [1 call] f(amount=12, unit="g/mole", city~"new york", ref="A-77", n?13, '
+    assert out.text.startswith('call: [1 call, 2/2 asked] f(amount=12, unit="g/mole", city~"new york", ref="A-77", n?13, '
                                'flag=true, items?["g/mole", "Boston"])')
-    plain = render([], conv, calls, spec=RenderSpec(mark_grounding=False))
+    plain = render([], conv, calls, spec=RenderSpec(mark_grounding=False, mark_coverage=False))
     assert plain.text.startswith('call: [1 call] f(amount=12, unit="g/mole", city="new york"')
+
+
+def test_plain_shows_how_many_asked_values_the_candidate_uses():
+    conv = [{"role": "user", "content": "Weather in Paris, London and 'New York' for 3 days?"}]
+    one = [ToolCall("w", {"city": "Paris", "days": 3})]
+    three = one + [ToolCall("w", {"city": "London", "days": 3}), ToolCall("w", {"city": "new york", "days": 3})]
+    assert asked_values(conv[0]["content"]) == ["Paris", "London", "New York", "3"]
+    assert render([], conv, one).text.startswith("call: [1 call, 2/4 asked] ")
+    assert render([], conv, three).text.startswith("call: [3 calls, 4/4 asked] ")
+    assert render([], conv, [ToolCall("w", {"city": "Paris", "note": "in 3 days"})]).text.startswith(
+        "call: [1 call, 2/4 asked] ")  # a number written inside a string counts
+    assert render([], [{"role": "user", "content": "hello there"}], one).text.startswith("call: [1 call] ")
 
 
 def test_context_is_the_same_for_every_candidate_of_a_prompt(minilm, qwen):
@@ -199,7 +211,7 @@ def test_plain_abstention_and_unknown_name():
     assert out.text.startswith("call: [no call] Sorry, no tool fits.\n")
     out = render(SMALL, CONV, [ToolCall("get_wether", {})])
     lines = out.text.split("\n")
-    assert lines[:2] == ["call: [1 call] get_wether()", "function get_wether: (not in the catalog)"]
+    assert lines[:2] == ["call: [1 call, 0/3 asked] get_wether()", "function get_wether: (not in the catalog)"]
 
 
 def test_plain_accepts_json_strings_and_bfcl_nested_turns():
@@ -217,7 +229,7 @@ def test_plain_tight_budget_keeps_candidate_last_user_and_related_schema(minilm)
     rep, text = out.truncation, out.text
     assert rep.fits and exact_count(minilm, out.context, plain=True) <= 448
     assert out.n_tokens <= 512 and out.n_tokens == exact_count(minilm, text, plain=True)
-    assert text.startswith('call: [1 call] weather.get_forecast(p0="Lyon", p1?4)' + SEP)
+    assert text.startswith('call: [1 call, 1/1 asked] weather.get_forecast(p0="Lyon", p1?4)' + SEP)
     assert LAST_USER in text
     # The function sharing "forecast" with the question is the most related: shortened, never removed.
     assert "function weather.get_forecast:" in text
@@ -306,8 +318,9 @@ calls_strategy = st.lists(st.builds(
 def test_property_candidate_always_present(minilm, calls, budget):
     out = render(MEDIUM, BIG_CONV, calls, spec=RenderSpec(sep=SEP, max_tokens=budget), tokenizer=minilm)
     seen = " ".join(m["content"] for m in BIG_CONV if m["role"] in ("user", "tool") and isinstance(m["content"], str))
-    head = f"call: [{len(calls)} call{'s' if len(calls) != 1 else ''}] {format_calls(calls, seen)}" if calls \
-        else "call: [no call]"
+    asked = asked_values(LAST_USER)
+    count = f"{len(calls)} call{'s' if len(calls) != 1 else ''}, {asked_coverage(calls, asked)}/{len(asked)} asked"
+    head = f"call: [{count}] {format_calls(calls, seen)}" if calls else "call: [no call]"
     assert out.text.startswith(head)
     assert LAST_USER in out.text and out.text.endswith(out.context)
     assert out.n_tokens == exact_count(minilm, out.text, plain=True)

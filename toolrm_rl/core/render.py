@@ -27,6 +27,7 @@ never cut. No torch or transformers import here: the tokenizer is duck-typed (``
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import functools
@@ -68,6 +69,9 @@ class RenderSpec:
                                       "same context; a longer candidate makes the input longer than max_tokens.")
     mark_grounding: bool = _help(True, "Plain mode: write each argument as name=value (value found verbatim in the "
                                        "conversation), name~value (found after normalisation) or name?value (not found).")
+    mark_coverage: bool = _help(True, "Plain mode: after the call count, how many of the values the last user turn "
+                                      "mentions (numbers, quoted text, names) the candidate's arguments use, e.g. "
+                                      "[2 calls, 2/3 asked]: an answer that leaves part of the request out shows it.")
     max_near_misses: int = _help(3, "Functions most related to the user's words that keep shortened descriptions "
                                     "until the rest of the catalog is gone (besides the most related one).")
     chars_per_token: float = _help(4.0, "Without a tokenizer, n_tokens = ceil(len(text) / chars_per_token).")
@@ -355,6 +359,7 @@ class _Layout:
             self.turns = [_plain_turn(m) for m in msgs]
         self._variants: dict[tuple[str, int], tuple[str, list[str], dict[str, Any]]] = {}
         self._grounding: _Grounding | None = None
+        self._asked: list[str] | None = None
 
     def tool(self, name: str, level: int) -> tuple[str, list[str], dict[str, Any]]:
         """(rendered schema, description paths changed, OpenAI dict) of a function at a level."""
@@ -388,7 +393,9 @@ class _Layout:
             return self._chat(levels, dropped, [_candidate_message(calls, candidate_text)])
         if self.spec.mark_grounding and self._grounding is None:
             self._grounding = _Grounding(" ".join(m["content"] for m in self.msgs if m["role"] in ("user", "tool")))
-        head = [_plain_candidate(calls, candidate_text, self._grounding)]
+        if self.spec.mark_coverage and self._asked is None:
+            self._asked = asked_values(self.msgs[self.last_user]["content"]) if self.last_user is not None else []
+        head = [_plain_candidate(calls, candidate_text, self._grounding, self._asked)]
         head += [f"function {n}: {_NOT_IN_CATALOG}" for n in dict.fromkeys(c.name for c in calls) if n not in self.cat]
         return self.spec.sep.join(head + ([context] if context else []))
 
@@ -577,10 +584,69 @@ def _plain_turn(m: dict[str, Any]) -> str:
     return f"{m['role']}: {body}"
 
 
-def _plain_candidate(calls: list[ToolCall], text: str | None, grounding: _Grounding | None = None) -> str:
+def _plain_candidate(calls: list[ToolCall], text: str | None, grounding: _Grounding | None = None,
+                     asked: list[str] | None = None) -> str:
     if not calls:
         return ("call: [no call] " + (text or "").strip()).rstrip()
-    return f"call: [{len(calls)} call{'s' if len(calls) != 1 else ''}] {format_calls(calls, grounding)}"
+    count = f"{len(calls)} call{'s' if len(calls) != 1 else ''}"
+    if asked:
+        count += f", {asked_coverage(calls, asked)}/{len(asked)} asked"
+    return f"call: [{count}] {format_calls(calls, grounding)}"
+
+
+_ASKED_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+_ASKED_QUOTED = re.compile(r"(?<!\w)'([^']{1,60})'(?!\w)|\"([^\"]{1,60})\"")
+_ASKED_NAME = re.compile(r"(?<=[a-z0-9,;:] )[A-Z][A-Za-z]+(?: [A-Z][A-Za-z]+)*\b")  # not sentence-initial
+_ASKED_LIMIT = 12
+
+
+def asked_values(text: str) -> list[str]:
+    """The values a user turn mentions that a call would pass on: numbers, quoted text and names (capitalised
+    words not starting a sentence), at most 12, first mention first, without repeats (case-insensitive).
+
+    >>> asked_values("Weather in Paris, London and 'New York' for 3 days, then Paris again")
+    ['Paris', 'London', 'New York', '3']
+    """
+    text = text[:_HAYSTACK_LIMIT]
+    quoted = list(_ASKED_QUOTED.finditer(text))
+    starts = [q.start() for q in quoted]  # quotes do not overlap: one bisect per match keeps this linear
+
+    def inside_quotes(m: re.Match) -> bool:
+        k = bisect.bisect_right(starts, m.start()) - 1
+        return k >= 0 and m.start() < quoted[k].end()
+
+    found = [(m.start(), m.group(1) or m.group(2)) for m in quoted]
+    found += [(m.start(), m.group(0)) for rx in (_ASKED_NAME, _ASKED_NUMBER) for m in rx.finditer(text)
+              if not inside_quotes(m)]
+    out: dict[str, str] = {}
+    for _, value in sorted(found, key=lambda f: f[0]):
+        if value.strip() and value.lower() not in out:
+            out[value.lower()] = value
+    ordered = list(out.values())
+    return ordered[:_ASKED_LIMIT]
+
+
+def asked_coverage(calls: Sequence[ToolCall], asked: Sequence[str]) -> int:
+    """How many of the ``asked`` values (:func:`asked_values`) some argument of ``calls`` uses: a number equal
+    to a numeric argument or written inside a string one, a text found in a string argument after BFCL's
+    normalisation.
+
+    >>> calls = [ToolCall("weather", {"city": "paris", "days": 3})]
+    >>> asked_coverage(calls, ["Paris", "London", "3"])
+    2
+    """
+    leaves = [v for c in calls for v in _leaves(c.arguments, _LEAF_LIMIT)]
+    numbers = {float(v) for v in leaves if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    strings = " | ".join(v for v in leaves if isinstance(v, str))[:_HAYSTACK_LIMIT]
+    std = standardize_string(strings.lower())
+    used = 0
+    for value in asked:
+        if _ASKED_NUMBER.fullmatch(value):
+            used += float(value) in numbers or re.search(r"(?<![\d.])" + re.escape(value) + r"(?![\d])", strings) is not None
+        else:
+            key = standardize_string(value.lower())
+            used += bool(key) and key in std
+    return used
 
 
 def _candidate_message(calls: list[ToolCall], text: str | None) -> dict[str, Any]:

@@ -98,6 +98,10 @@ class GroupRewardTrainer(RewardTrainer):
         self.head_learning_rate = head_learning_rate
         super().__init__(*args, **kwargs)
 
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:  # TRL's columns, and each row's length for length-grouped batches
+            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", "length"]
+
     def create_optimizer(self, model: Any = None) -> Any:
         """AdamW with two parameter groups when ``head_learning_rate`` is set (head, rest)."""
         if self.optimizer is not None or self.head_learning_rate is None or not self.head_modules:

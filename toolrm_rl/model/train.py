@@ -85,6 +85,8 @@ class TrainSettings:
     per_device_train_batch_size: int = _f(8, "Rows per device per step: pairs (loss=pairwise, two sequences each) or "
                                              "groups (loss=group, 1 + negatives sequences each).")
     per_device_eval_batch_size: int = _f(16, "Rows (pairs or groups) per device per eval step.")
+    group_by_length: bool = _f(True, "Batch rows of similar length together (transformers' LengthGroupedSampler over "
+                                     "megabatches of 50 batches): less padding, more pairs per minute on a CPU.")
     gradient_accumulation_steps: int = _f(1, "Steps to accumulate before an optimizer step.")
     center_rewards_coefficient: float | None = _f(0.01, "eta in eta*(r+ + r-)^2: keeps rewards near 0 for RL use.")
     margin: float | None = _f(None, "Optional constant margin m in -log sigmoid(r+ - r- - m).")
@@ -193,7 +195,8 @@ def tokenize_pairs(pairs: Sequence[PairRecord], tokenizer: Any, spec: RenderSpec
     """Render and tokenize pairs into a ``datasets.Dataset`` with ``chosen_ids``/``rejected_ids``.
 
     With ``group`` a row is a query's group (:func:`toolrm_rl.model.group.group_rows`): ``chosen_ids`` once
-    and ``rejected_ids`` a list of its negatives. Returns ``(dataset, n_hard_truncated)``; every pair is kept.
+    and ``rejected_ids`` a list of its negatives. ``length`` is a row's longest input (for length-grouped
+    batches). Returns ``(dataset, n_hard_truncated)``; every pair is kept.
     """
     from datasets import Dataset
     from tqdm.auto import tqdm
@@ -213,7 +216,7 @@ def tokenize_pairs(pairs: Sequence[PairRecord], tokenizer: Any, spec: RenderSpec
         return cache[key]
 
     groups = group_rows(pairs) if group else [[i] for i in range(len(pairs))]
-    rows: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
+    rows: dict[str, list] = {"chosen_ids": [], "rejected_ids": [], "length": []}
     if margin is not None:
         rows["margin"] = []
     for members in tqdm(groups, desc=desc, disable=len(pairs) < 256):
@@ -221,6 +224,7 @@ def tokenize_pairs(pairs: Sequence[PairRecord], tokenizer: Any, spec: RenderSpec
         rows["chosen_ids"].append(encode(first, first.chosen_example()))
         rejected = [encode(pairs[i], pairs[i].rejected_example()) for i in members]
         rows["rejected_ids"].append(rejected if group else rejected[0])
+        rows["length"].append(max(len(x) for x in [rows["chosen_ids"][-1], *rejected]))  # what a batch pads to
         if margin is not None:
             rows["margin"].append(float(margin))
     return Dataset.from_dict(rows), cut
@@ -503,7 +507,8 @@ def train(cfg: RMTrainConfig) -> TrainResult:
         report_to=_setup_reporting(t), run_name=t.run_name, seed=t.seed, push_to_hub=False,
         dataloader_num_workers=t.dataloader_num_workers, max_length=None,  # we render within budget ourselves
         deepspeed=t.deepspeed, fsdp=t.fsdp, fsdp_config=t.fsdp_config, disable_dropout=True,
-        dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available())
+        dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random")
     totals = _run_totals_callback()
     callbacks = [totals] + ([_time_budget_callback(t.max_minutes)] if t.max_minutes else [])
     pad_id = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else rm.tokenizer.eos_token_id
