@@ -247,8 +247,11 @@ def test_every_2024_pair_is_validated_by_the_matcher_against_the_logged_answer()
         assert not truth.check(pair.rejected).valid, (pair.id, pair.rejected)
         assert pair.error_type == row["error_type"]
     # Rows the matcher cannot validate are dropped, each counted under its reason with the row named.
-    assert report.skipped["matcher_error"] == 1 and "(id java_1)" in report.examples["matcher_error"][0]
-    assert report.skipped["chosen_fails_matcher"] == 1 and "(id java_64)" in report.examples["chosen_fails_matcher"][0]
+    # java_1's literal HashMap answer: our matcher reads it as BFCL does (no exception), and its
+    # logged answer then rejects the chosen output like java_64's.
+    assert "matcher_error" not in report.skipped
+    assert report.skipped["chosen_fails_matcher"] == 2
+    assert {"(id java_1)", "(id java_64)"} <= {e[e.index("(id"):e.index(")") + 1] for e in report.examples["chosen_fails_matcher"]}
     assert report.skipped["bad_question"] == 1
     assert "(id parallel_multiple_function_179)" in report.examples["bad_question"][0]
     assert not {p.id for p in pairs} & {"java_1", "java_64", "parallel_multiple_function_179"}
@@ -314,7 +317,7 @@ def test_cli_bench_build_on_2024_logs_prints_counts_per_category_and_dropped_row
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert set(summary["pairs_by_category"]) == set(PREFIX_2024)
-    assert "dropped (matcher_error):" in result.output and "(id java_1)" in result.output
+    assert "dropped (chosen_fails_matcher):" in result.output and "(id java_1)" in result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == summary["pairs"] == sum(summary["pairs_by_category"].values())
     assert {r["test_category"] for r in rows} == set(PREFIX_2024)

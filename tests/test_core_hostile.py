@@ -461,3 +461,21 @@ def test_fuzz_only_documented_exceptions_escape():
     print(f"\n{counts}; slowest call {slowest[0]:.3f} s: {slowest[1]}")
     assert slowest[0] < MAX_SECONDS, slowest
     assert counts["catalog_errors"] > 100 and counts["answer_errors"] > 10 and counts["answers"] > 1000
+
+
+def test_ground_truth_never_raises_on_fuzz_found_inputs():
+    """Two inputs the reward fuzzer found: an int beyond any float for a float parameter, and a dict
+    answer whose option for a key is a literal value, not a list (the 2024 logs' Java HashMaps)."""
+    from toolrm_rl.core.calls import ToolCall
+    from toolrm_rl.core.match import GroundTruth
+
+    tools = [{"name": "gcd", "parameters": {"type": "dict", "properties": {
+        "a": {"type": "integer"}, "scale": {"type": "float"}}}},
+        {"name": "book", "parameters": {"type": "dict", "properties": {"who": {"type": "dict"}}}}]
+    huge = GroundTruth(tools, [{"gcd": {"a": [7], "scale": [1.5]}}], "multiple").check(
+        [ToolCall("gcd", {"a": 7, "scale": 10**400})])
+    assert not huge.valid and huge.error_type == "value_error:others" and len(huge.message) < 200
+    literal = [{"book": {"who": [{"name": ["Ada"], "age": 36}, ""]}}]
+    assert GroundTruth(tools, literal, "multiple").check([ToolCall("book", {"who": {"name": "Ada", "age": 36}})]).valid
+    wrong = GroundTruth(tools, literal, "multiple").check([ToolCall("book", {"who": {"name": "Bob", "age": 36}})])
+    assert not wrong.valid and wrong.error_type.startswith("value_error:dict")

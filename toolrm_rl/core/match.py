@@ -368,7 +368,10 @@ class GroundTruth:
         if type_name == "tuple" and type(value) is tuple:
             value = list(value)
         if self.language == "python" and expected is float and type(value) is int:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an int beyond any float: no acceptable value can equal it
+                return MatchResult(False, "value_error:others", f"{_cap(name)}: {short_repr(value, 60)} is out of range")
 
         is_variable = param.first_type is not None and param.first_type is not expected
         if type(value) is expected:
@@ -415,21 +418,27 @@ def _nested_types_ok(value: list, options: list, nested_type: type) -> bool:
     return False
 
 
+def _as_options(acceptable: Any) -> list:
+    """A dict answer's options for one key: a list (or string, read as BFCL reads it) as written; a number,
+    bool or None (2024 logs write literal maps, e.g. Java HashMaps), where BFCL crashes, as the one option."""
+    return acceptable if isinstance(acceptable, (list, tuple, str, dict)) else [acceptable]
+
+
 def _check_dict(name: str, value: dict, options: list) -> MatchResult | None:
     result = MatchResult(False, "dict_checker:unclear", f"{_cap(name)}: no acceptable dictionary")
     for option in options:
-        if option == "":
+        if option == "" or not isinstance(option, dict):
             continue
         result = None
         for key, item in value.items():
             if key not in option:
                 result = MatchResult(False, "value_error:dict_key", f"{_cap(name)}: unexpected key {short_repr(key, 80)}")
                 break
-            if _std(item) not in [_std(o) for o in option[key]]:
+            if _std(item) not in [_std(o) for o in _as_options(option[key])]:
                 result = MatchResult(False, "value_error:dict_value", f"{_cap(name)}[{short_repr(key, 80)}]: {short_repr(item, 60)} not acceptable")
                 break
         for key, acceptable in option.items():  # BFCL runs this even after a failure above
-            if key not in value and "" not in acceptable:
+            if key not in value and "" not in _as_options(acceptable):
                 result = MatchResult(False, "value_error:dict_key", f"{_cap(name)}: missing key {short_repr(key, 80)}")
                 break
         if result is None:

@@ -31,6 +31,9 @@ The combination rule (:func:`combine`, per turn)::
 
 Only the last ``max_turns`` scored turns enter ``turn_combine``; when an earlier turn was invalid, one
 invalid turn is kept in their place (a long rollout cannot push its invalid calls out of the window).
+With ``invalid_turn_gates`` (the default) any invalid turn scores the whole sample ``invalid_penalty``:
+valid turns, or ``<tool_response>`` observations the policy writes itself, cannot lift an invalid call
+above a valid one.
 
 Where the RM score comes from (``rm_source``): ``router`` (verl's reward-model router, vLLM
 ``/classify``, input rendered by OUR renderer with the tools using ``reward_model_tokenizer``),
@@ -132,6 +135,9 @@ class ToolRewardConfig:
     w_gt: float = _help(0.0, "Weight of the gold-call match (1/0) when extra_info has gold calls.")
     abstain_reward: float = _help(0.0, "Added when the gold is 'no call' and the response makes no call.")
     turn_combine: str = _help("mean", "Multi-turn rollouts: combine turn scores by last, mean or min.")
+    invalid_turn_gates: bool = _help(True, "Any invalid scored turn gives the whole sample invalid_penalty, so valid "
+                                           "turns (or observations a policy writes itself) cannot dilute an invalid call; "
+                                           "False: invalid turns enter turn_combine like the others.")
     score_text_turns: bool = _help(False, "Multi-turn: also score assistant turns without calls that follow a tool "
                                           "observation (final answers); single-turn abstentions are always scored.")
     max_turns: int = _help(16, "At most this many assistant turns are scored (the last ones).")
@@ -693,6 +699,8 @@ def finish(p: Prepared, rm_scores: Sequence[float] | None, fallback: bool) -> di
         rm = combine_turns(valid_rm, cfg.turn_combine) if valid_rm else 0.0
         if p.tools_error:  # nothing can be verified: no response earns more than an invalid call
             score, rm = cfg.invalid_penalty, 0.0
+        elif cfg.invalid_turn_gates and not all(p.valid):  # one invalid turn: the sample ranks with invalid calls
+            score = cfg.invalid_penalty
         if not math.isfinite(score) or not math.isfinite(rm):
             score, rm, fallback = cfg.invalid_penalty, 0.0, True
         valid = p.format_ok and p.schema_ok and not p.error
