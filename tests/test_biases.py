@@ -194,3 +194,20 @@ def test_merged_parallel_examples_join_questions_over_two_catalogs():
     used = [i for ex in merged for i in ex.meta["composed_from"]]
     assert len(used) == len(set(used))  # each question used once
     assert len(merged_parallel_examples(examples + [other], seed=0, limit=1)) == 1
+
+
+def test_abstention_examples_make_no_call_the_right_answer():
+    from toolrm_rl.data.compose import abstention_examples
+    from toolrm_rl.data.pairs import NegativeJudge, mutation_pairs
+
+    examples = _examples()
+    made = abstention_examples(examples, seed=0, share=1.0)
+    assert [ex.id for ex in made] == [f"{ex.id}~abstain" for ex in examples]  # every example here keeps a tool
+    assert made == abstention_examples(examples, seed=0, share=1.0)
+    for ab, ex in zip(made, examples):
+        assert ab.gold == [] and not {c.name for c in ex.gold} & set(ab.tools.names())
+        judge = NegativeJudge(ab)
+        assert judge.error_type([]) == "" and judge.error_type(ex.gold) != ""
+    pairs, _ = mutation_pairs(made, negatives_per_example=2, seed=0)
+    assert pairs and all(p.chosen == [] and p.rejected for p in pairs)
+    assert 0 < len(abstention_examples(examples * 10, seed=1, share=0.3)) < 40

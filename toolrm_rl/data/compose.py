@@ -18,7 +18,7 @@ from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.match import calls_equal
 from toolrm_rl.data.sources import ToolExample
 
-__all__ = ["parallel_examples", "merged_parallel_examples", "join_questions", "composable"]
+__all__ = ["parallel_examples", "merged_parallel_examples", "abstention_examples", "join_questions", "composable"]
 
 # First words that keep their capital after "Also, ": the pronoun I and its contractions.
 _KEEP_CASE = {"I", "I'd", "I'm", "I've", "I'll"}
@@ -124,4 +124,34 @@ def merged_parallel_examples(examples: Iterable[ToolExample], seed: int = 0,
                                    tools, gold, answer=answer, category="parallel",
                                    meta={"composed_from": [a.id, b.id]}))
             break
+    return out
+
+
+def abstention_examples(examples: Iterable[ToolExample], seed: int = 0, share: float = 0.1) -> list[ToolExample]:
+    """Questions no tool can serve: for a seeded ``share`` of the examples with gold calls, the functions the
+    gold calls are removed from the catalog, so the right answer is no call (gold ``[]``, category
+    ``irrelevance``, id ``<id>~abstain``). Skipped when nothing would remain or the conversation already
+    calls a removed function. The offline sources have no irrelevance questions; without these a reward
+    model learns that an answer without calls is always wrong (the paper's known weakness).
+
+    >>> from toolrm_rl.core.calls import ToolCatalog
+    >>> tools = ToolCatalog.load([{"name": "weather"}, {"name": "stock"}])
+    >>> ex = ToolExample("q", "toy", [{"role": "user", "content": "Weather in Oslo?"}], tools,
+    ...                  [ToolCall("weather", {"city": "Oslo"})])
+    >>> [(a.id, a.tools.names(), a.gold) for a in abstention_examples([ex], share=1.0)]
+    [('q~abstain', ['stock'], [])]
+    """
+    rng = random.Random(f"abstain:{seed}")
+    out = []
+    for ex in examples:
+        if not ex.gold or rng.random() >= share:
+            continue
+        removed = {c.name for c in ex.gold}
+        history = {tc.get("function", {}).get("name") for m in ex.conversation if isinstance(m, dict)
+                   for tc in (m.get("tool_calls") or []) if isinstance(tc, dict)}
+        remaining = [t for t in ex.tools.to_dicts() if t.get("name") not in removed]
+        if not remaining or removed & history:
+            continue
+        out.append(ToolExample(f"{ex.id}~abstain", ex.source, ex.conversation, ToolCatalog.load(remaining), [],
+                               answer=None, category="irrelevance", meta={"removed_tools": sorted(removed)}))
     return out

@@ -98,6 +98,9 @@ class ComposeSettings:
                               "answer them with too few calls.")
     merged_share: float = _f(0.5, "Besides same-catalog pairs, questions from two different catalogs (merged) up to "
                                   "this share of the composable single-call questions.")
+    abstain_share: float = _f(0.0, "Also this share of the examples with their called functions removed from the "
+                                   "catalog, so no call is right (toolrm_rl.data.compose.abstention_examples): "
+                                   "the sources have no such questions.")
 
 
 @dataclass
@@ -157,11 +160,12 @@ def load_examples(cfg: SynthConfig) -> list[ToolExample]:
         keep = sorted(random.Random(cfg.seed).sample(range(len(examples)), cfg.max_examples))
         examples = [examples[i] for i in keep]
     if cfg.compose.enabled:
-        from toolrm_rl.data.compose import composable, merged_parallel_examples, parallel_examples
+        from toolrm_rl.data.compose import abstention_examples, composable, merged_parallel_examples, parallel_examples
 
         n_single = sum(composable(ex) for ex in examples)
         examples = examples + parallel_examples(examples, cfg.seed) + merged_parallel_examples(
-            examples, cfg.seed, limit=int(cfg.compose.merged_share * n_single))
+            examples, cfg.seed, limit=int(cfg.compose.merged_share * n_single)) + abstention_examples(
+            examples, cfg.seed, cfg.compose.abstain_share)
     dupes = [i for i, n in Counter(ex.id for ex in examples).items() if n > 1]
     if dupes:
         raise ValueError(f"sources: example ids must be unique, repeated: {dupes[:5]}")
