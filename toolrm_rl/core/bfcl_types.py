@@ -132,21 +132,27 @@ def _java_adds_body(text: str) -> str | None:
     return None
 
 
-def _java_adds(body: str) -> list[str]:
-    r"""``re.findall(r"add\((.+?)\)", body)``."""
+def _find_all(text: str, opener: str, closer: str, nonempty: bool) -> list[str]:
+    r"""``re.findall(re.escape(opener) + "(.+?)" + re.escape(closer), text)`` (``.*?`` unless ``nonempty``) for
+    a one-character ``closer``, in linear time: ``.`` stops at a newline, a failed start moves on by one."""
     out, pos = [], 0
-    close, newline = _Next(body, ")"), _Next(body, "\n")
+    close, newline = _Next(text, closer), _Next(text, "\n")
     while True:
-        at = body.find("add(", pos)
+        at = text.find(opener, pos)
         if at < 0:
             return out
-        start = at + 4
-        end = close(start + 1)
-        if end < len(body) and end < newline(start):
-            out.append(body[start:end])
+        start = at + len(opener)
+        end = close(start + nonempty)
+        if end < len(text) and end < newline(start):
+            out.append(text[start:end])
             pos = end + 1
         else:
             pos = at + 1
+
+
+def _java_adds(body: str) -> list[str]:
+    r"""``re.findall(r"add\((.+?)\)", body)``."""
+    return _find_all(body, "add(", ")", nonempty=True)
 
 
 def _java_map_body(text: str) -> str | None:
@@ -371,18 +377,7 @@ def _js_2d_end(code: str) -> int | None:
 
 def _js_brackets(text: str) -> list[str]:
     r"""``re.findall(r"\[(.*?)\]", text)``."""
-    out, pos = [], 0
-    close, newline = _Next(text, "]"), _Next(text, "\n")
-    while True:
-        at = text.find("[", pos)
-        if at < 0:
-            return out
-        end = close(at + 1)
-        if end < len(text) and end < newline(at + 1):
-            out.append(text[at + 1:end])
-            pos = end + 1
-        else:
-            pos = at + 1
+    return _find_all(text, "[", "]", nonempty=False)
 
 
 def _js_pairs(content: str) -> list[tuple[str, str]]:
