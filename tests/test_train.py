@@ -242,7 +242,7 @@ def test_tokenize_pairs_never_drops_or_loses_the_candidate():
     ds, cut = tokenize_pairs([pair], bert, RenderSpec(mode="plain", max_tokens=64, sep=" [SEP] "), 64)
     assert len(ds) == 1 and cut == 2
     assert len(ds[0]["chosen_ids"]) == 64
-    assert bert.decode(ds[0]["chosen_ids"], skip_special_tokens=True).startswith("call : [ 1 call ] get _ weather")
+    assert bert.decode(ds[0]["chosen_ids"], skip_special_tokens=True).startswith("call : [ 1 call, 1 / 1 asked ] get _ weather")
 
     qwen = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     ds, cut = tokenize_pairs([pair], qwen, RenderSpec(mode="chat_template", max_tokens=256), 256)

@@ -172,16 +172,39 @@ def build_pairs(cfg: DataConfig) -> tuple[list[PairRecord], list[PairRecord], di
         pairs, load_report = load_pairs(path, skip_bad_rows=cfg.skip_bad_rows)
         eval_pairs.extend(pairs)
         report[f"eval_file:{path}"] = asdict(load_report)
-    rng.shuffle(train_pairs)
-    if cfg.max_train_pairs is not None:
-        train_pairs = train_pairs[:cfg.max_train_pairs]
-    if cfg.max_eval_pairs is not None:
-        rng.shuffle(eval_pairs)
-        eval_pairs = eval_pairs[:cfg.max_eval_pairs]
+    train_pairs = _whole_queries(train_pairs, cfg.max_train_pairs, rng)
+    eval_pairs = _whole_queries(eval_pairs, cfg.max_eval_pairs, rng) if cfg.max_eval_pairs is not None else eval_pairs
     if not train_pairs:
         raise ValueError("no training pairs: set data.sources and/or data.train_files")
     report.update(n_train=len(train_pairs), n_eval=len(eval_pairs))
     return train_pairs, eval_pairs, report
+
+
+def _whole_queries(pairs: list[PairRecord], cap: int | None, rng: random.Random) -> list[PairRecord]:
+    """``pairs`` shuffled by query (a query's pairs stay together, in file order, so the group loss sees
+    all negatives of a chosen answer), cut to at most ``cap`` pairs at a query boundary (None: all).
+
+    >>> from types import SimpleNamespace as P
+    >>> ps = [P(id=f"q{i // 3}#{i % 3}") for i in range(9)]
+    >>> out = _whole_queries(ps, 7, random.Random(0))  # 7 would split a query: two whole ones instead
+    >>> sizes = {}
+    >>> for p in out: sizes[p.id.split("#")[0]] = sizes.get(p.id.split("#")[0], 0) + 1
+    >>> len(out), sorted(sizes.values())
+    (6, [3, 3])
+    """
+    by_query: dict[str, list[PairRecord]] = {}
+    for pair in pairs:
+        by_query.setdefault(pair.id.rsplit("#", 1)[0], []).append(pair)
+    keys = list(by_query)
+    rng.shuffle(keys)
+    out: list[PairRecord] = []
+    for key in keys:
+        if cap is not None and len(out) + len(by_query[key]) > cap:
+            if out:
+                break
+            return by_query[key][:cap]
+        out.extend(by_query[key])
+    return out
 
 
 def _encode(text: str, tokenizer: Any, max_length: int, mode: str) -> tuple[list[int], bool]:
