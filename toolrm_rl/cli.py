@@ -107,7 +107,8 @@ def core_check(
     except (CatalogError, ValueError) as err:
         raise typer.BadParameter(str(err)) from None
     result = parse(_read_arg(output), fmt)
-    report = check_calls(result.calls, catalog, language=language_of_category(category))
+    # with --answer, a value BFCL accepts for the question is no schema violation (the verl reward's gate too)
+    report = check_calls(result.calls, catalog, language=language_of_category(category), answer=truth)
     out = {
         "format": result.format,
         "parse_error": None if result.ok else {"kind": result.error.kind, "message": result.error.message},
@@ -159,7 +160,7 @@ def core_demo(
         variants = [("ground_truth", gold)] + mutate(gold, rec.catalog, seed=seed + k, literal_values=rec.language != "python")
         for op, calls in variants:
             parsed = parse_hermes(to_hermes(calls))  # through text, as a policy's output would arrive
-            report = check_calls(parsed.calls, rec.catalog, language=rec.language)
+            report = check_calls(parsed.calls, rec.catalog, language=rec.language, answer=truth)  # as the reward gates
             verdict = truth.check(parsed.calls)
             stats = by_op[op]
             stats["n"] += 1
