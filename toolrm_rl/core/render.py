@@ -34,6 +34,7 @@ import functools
 import json
 import math
 import re
+import threading
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -300,6 +301,7 @@ class _Context:
 
 _CONTEXTS: collections.OrderedDict[tuple, _Context] = collections.OrderedDict()
 _CONTEXT_CACHE_SIZE = 128  # a GRPO group, a Best-of-N set or a query's training pairs share one context
+_CONTEXTS_LOCK = threading.Lock()
 
 
 def _key(value: Any) -> str:
@@ -312,10 +314,11 @@ def _context(catalog: Any, conversation: Any, spec: RenderSpec, tokenizer: Any) 
     """The candidate-independent part of :func:`render`, fit to ``spec.context_tokens``; the last few
     are kept (keyed by content), so all candidates of one prompt fit the context once."""
     key = (id(tokenizer), repr(spec), _key(catalog), _key(conversation))
-    hit = _CONTEXTS.get(key)
-    if hit is not None and hit.lay.tokenizer is tokenizer:
-        _CONTEXTS.move_to_end(key)
-        return hit
+    with _CONTEXTS_LOCK:  # reward workers may render from several threads
+        hit = _CONTEXTS.get(key)
+        if hit is not None and hit.lay.tokenizer is tokenizer:
+            _CONTEXTS.move_to_end(key)
+            return hit
     lay = _Layout(ToolCatalog.load(catalog), _messages(conversation), spec, tokenizer)
     count, exact = _counter(tokenizer, spec, lay.chat)
     budget = spec.context_tokens
@@ -335,9 +338,10 @@ def _context(catalog: Any, conversation: Any, spec: RenderSpec, tokenizer: Any) 
             dropped_turns=sorted(dropped), dropped_tools=[n for n in lay.names if levels[n] == 3],
             fits=n_ctx <= budget)
     ctx = _Context(lay, text, levels, dropped, report, count, exact)
-    _CONTEXTS[key] = ctx
-    if len(_CONTEXTS) > _CONTEXT_CACHE_SIZE:
-        _CONTEXTS.popitem(last=False)
+    with _CONTEXTS_LOCK:
+        _CONTEXTS[key] = ctx
+        if len(_CONTEXTS) > _CONTEXT_CACHE_SIZE:
+            _CONTEXTS.popitem(last=False)
     return ctx
 
 
