@@ -45,11 +45,11 @@ def evaluate(model: Path, dev: str) -> dict[str, float]:
 
     pairs, _ = load_pairs(dev)
     examples = [(p.chosen_example(), p.rejected_example()) for p in pairs]
-    rm = score_pairs(get_scorer("rm", path=str(model)), examples)
+    rm_scorer = get_scorer("rm", path=str(model))  # caches scores: hybrid reuses them
+    rm = score_pairs(rm_scorer, examples)
     rules = score_pairs(get_scorer("rules"), examples)
     win_rm = [c > r for c, r in rm]
-    # hybrid as a gate: an invalid call ranks below every valid one; the RM orders within a side
-    win_hybrid = [(rc, c) > (rr, r) for (c, r), (rc, rr) in zip(rm, ((a == 0, b == 0) for a, b in rules))]
+    win_hybrid = [c > r for c, r in score_pairs(get_scorer("hybrid", rm=rm_scorer), examples)]  # the schema gate
     both_valid = [a == 0 and b == 0 for a, b in rules]
 
     def acc(wins: list[bool], keep: list[bool]) -> float:
