@@ -171,7 +171,7 @@ def test_decoder_without_chat_template_falls_back_to_plain(tiny_qwen_dir):
     with pytest.warns(UserWarning, match="no chat template"):
         rm = ToolRM(model, tok)
     assert rm.render_spec.mode == "plain" and rm.render_spec.sep == "\n"
-    assert rm.render(SHORT).text.startswith("call: [1 call] get_weather")
+    assert rm.render(SHORT).text.startswith("call: [1 call, 1/1 asked] get_weather")
 
 
 def test_lora_head_modules(minilm_rm, qwen_rm):
