@@ -14,7 +14,6 @@ rollout, so normalising the acceptable values per check (as the reference checke
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
