@@ -18,7 +18,8 @@ from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.match import calls_equal
 from toolrm_rl.data.sources import ToolExample
 
-__all__ = ["parallel_examples", "merged_parallel_examples", "abstention_examples", "join_questions", "composable"]
+__all__ = ["parallel_examples", "merged_parallel_examples", "abstention_examples", "without_called_tools",
+           "called_in_history", "join_questions", "composable"]
 
 # First words that keep their capital after "Also, ": the pronoun I and its contractions.
 _KEEP_CASE = {"I", "I'd", "I'm", "I've", "I'll"}
@@ -127,6 +128,32 @@ def merged_parallel_examples(examples: Iterable[ToolExample], seed: int = 0,
     return out
 
 
+def called_in_history(conversation: list[dict]) -> set[str]:
+    """Names of the functions the conversation's earlier assistant turns call (OpenAI ``tool_calls``)."""
+    names = set()
+    for message in conversation:
+        for call in (message.get("tool_calls") if isinstance(message, dict) else None) or []:
+            function = call.get("function", call) if isinstance(call, dict) else {}
+            if isinstance(function, dict) and function.get("name"):
+                names.add(function["name"])
+    return names
+
+
+def without_called_tools(example: ToolExample, example_id: str) -> tuple[ToolExample | None, str]:
+    """``example`` with the functions its gold calls removed from the catalog, so no call is right (gold
+    ``[]``, category ``irrelevance``), named ``example_id``; or ``(None, reason)`` when the conversation
+    already calls a removed function (``history_calls_removed_tool``) or nothing would remain
+    (``no_tool_left``)."""
+    removed = {c.name for c in example.gold}
+    if removed & called_in_history(example.conversation):
+        return None, "history_calls_removed_tool"
+    remaining = ToolCatalog(spec for spec in example.tools if spec.name not in removed)
+    if not len(remaining):
+        return None, "no_tool_left"
+    return ToolExample(example_id, example.source, example.conversation, remaining, [], category="irrelevance",
+                       meta={"removed_tools": sorted(removed)}), ""
+
+
 def abstention_examples(examples: Iterable[ToolExample], seed: int = 0, share: float = 0.1) -> list[ToolExample]:
     """Questions no tool can serve: for a seeded ``share`` of the examples with gold calls, the functions the
     gold calls are removed from the catalog, so the right answer is no call (gold ``[]``, category
@@ -146,12 +173,7 @@ def abstention_examples(examples: Iterable[ToolExample], seed: int = 0, share: f
     for ex in examples:
         if not ex.gold or rng.random() >= share:
             continue
-        removed = {c.name for c in ex.gold}
-        history = {tc.get("function", {}).get("name") for m in ex.conversation if isinstance(m, dict)
-                   for tc in (m.get("tool_calls") or []) if isinstance(tc, dict)}
-        remaining = [t for t in ex.tools.to_dicts() if t.get("name") not in removed]
-        if not remaining or removed & history:
-            continue
-        out.append(ToolExample(f"{ex.id}~abstain", ex.source, ex.conversation, ToolCatalog.load(remaining), [],
-                               answer=None, category="irrelevance", meta={"removed_tools": sorted(removed)}))
+        made, _ = without_called_tools(ex, f"{ex.id}~abstain")
+        if made is not None:
+            out.append(made)
     return out

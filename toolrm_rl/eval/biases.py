@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Sequence
 from toolrm_rl.config import option as _f
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.schema import check_calls
-from toolrm_rl.data.compose import parallel_examples
+from toolrm_rl.data.compose import parallel_examples, without_called_tools
 from toolrm_rl.data.mutate import mutate
 from toolrm_rl.data.pairs import NegativeJudge
 from toolrm_rl.data.records import PairRecord
@@ -91,16 +91,6 @@ def holdout_examples(sources: Sequence[str] = BIAS_SOURCES) -> list[ToolExample]
 
 def _last_user(conversation: list[dict]) -> str:
     return next((str(m.get("content") or "") for m in reversed(conversation) if m.get("role") == "user"), "")
-
-
-def _called_in_history(conversation: list[dict]) -> set[str]:
-    names = set()
-    for message in conversation:
-        for call in message.get("tool_calls") or []:
-            function = call.get("function", call) if isinstance(call, dict) else {}
-            if isinstance(function, dict) and function.get("name"):
-                names.add(function["name"])
-    return names
 
 
 def _rng(seed: int, bias: str, example_id: str) -> random.Random:
@@ -187,18 +177,12 @@ def build_bias_pairs(examples: Iterable[ToolExample], *, seed: int = 0, compose_
 
 def _abstain_pairs(ex: ToolExample, seed: int, keep: Callable, dropped: dict[str, collections.Counter]) -> None:
     """``abstain`` and ``abstain_removed_tool`` pairs of one example: its called functions removed from the catalog."""
-    removed = {c.name for c in ex.gold}
-    if removed & _called_in_history(ex.conversation):
+    abstain, reason = without_called_tools(ex, ex.id)
+    if abstain is None:
         for bias in ("abstain", "abstain_removed_tool"):
-            dropped[bias]["history_calls_removed_tool"] += 1
+            dropped[bias][reason] += 1
         return
-    remaining = ToolCatalog(spec for spec in ex.tools if spec.name not in removed)
-    if not len(remaining):
-        for bias in ("abstain", "abstain_removed_tool"):
-            dropped[bias]["no_tool_left"] += 1
-        return
-    abstain = ToolExample(f"{ex.id}", ex.source, ex.conversation, remaining, [], category="irrelevance",
-                          meta={"removed_tools": sorted(removed)})
+    remaining = abstain.tools
     judge = NegativeJudge(abstain)
     rng = _rng(seed, "abstain", ex.id)
     calls = [v for v in _variants(abstain, ["call_when_none"], rng, catalog=remaining, gold=[])
