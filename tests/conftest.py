@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The test command is deterministic: property tests draw the same examples every run, so CI cannot
+# fail on a lucky draw. HYPOTHESIS_PROFILE=explore draws fresh examples (and more of them) when hunting.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", max_examples=200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

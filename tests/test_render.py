@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
@@ -315,9 +315,12 @@ calls_strategy = st.lists(st.builds(
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(calls=calls_strategy, budget=st.integers(min_value=32, max_value=2500))
+@example(calls=[ToolCall("weather.get_forecast", {"a": "'"})], budget=32)  # a quote grounded in a JSON tool result
 def test_property_candidate_always_present(minilm, calls, budget):
     out = render(MEDIUM, BIG_CONV, calls, spec=RenderSpec(sep=SEP, max_tokens=budget), tokenizer=minilm)
-    seen = " ".join(m["content"] for m in BIG_CONV if m["role"] in ("user", "tool") and isinstance(m["content"], str))
+    # grounding reads tool results too, non-string ones as JSON (BFCL's "'" -> '"' then finds a quote there)
+    seen = " ".join(m["content"] if isinstance(m["content"], str) else json.dumps(m["content"], ensure_ascii=False)
+                    for m in BIG_CONV if m["role"] in ("user", "tool"))
     asked = asked_values(LAST_USER)
     count = f"{len(calls)} call{'s' if len(calls) != 1 else ''}, {asked_coverage(calls, asked)}/{len(asked)} asked"
     head = f"call: [{count}] {format_calls(calls, seen)}" if calls else "call: [no call]"
