@@ -177,3 +177,21 @@ def test_query_swap_keeps_the_value_shape():
         assert args["url"] in ("https://a.org/x", "https://b.org/y")
         assert args["lang"] in ("German", "French")
         assert args["verb"] in ("SELECT", "DELETE")
+
+
+def test_invented_function_keeps_the_arguments_under_a_name_outside_the_catalog():
+    tools = ToolCatalog.load([
+        {"name": "weather.get_forecast", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        {"name": "weather.get_alerts", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}])
+    gold = [ToolCall("weather.get_forecast", {"city": "Oslo"})]
+    names = set()
+    for seed in range(30):
+        for op, calls in mutate(gold, tools, seed=seed, operators=["invented_function"]):
+            assert calls[0].arguments == gold[0].arguments and calls[0].name not in tools.names()
+            names.add(calls[0].name)
+    # namespace dropped / flattened, verb swapped: the ways small models misname a function
+    assert {"get_forecast", "weather_get_forecast", "weather.fetch_forecast"} <= names
+    ex = ToolExample("q", "t", [{"role": "user", "content": "Forecast for Oslo?"}], tools, gold)
+    assert error_category(NegativeJudge(ex).error_type([ToolCall("get_forecast", {"city": "Oslo"})])) == "wrong_function"
+    # a name with no plausible variant yields nothing rather than a random string
+    assert mutate([ToolCall("fn", {})], [{"name": "fn"}], operators=["invented_function"]) == []

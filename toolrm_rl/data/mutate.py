@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 
 __all__ = ["OPERATORS", "INTENDED_CATEGORY", "mutate", "perturb_value", "retype_value", "near_miss_string",
-           "query_values"]
+           "query_values", "invented_name"]
 
 Variant = tuple[str, list[ToolCall]]
 
@@ -272,6 +272,50 @@ def _wrong_function(calls, catalog, rng, literal, query) -> Iterator[Variant]:
         yield "wrong_function", out
 
 
+_VERB_SWAPS = {"get": "fetch", "fetch": "get", "find": "search", "search": "find", "calculate": "compute",
+               "compute": "calculate", "create": "add", "add": "create", "list": "get", "update": "set",
+               "set": "update", "delete": "remove", "remove": "delete", "send": "post", "check": "get"}
+
+
+def invented_name(name: str, rng: random.Random) -> str | None:
+    """A plausible function name a model invents for ``name`` (small models' most common wrong-name
+    error): the namespace dropped (``math.gcd`` -> ``gcd``) or flattened (``math_gcd``), the verb swapped
+    (``get_weather`` -> ``fetch_weather``), a word dropped (``get_user_orders`` -> ``get_orders``), or
+    camelCase written in snake_case. ``None`` when no variant differs.
+
+    >>> sorted({invented_name("math.gcd", random.Random(i)) for i in range(20)})
+    ['gcd', 'math_gcd']
+    """
+    head, _, tail = name.rpartition(".")
+    base = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", tail).lower()
+    words = [w for w in base.split("_") if w]
+    variants = set()
+    if head:
+        variants.update({tail, f"{head.replace('.', '_')}_{tail}"})
+    if words and words[0] in _VERB_SWAPS:
+        variants.add((head + "." if head else "") + "_".join([_VERB_SWAPS[words[0]], *words[1:]]))
+    if len(words) >= 3:
+        i = rng.randrange(1, len(words) - 1)
+        variants.add((head + "." if head else "") + "_".join(words[:i] + words[i + 1:]))
+    if base != tail:
+        variants.add((head + "." if head else "") + base)
+    variants.discard(name)
+    return rng.choice(sorted(variants)) if variants else None
+
+
+def _invented_function(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """The right call under a name that is not in the catalog (:func:`invented_name`), arguments kept."""
+    names = set(catalog.names())
+    for i, call in enumerate(calls):
+        if sum(c.name == call.name for c in calls) > 1:  # the matcher would pair it with a sibling: a value error
+            continue
+        new = invented_name(call.name, rng)
+        if new is not None and new not in names:
+            out = _copy(calls)
+            out[i].name = new
+            yield "invented_function", out
+
+
 def _drop_required(calls, catalog, rng, literal, query) -> Iterator[Variant]:
     for i, call in enumerate(calls):
         spec = catalog.get(call.name)
@@ -479,7 +523,7 @@ def _call_when_none(calls, catalog, rng, literal, query) -> Iterator[Variant]:
 
 
 OPERATORS: dict[str, Callable[..., Iterator[Variant]]] = {
-    "wrong_function": _wrong_function, "drop_required": _drop_required, "drop_optional": _drop_optional,
+    "wrong_function": _wrong_function, "invented_function": _invented_function, "drop_required": _drop_required, "drop_optional": _drop_optional,
     "extra_param": _extra_param, "unknown_param": _unknown_param, "wrong_type": _wrong_type,
     "wrong_value": _wrong_value, "query_swap": _query_swap, "swap_values": _swap_values, "drop_call": _drop_call,
     "duplicate_call": _duplicate_call, "extra_call": _extra_call, "no_call": _no_call, "swap_order": _swap_order,
@@ -490,7 +534,7 @@ OPERATORS: dict[str, Callable[..., Iterator[Variant]]] = {
 # at. The card has no order category: ``swap_order`` negatives carry the matcher's
 # ``sequential_checker:wrong_order`` (:data:`toolrm_rl.data.pairs.WRONG_ORDER`), filed under "other".
 INTENDED_CATEGORY: dict[str, str] = {
-    "wrong_function": "wrong_function", "drop_required": "missing_required", "drop_optional": "missing_optional",
+    "wrong_function": "wrong_function", "invented_function": "wrong_function", "drop_required": "missing_required", "drop_optional": "missing_optional",
     "extra_param": "unexpected_param", "unknown_param": "unexpected_param", "wrong_type": "wrong_type",
     "wrong_value": "wrong_value", "query_swap": "wrong_value", "swap_values": "wrong_value", "drop_call": "wrong_count",
     "duplicate_call": "wrong_count", "extra_call": "wrong_count", "no_call": "wrong_count",
