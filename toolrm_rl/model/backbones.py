@@ -90,8 +90,9 @@ SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PAD, SMOLLM2_EOS, SMOLLM2_BOS = "<|endoftext|>", "<|im_end|>", "<|im_start|>"  # ids 0, 2, 1
 SMOLLM2_MAX_TOKENS = 8192  # max_position_embeddings (the GGUF tokenizer says "no limit")
 # Bump when what is written into the cached checkpoint changes (template, special tokens): the cache rebuilds.
-SMOLLM2_CACHE_FORMAT = 1
+SMOLLM2_CACHE_FORMAT = 2
 SMOLLM2_STAMP = "toolrm_smollm2.json"
+SMOLLM2_SHIPPED_TEMPLATE = "shipped_chat_template.jinja"  # the GGUF's own template, kept beside the checkpoint
 
 # The shipped template, extended with tools and tool calls: it ignores ``tools=`` and an assistant's
 # ``tool_calls``, so the reward model would never see the catalog nor the candidate call. Without tools
@@ -188,6 +189,8 @@ def smollm2_dir(cache_root: str | Path | None = None) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
         try:
             _write_smollm2(gguf, tmp, stamp)
+            if _cache_matches(root, stamp):  # another process finished first: keep its copy
+                return root
             if root.exists():  # a stale build (other GGUF or format): move it aside first
                 stale = root.with_name(f".{root.name}.stale-{os.getpid()}-{time.time_ns()}")
                 try:
@@ -206,7 +209,8 @@ def smollm2_dir(cache_root: str | Path | None = None) -> Path:
 
 
 def _write_smollm2(gguf: Path, directory: Path, stamp: dict[str, Any]) -> None:
-    """Dequantise ``gguf`` into ``directory`` (weights, tokenizer, generation config, stamp written last)."""
+    """Dequantise ``gguf`` into ``directory``: weights, tokenizer, generation config, the GGUF's own chat
+    template (:data:`SMOLLM2_SHIPPED_TEMPLATE`) and the stamp, written last."""
     global dequantisations
     import importlib.util
 
@@ -221,6 +225,7 @@ def _write_smollm2(gguf: Path, directory: Path, stamp: dict[str, Any]) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The GGUF's tokenizer has no pad and calls <|im_start|> its eos; the chat turns end with <|im_end|>.
     tokenizer.add_special_tokens({"pad_token": SMOLLM2_PAD, "eos_token": SMOLLM2_EOS, "bos_token": SMOLLM2_BOS})
+    shipped_template = tokenizer.chat_template
     tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
     tokenizer.model_max_length = SMOLLM2_MAX_TOKENS
     tokenizer.padding_side = "right"
@@ -235,6 +240,7 @@ def _write_smollm2(gguf: Path, directory: Path, stamp: dict[str, Any]) -> None:
     model.config.name_or_path = "SmolLM2-135M-Instruct"
     model.save_pretrained(str(directory), safe_serialization=True)
     tokenizer.save_pretrained(str(directory))
+    (directory / SMOLLM2_SHIPPED_TEMPLATE).write_text(shipped_template or "", encoding="utf-8")
     (directory / SMOLLM2_STAMP).write_text(json.dumps(stamp) + "\n", encoding="utf-8")
     dequantisations += 1
     log.info("embedded:smollm2: dequantised %s into %s in %.1f s", gguf.name, directory, time.monotonic() - start)
