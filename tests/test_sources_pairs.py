@@ -136,3 +136,28 @@ def test_mutate_does_not_modify_its_input():
     ops = {op for op, _ in variants}
     assert {"wrong_function", "drop_optional", "wrong_type", "wrong_value", "query_swap",
             "duplicate_call", "extra_call", "no_call"} <= ops
+
+
+def test_count_contrast_puts_both_call_count_directions_against_one_gold():
+    tools = ToolCatalog.load([{"name": "weather", "parameters": {"type": "object", "required": ["city"], "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer"}}}}])
+    user = [{"role": "user", "content": "Weather in Oslo and in Bergen for 3 days?"}]
+    gold = [ToolCall("weather", {"city": "Oslo", "days": 3}), ToolCall("weather", {"city": "Bergen", "days": 3})]
+    examples = [ToolExample(f"q{i}", "t", user, tools, gold) for i in range(40)]
+    ops = ["drop_call", "duplicate_call", "extra_call", "wrong_value", "query_swap"]
+    weights = {"drop_call": 50.0, "duplicate_call": 0.01, "extra_call": 0.01}  # fewer-calls negatives come first
+
+    def directions(pairs):
+        by_query: dict[str, set] = {}
+        for p in pairs:
+            by_query.setdefault(p.id.split("#")[0], set()).add((len(p.rejected) > 2) - (len(p.rejected) < 2))
+        return by_query
+
+    plain, _ = mutation_pairs(examples, operators=ops, operator_weights=weights, count_contrast=False)
+    contrast, _ = mutation_pairs(examples, operators=ops, operator_weights=weights)
+    one_sided = [q for q, d in directions(plain).items() if -1 in d and 1 not in d]
+    assert one_sided  # without the contrast most groups only ever see too few calls
+    for q, d in directions(contrast).items():
+        assert not ({-1, 1} & d) or {-1, 1} <= d, (q, d)
+    assert len(contrast) == len(plain)  # a negative is swapped, never added
+    assert all(p.error_type for p in contrast)  # still verified negatives

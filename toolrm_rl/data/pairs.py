@@ -207,9 +207,41 @@ def _spread(pool: list, rng: random.Random, weights: dict[str, float]) -> list:
     return out
 
 
+def _with_count_contrast(chosen: list, pool: list, n_gold: int) -> list:
+    """``chosen`` negatives with both call-count directions where the pool has both.
+
+    A group whose only count error is "too few calls" teaches "more calls win" (and the reverse); a
+    reward model then learns the count as a prior instead of what the request needs, and a policy games
+    it by calling more (or less). With a fewer- and a more-calls negative against the same gold, only
+    the request can tell them apart. The replaced negative is the last one that keeps the count, else
+    the last of the over-represented direction (so the first, highest-preference negative stays).
+    """
+    def direction(item) -> int:
+        return (len(item[1]) > n_gold) - (len(item[1]) < n_gold)
+
+    dirs = [direction(item) for item in chosen]
+    present = {d for d in dirs if d}
+    if len(present) != 1 or len(chosen) < 2:
+        return chosen
+    wanted = -present.pop()
+    same = [i for i, d in enumerate(dirs) if d == 0]
+    if not same and len(dirs) - dirs.count(0) < 2:
+        return chosen
+    options = [item for item in pool if direction(item) == wanted and item not in chosen]
+    if not options:
+        return chosen
+    slots = same[::-1] or [len(chosen) - 1]
+    # a swap between negatives of the same schema validity where one exists: the share stays as configured
+    slot, extra = next(((i, item) for item in options for i in slots if chosen[i][2] == item[2]),
+                       (slots[0], options[0]))
+    out = list(chosen)
+    out[slot] = extra
+    return out
+
+
 def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: int = 3, schema_valid_share: float = 0.7,
                    seed: int = 0, operators: list[str] | None = None, operator_weights: dict[str, float] | None = None,
-                   show_progress: bool = False) -> tuple[list[PairRecord], PairStats]:
+                   count_contrast: bool = True, show_progress: bool = False) -> tuple[list[PairRecord], PairStats]:
     """Build up to ``negatives_per_example`` verified negatives per example.
 
     Args:
@@ -219,6 +251,9 @@ def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: in
         seed: makes the choice of variants reproducible (per example, independent of order).
         operators: mutation operators to use (default: all of :data:`toolrm_rl.data.mutate.OPERATORS`).
         operator_weights: relative preference per operator (default :data:`OPERATOR_WEIGHTS`; 0 disables one).
+        count_contrast: when an example's negatives change the call count in one direction only (fewer, or
+            more, calls than the gold), one of them is replaced by a variant of the other direction where one
+            exists (:func:`_with_count_contrast`).
 
     Returns:
         ``(pairs, stats)``; each pair's ``error_type`` is the matcher's raw error type and its id
@@ -256,7 +291,10 @@ def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: in
         n_valid = min(len(valid_pool), int(target) + (rng.random() < target - int(target)))
         chosen = valid_pool[:n_valid] + invalid_pool[:negatives_per_example - n_valid]
         chosen += valid_pool[n_valid:n_valid + negatives_per_example - len(chosen)]  # top up if invalid ran out
-        for j, (op, calls, schema_ok, error_type) in enumerate(chosen[:negatives_per_example]):
+        chosen = chosen[:negatives_per_example]
+        if count_contrast:
+            chosen = _with_count_contrast(chosen, valid_pool + invalid_pool, len(ex.gold))
+        for j, (op, calls, schema_ok, error_type) in enumerate(chosen):
             stats.n_schema_valid += schema_ok
             by_op[op] += 1
             by_cat[error_category(error_type)] += 1

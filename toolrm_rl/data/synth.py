@@ -89,6 +89,9 @@ class MutationSettings:
     operators: list | None = _f(None, "Mutation operators to use (None: all; see toolrm_rl.data.mutate).")
     operator_weights: dict | None = _f(None, "Relative preference per operator over toolrm_rl.data.pairs.OPERATOR_WEIGHTS "
                                              "(0 disables one), e.g. {drop_call: 2.0}.")
+    count_contrast: bool = _f(True, "Where a query's negatives change the call count in one direction only, swap one "
+                                    "for a negative of the other direction (fewer vs more calls against one gold): "
+                                    "the reward model cannot learn the count itself as a preference.")
 
 
 @dataclass
@@ -250,7 +253,8 @@ def _mutation_records(examples: Sequence[ToolExample], settings: MutationSetting
     pairs, _ = mutation_pairs(examples, negatives_per_example=settings.negatives_per_example,
                               schema_valid_share=settings.schema_valid_share, seed=seed,
                               operators=list(settings.operators) if settings.operators else None,
-                              operator_weights=dict(settings.operator_weights) if settings.operator_weights else None)
+                              operator_weights=dict(settings.operator_weights) if settings.operator_weights else None,
+                              count_contrast=settings.count_contrast)
     return pairs
 
 
