@@ -79,6 +79,9 @@ def test_resolving_twice_reuses_one_dequantised_copy(smollm2_dir):
     assert backbones.dequantisations == before
     assert (smollm2_dir / backbones.SMOLLM2_STAMP).stat().st_mtime_ns == stamp_mtime
     assert (smollm2_dir / "model.safetensors").is_file() and (smollm2_dir / "config.json").is_file()
+    from toolrm_rl.model.toolrm import portable_base_model
+
+    assert portable_base_model(str(smollm2_dir)) == "embedded:smollm2"  # what a LoRA adapter records as its base
 
 
 def test_cache_root_honours_toolrm_cache(monkeypatch, tmp_path):

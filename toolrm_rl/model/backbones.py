@@ -90,15 +90,16 @@ SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PAD, SMOLLM2_EOS, SMOLLM2_BOS = "<|endoftext|>", "<|im_end|>", "<|im_start|>"  # ids 0, 2, 1
 SMOLLM2_MAX_TOKENS = 8192  # max_position_embeddings (the GGUF tokenizer says "no limit")
 # Bump when what is written into the cached checkpoint changes (template, special tokens): the cache rebuilds.
-SMOLLM2_CACHE_FORMAT = 2
+SMOLLM2_CACHE_FORMAT = 3
 SMOLLM2_STAMP = "toolrm_smollm2.json"
 SMOLLM2_SHIPPED_TEMPLATE = "shipped_chat_template.jinja"  # the GGUF's own template, kept beside the checkpoint
 
 # The shipped template, extended with tools and tool calls: it ignores ``tools=`` and an assistant's
 # ``tool_calls``, so the reward model would never see the catalog nor the candidate call. Without tools
 # and tool calls it renders exactly as the shipped one (a test checks it); with tools they go into the
-# system prompt, one JSON schema a line (core.render's cost model assumes that), and calls are hermes
-# blocks, the format a policy prefilled with ``<tool_call>\n{"name": "`` writes.
+# system prompt, one JSON schema a line (core.render's cost model assumes that), under a 52-token header
+# (Qwen's takes 106 of a CPU reward model's ~300-token budget), and calls are hermes blocks, the format
+# a policy prefilled with ``<tool_call>\n{"name": "`` writes.
 SMOLLM2_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if loop.first and (message['role'] != 'system' or tools) -%}"
@@ -106,12 +107,10 @@ SMOLLM2_CHAT_TEMPLATE = (
     "{%- if message['role'] == 'system' -%}{{- message['content'] or '' -}}"
     "{%- else -%}{{- 'You are a helpful AI assistant named SmolLM, trained by Hugging Face' -}}{%- endif -%}"
     "{%- if tools -%}"
-    "{{- '\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n'"
-    " 'You are provided with function signatures within <tools></tools> XML tags:\n<tools>' -}}"
+    "{{- '\n\nYou can call these functions:\n<tools>' -}}"
     "{%- for tool in tools -%}{{- '\n' + (tool | tojson) -}}{%- endfor -%}"
-    "{{- '\n</tools>\n\nFor each function call, return a json object with function name and arguments '"
-    " 'within <tool_call></tool_call> XML tags:\n<tool_call>\n'"
-    " '{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>' -}}"
+    "{{- '\n</tools>\nWrite each call as <tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}'"
+    " '\n</tool_call>' -}}"
     "{%- endif -%}"
     "{{- '<|im_end|>\n' -}}"
     "{%- endif -%}"
