@@ -242,3 +242,39 @@ def test_per_category_sampling_takes_the_same_count_of_each_category():
     assert counts == {"simple_python": 3, "multiple": 3, "parallel": 3}
     assert [q.id for q in questions] == [q.id for q in questions_from_bfcl(["simple_python", "multiple", "parallel"],
                                                                           per_category=3, seed=1)]
+
+
+# ------------------------------------------------------------------------ synthesis with a prompted generator
+def test_synth_summary_gives_failures_per_cpu_minute_the_error_mix_and_the_prompt(tmp_path):
+    from toolrm_rl.core.calls import ToolCall
+    from toolrm_rl.data import synth
+    from toolrm_rl.data.generate import ReplayGenerator
+    from toolrm_rl.data.sources import ToolExample
+
+    catalog = ToolCatalog.load([WEATHER["function"], {"name": "news.top", "parameters": {"type": "object",
+                                                                                         "properties": {}}}])
+    example = ToolExample("w", "fixture", [{"role": "user", "content": "Weather in Paris?"}], catalog,
+                          [ToolCall("weather.get_current", {"city": "Paris"})], category="simple")
+    call = '<tool_call>\n{"name": "%s", "arguments": {"city": "%s"}}\n</tool_call>'
+    gen = ReplayGenerator("policy", completions={"w": [call % ("weather.get_current", "Paris"),  # right: dropped
+                                                       call % ("weather.get_current", "Rome"),   # wrong value
+                                                       call % ("weather.current", "Paris"),      # invented name
+                                                       '<tool_call>\n{"name": "weather.get_cur']})  # unparsable
+    gen.prompt = PromptFormat.from_options(recipe_prompt())
+    cfg = load_structured(synth.SynthConfig, ROOT / "recipes" / "synth" / "cpu_smollm2.yaml",
+                          ["generation.n=4", "generation.negatives_per_example=2", "obfuscation.enabled=false"])
+    assert not cfg.mutations.enabled and cfg.generation.generators[0]["model"] == "embedded:smollm2"
+    records, stats = synth.run_shard([example], cfg, [gen])
+    # k=2: the two parsed wrong calls are kept, the unparsable text is over the cap
+    assert [r.error_type for r in records] == ["value_error:string", "simple_function_checker:wrong_func_name"]
+    assert stats["generator_prompts"]["policy"]["prefill"] == PREFILL and stats["cpu_seconds"] >= 0
+    stats["cpu_seconds"] = 30.0  # half a CPU-minute, so the rate below is exact
+    synth._write_shard(tmp_path, 0, records, stats)
+    summary = synth._summarize(tmp_path, 1)
+    assert summary["n_failures"] == 3 and summary["failures_per_cpu_minute"] == 6.0
+    assert summary["generated_pairs_per_cpu_minute"] == 4.0
+    assert summary["generated_schema_valid_share"] == 0.5  # the invented name fails the schema, Rome passes
+    assert summary["generated_by_category"] == {"wrong_value": 1, "wrong_function": 1}
+    text = synth.summary_markdown(summary)
+    assert "| wrong_value | 1 | 50.0% | 43% |" in text and "| wrong_function | 1 | 50.0% | 27% |" in text
+    assert "| unparsable | 0 | 0.0% | 1% |" in text and "prefill '<tool_call>\\n{\"name\": \"'" in text

@@ -49,13 +49,13 @@ def test_known_outputs_give_exactly_the_expected_pairs_and_labels():
     gen_a = ReplayGenerator("model-a", completions={
         "w1": [_hermes("get_weather", city="paris"),                     # correct after normalisation: dropped
                _hermes("get_weather", city="Rome"),                      # duplicate of model-b's first (normalised)
-               '<tool_call>\n{"name": "get_weather", "arguments": {"city": \n</tool_call>'],  # unparsable
+               '<tool_call>\n{"name": "get_weather", "arguments": {"city": \n</tool_call>'],  # unparsable: over k=3
         "n1": ["Sorry, no tool can tell jokes.",                          # abstaining is right: dropped
                _hermes("get_time", city="Paris")]})                      # any call is wrong
     gen_b = ReplayGenerator("model-b", completions={
         "w1": [_hermes("get_weather", city="rome"),                      # wrong value
                _hermes("get_time", city="Paris"),                        # wrong function
-               "It is sunny."],                                          # no call: 4th distinct negative, over k=3
+               "It is sunny."],                                          # no call: kept before the unparsable one
         "n1": [_hermes("get_time", city="Paris")]})                      # duplicate of model-a's
     counts = Counter()
     pairs = generation_pairs([WEATHER, NO_TOOL], [gen_a, gen_b], GenerationSettings(n=3, negatives_per_example=3),
@@ -64,11 +64,11 @@ def test_known_outputs_give_exactly_the_expected_pairs_and_labels():
     assert got == [
         ("w1#g0", "model-b", "value_error:string", [ToolCall("get_weather", {"city": "rome"})], False),
         ("w1#g1", "model-b", "simple_function_checker:wrong_func_name", [ToolCall("get_time", {"city": "Paris"})], False),
-        ("w1#g2", "model-a", "ast_decoder:decoder_failed", [], True),
+        ("w1#g2", "model-b", "simple_function_checker:wrong_count", [], True),  # parsed failures fill k first
         ("n1#g0", "model-b", "simple_function_checker:wrong_count", [ToolCall("get_time", {"city": "Paris"})], False),
     ]
     assert all(p.chosen == ex.gold and p.source == ex.source for p, ex in zip(pairs, [WEATHER] * 3 + [NO_TOOL]))
-    assert pairs[2].rejected_text.startswith("<tool_call>")
+    assert pairs[2].rejected_text == "It is sunny."
     assert dict(counts) == {"n_outputs": 9, "n_correct": 2, "n_duplicate": 2, "n_unparsable": 1, "n_over_cap": 1}
     # rows in the ToolRM-train-data schema plus error_type
     row = pairs[0].to_toolrm_train()

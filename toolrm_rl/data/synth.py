@@ -10,7 +10,8 @@ possible answer when the source has one, else an answer built from the gold call
 abstaining is correct), the same judge that verifies mutation negatives. Correct outputs are dropped;
 the others are labelled with the matcher's raw ``error_type`` (``ast_decoder:decoder_failed`` when
 unparsable), deduplicated by canonical call form and capped at ``k`` per query, interleaving
-generators and samples so the kept ones come from different models. Mutation negatives
+generators and samples so the kept ones come from different models, parsed wrong calls before
+unparsable texts. Mutation negatives
 (:func:`toolrm_rl.data.pairs.mutation_pairs`) are the other source of negatives; their rows have
 ``generator_model = "mutation:<operator>"`` and the matcher's ``error_type`` too.
 
@@ -25,7 +26,11 @@ or losses (the temporary files a killed run leaves behind are removed when a run
 same directory with a different config is refused unless ``force`` (which clears the old shards).
 Shards run in this process or as Ray tasks (``ray.enabled``), with generators as Ray actors (GPU
 actors for vLLM). At the end ``pairs.jsonl`` holds every shard's rows and ``summary.md`` /
-``summary.json`` / ``summary.png`` count pairs per source, error category and generator.
+``summary.json`` / ``summary.png`` count pairs per source, error category and generator. With
+generators, the summary also gives their failures (wrong or unparsable outputs) per CPU-minute of the
+shards, the generated negatives' error mix next to FC-RewardBench's published one
+(:data:`FC_REWARDBENCH_ERROR_MIX`), the share of them that passes the schema, and how each generator
+was prompted (:meth:`toolrm_rl.data.generate.PromptFormat.describe`: template or system, prefill).
 """
 
 from __future__ import annotations
@@ -54,11 +59,16 @@ from toolrm_rl.data.sources import ToolExample, is_bias_holdout, load_source
 
 __all__ = ["ObfuscationSettings", "GenerationSettings", "MutationSettings", "RaySettings", "SynthConfig",
            "SynthResult", "load_config", "load_examples", "generation_pairs", "run_shard", "remove_stale_tmp",
-           "synthesize", "summary_markdown", "UNPARSABLE"]
+           "synthesize", "summary_markdown", "UNPARSABLE", "FC_REWARDBENCH_ERROR_MIX"]
 
 log = logging.getLogger(__name__)
 
 UNPARSABLE = "ast_decoder:decoder_failed"
+# FC-RewardBench's published error mix over the card's categories (core.match.ERROR_CATEGORIES): what a
+# synthesis summary sets the generated negatives' mix against.
+FC_REWARDBENCH_ERROR_MIX = {"wrong_value": 0.43, "wrong_function": 0.27, "wrong_count": 0.16, "missing_optional": 0.05,
+                            "missing_required": 0.03, "wrong_type": 0.03, "unexpected_param": 0.01,
+                            "unparsable": 0.01}
 _RAY_KEYS = ("num_gpus", "num_cpus", "replicas")  # generator-spec keys that place Ray actors
 
 
@@ -214,6 +224,7 @@ def generation_pairs(examples: Sequence[ToolExample], generators: Sequence[Gener
             continue
         seen: set = set()
         kept = 0
+        failures = []
         # sample j of every generator before sample j+1 of any: the k kept come from different models
         width = max((len(texts[i]) for _, texts in outputs), default=0)
         for j in range(width):
@@ -232,18 +243,23 @@ def generation_pairs(examples: Sequence[ToolExample], generators: Sequence[Gener
                 else:
                     counts["n_unparsable"] += 1
                     error_type, key = UNPARSABLE, ("text", " ".join(text.split()))
-                if key in seen:
-                    counts["n_duplicate"] += 1
-                    continue
-                seen.add(key)
-                if kept >= settings.negatives_per_example:
-                    counts["n_over_cap"] += 1
-                    continue
-                rejected = result.calls if result.ok else []
-                pairs.append(PairRecord(id=f"{ex.id}#g{kept}", tools=ex.tools, conversation=ex.conversation,
-                                        chosen=ex.gold, rejected=rejected, rejected_text=None if rejected else text,
-                                        error_type=error_type, source=ex.source, generator=gen_name))
-                kept += 1
+                failures.append((gen_name, text, result, error_type, key))
+        # Parsed failures fill the k slots first: an unparsable output teaches a reward model one thing, and
+        # a small model's rambling would otherwise crowd out its wrong calls (FC-RewardBench: 1% unparsable).
+        failures.sort(key=lambda f: not f[2].ok)
+        for gen_name, text, result, error_type, key in failures:
+            if key in seen:
+                counts["n_duplicate"] += 1
+                continue
+            seen.add(key)
+            if kept >= settings.negatives_per_example:
+                counts["n_over_cap"] += 1
+                continue
+            rejected = result.calls if result.ok else []
+            pairs.append(PairRecord(id=f"{ex.id}#g{kept}", tools=ex.tools, conversation=ex.conversation,
+                                    chosen=ex.gold, rejected=rejected, rejected_text=None if rejected else text,
+                                    error_type=error_type, source=ex.source, generator=gen_name))
+            kept += 1
     return pairs
 
 
@@ -261,7 +277,7 @@ def _mutation_records(examples: Sequence[ToolExample], settings: MutationSetting
 def run_shard(examples: Sequence[ToolExample], cfg: SynthConfig,
               generators: Sequence[Generator] = ()) -> tuple[list[PairRecord], dict[str, Any]]:
     """One shard: expand (obfuscate), generate and/or mutate, verify. Returns the pairs and counts."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     queries = _expand(examples, cfg.obfuscation, cfg.seed)
     counts: Counter = Counter()
     records: list[PairRecord] = []
@@ -270,20 +286,34 @@ def run_shard(examples: Sequence[ToolExample], cfg: SynthConfig,
     if cfg.mutations.enabled:
         records += _mutation_records(queries, cfg.mutations, cfg.seed)
     stats = {"n_examples": len(examples), "n_queries": len(queries), **counts, **_record_counts(records),
-             "seconds": round(time.perf_counter() - start, 3)}
+             "seconds": round(time.perf_counter() - start, 3),
+             # CPU time of this process (all its threads): what a CPU-minute rate is measured in
+             "cpu_seconds": round(time.process_time() - cpu_start, 3)}
+    prompts = {g.name: g.prompt.describe() for g in generators if hasattr(getattr(g, "prompt", None), "describe")}
+    if prompts:
+        stats["generator_prompts"] = prompts  # how each generator was prompted (prefill), next to its outputs
     return records, stats
 
 
+_BY_KEYS = ("by_source", "by_category", "by_error_type", "by_generator", "generated_by_category")
+
+
 def _record_counts(records: Sequence[PairRecord]) -> dict[str, Any]:
-    by = {k: Counter() for k in ("by_source", "by_category", "by_error_type", "by_generator")}
-    valid = 0
+    by = {k: Counter() for k in _BY_KEYS}
+    valid = generated = generated_valid = 0
     for rec in records:
         by["by_source"][rec.source] += 1
         by["by_category"][error_category(rec.error_type)] += 1
         by["by_error_type"][rec.error_type] += 1
         by["by_generator"][rec.generator] += 1
-        valid += rec.error_type != UNPARSABLE and check_calls(rec.rejected, rec.tools).ok
-    return {"n_pairs": len(records), "n_schema_valid": valid, **{k: dict(v) for k, v in by.items()}}
+        ok = rec.error_type != UNPARSABLE and check_calls(rec.rejected, rec.tools).ok
+        valid += ok
+        if not rec.generator.startswith("mutation:"):  # a model's output, not a rule-made mutation
+            generated += 1
+            generated_valid += ok
+            by["generated_by_category"][error_category(rec.error_type)] += 1
+    return {"n_pairs": len(records), "n_schema_valid": valid, "n_generated_pairs": generated,
+            "n_generated_schema_valid": generated_valid, **{k: dict(v) for k, v in by.items()}}
 
 
 # -- shards on disk ----------------------------------------------------------------------------------
@@ -510,31 +540,61 @@ def _merge(out: Path, n_shards: int, name: str) -> Path:
 
 def _summarize(out: Path, n_shards: int) -> dict[str, Any]:
     total: Counter = Counter()
-    by: dict[str, Counter] = {k: Counter() for k in ("by_source", "by_category", "by_error_type", "by_generator")}
+    by: dict[str, Counter] = {k: Counter() for k in _BY_KEYS}
+    prompts: dict[str, Any] = {}
     for i in range(n_shards):
         stats = json.loads(_shard_paths(out, i)[1].read_text())
         for key, value in stats.items():
             if key in by:
                 by[key].update(value)
+            elif key == "generator_prompts":
+                prompts.update(value)
             elif isinstance(value, (int, float)) and key != "shard":
                 total[key] += value
     n_pairs = total["n_pairs"]
-    return {"n_shards": n_shards, **{k: round(v, 3) if isinstance(v, float) else v for k, v in total.items()},
-            "schema_valid_share": round(total["n_schema_valid"] / n_pairs, 4) if n_pairs else 0.0,
-            **{k: dict(v.most_common()) for k, v in by.items()}}
+    summary = {"n_shards": n_shards, **{k: round(v, 3) if isinstance(v, float) else v for k, v in total.items()},
+               "schema_valid_share": round(total["n_schema_valid"] / n_pairs, 4) if n_pairs else 0.0,
+               **{k: dict(v.most_common()) for k, v in by.items()}}
+    if total["n_outputs"]:
+        # failures: every wrong or unparsable model output, before deduplication and the k cap
+        summary["n_failures"] = total["n_outputs"] - total["n_correct"]
+        summary["generated_schema_valid_share"] = (round(total["n_generated_schema_valid"] / total["n_generated_pairs"], 4)
+                                                   if total["n_generated_pairs"] else 0.0)
+        cpu_minutes = total["cpu_seconds"] / 60
+        if cpu_minutes > 0:
+            summary["failures_per_cpu_minute"] = round(summary["n_failures"] / cpu_minutes, 2)
+            summary["generated_pairs_per_cpu_minute"] = round(total["n_generated_pairs"] / cpu_minutes, 2)
+    if prompts:
+        summary["generator_prompts"] = prompts
+    return summary
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """Markdown tables of a summary: totals, then pairs per source, error category and generator."""
+    """Markdown tables of a summary: totals, then pairs per source, error category and generator; with
+    generators, their failures per CPU-minute and their error mix next to FC-RewardBench's."""
     n = summary.get("n_pairs", 0) or 1
     lines = ["| total | value |", "|---|---:|"]
     for key in ("n_examples", "n_queries", "n_outputs", "n_correct", "n_unparsable", "n_duplicate", "n_over_cap",
-                "n_pairs", "n_schema_valid", "schema_valid_share", "seconds_this_run"):
+                "n_pairs", "n_schema_valid", "schema_valid_share", "n_failures", "n_generated_pairs",
+                "generated_schema_valid_share", "cpu_seconds", "failures_per_cpu_minute",
+                "generated_pairs_per_cpu_minute", "seconds_this_run"):
         if key in summary:
             lines.append(f"| {key} | {summary[key]} |")
     for key, title in (("by_source", "source"), ("by_category", "error category"), ("by_generator", "generator")):
         lines += ["", f"| {title} | pairs | share |", "|---|---:|---:|"]
         lines += [f"| {name or '-'} | {count} | {count / n:.1%} |" for name, count in summary.get(key, {}).items()]
+    generated = summary.get("generated_by_category") or {}
+    if generated:
+        total = sum(generated.values())
+        lines += ["", "| generated negatives: error category | pairs | share | FC-RewardBench |", "|---|---:|---:|---:|"]
+        for category in [*FC_REWARDBENCH_ERROR_MIX, *(c for c in generated if c not in FC_REWARDBENCH_ERROR_MIX)]:
+            count = generated.get(category, 0)
+            published = FC_REWARDBENCH_ERROR_MIX.get(category)
+            lines.append(f"| {category} | {count} | {count / total:.1%} | "
+                         + (f"{published:.0%} |" if published is not None else "- |"))
+    for name, prompt in (summary.get("generator_prompts") or {}).items():
+        lines.append(f"\n{name}: tools in {prompt.get('tools_in')}, prefill {prompt.get('prefill')!r}, "
+                     f"prompt {prompt.get('prompt_hash')}")
     return "\n".join(lines) + "\n"
 
 
