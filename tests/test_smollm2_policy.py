@@ -278,3 +278,20 @@ def test_synth_summary_gives_failures_per_cpu_minute_the_error_mix_and_the_promp
     text = synth.summary_markdown(summary)
     assert "| wrong_value | 1 | 50.0% | 43% |" in text and "| wrong_function | 1 | 50.0% | 27% |" in text
     assert "| unparsable | 0 | 0.0% | 1% |" in text and "prefill '<tool_call>\\n{\"name\": \"'" in text
+
+
+def test_openai_backend_sends_the_prompt_format_and_the_prefill():
+    from loopback import LoopbackServer
+
+    def handler(body, headers):
+        return 200, {"choices": [{"message": {"role": "assistant", "content": 'weather.get_current", "arguments": '
+                                              '{"city": "Paris"}}\n</tool_call>'}}]}
+
+    with LoopbackServer({("POST", "/v1/chat/completions"): handler}) as srv:
+        gen = get_generator("openai", model="m", base_url=srv.url, prompt=recipe_prompt())
+        [[text]] = gen.generate([PARIS], n=1)
+        [sent] = [r["body"] for r in srv.requests]
+    assert "tools" not in sent and sent["continue_final_message"] is True and sent["add_generation_prompt"] is False
+    assert sent["messages"][-1] == {"role": "assistant", "content": PREFILL}
+    assert "- weather.get_current: Current weather in a city." in sent["messages"][1]["content"]
+    assert parse_outputs([text])[0].calls[0].arguments == {"city": "Paris"}

@@ -129,7 +129,8 @@ class PromptFormat:
     with ``{content}`` its text (the same placeholders work there); the conversation's own system
     text follows it, earlier assistant calls are written as Hermes ``<tool_call>`` blocks and tool
     results as user turns in ``<tool_response>`` tags (templates without tool roles read them).
-    ``prefill`` starts the assistant turn in either mode and begins every returned completion.
+    ``prefill`` starts the assistant turn in either mode and begins every returned completion
+    (vllm and transformers append it to the rendered prompt; openai sends it as a final assistant message).
     """
 
     tools_in: str = _f("template", "template: the chat template's tools=; system: tools listed in the system prompt.")
@@ -534,11 +535,16 @@ class OpenAIGenerator:
         backoff: first retry delay in seconds, doubled each retry.
         concurrency: requests in flight at once.
         extra_body: extra JSON fields for every request (e.g. ``{"top_p": 0.95}``).
+        prompt: a :class:`PromptFormat` or its recipe dict. ``tools_in=system`` sends its messages and no
+            ``tools``; a ``prefill`` is sent as a final assistant message with ``continue_final_message:
+            true, add_generation_prompt: false`` (the vLLM/SGLang chat extension; other servers may
+            ignore it) and begins every returned text.
     """
 
     def __init__(self, model: str, base_url: str = "http://localhost:8000", name: str | None = None,
                  api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 120.0, max_retries: int = 3,
-                 backoff: float = 1.0, concurrency: int = 8, extra_body: dict | None = None) -> None:
+                 backoff: float = 1.0, concurrency: int = 8, extra_body: dict | None = None,
+                 prompt: PromptFormat | dict | None = None) -> None:
         self.model = model
         self.name = name or model
         root = base_url.rstrip("/")
@@ -547,12 +553,18 @@ class OpenAIGenerator:
         self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
         self.concurrency = max(1, concurrency)
         self.extra_body = dict(extra_body or {})
+        self.prompt = PromptFormat.from_options(prompt)
 
     def body(self, request: GenerationRequest, *, n: int, temperature: float, max_tokens: int, seed: int) -> dict:
         """The JSON body sent for one request."""
-        body = {"model": self.model, "messages": request.messages, "n": n, "temperature": temperature,
+        messages = list(self.prompt.messages(request))
+        if self.prompt.prefill:
+            messages.append({"role": "assistant", "content": self.prompt.prefill})
+        body = {"model": self.model, "messages": messages, "n": n, "temperature": temperature,
                 "max_tokens": max_tokens, "seed": request_seed(seed, request.id), **self.extra_body}
-        if request.tools:
+        if self.prompt.prefill:
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        if request.tools and self.prompt.tools_in == "template":
             body["tools"] = request.tools
         return body
 
@@ -589,7 +601,7 @@ class OpenAIGenerator:
             if not isinstance(choices, list) or not choices:
                 raise GeneratorError(f"generator {self.name!r}: request {request.id!r}: response has no choices: "
                                      f"{str(data)[:200]}")
-            texts += [message_text(c.get("message") or {}) for c in choices if isinstance(c, dict)]
+            texts += [self.prompt.prefill + message_text(c.get("message") or {}) for c in choices if isinstance(c, dict)]
             if len(texts) >= n:
                 break
         return texts[:n]
