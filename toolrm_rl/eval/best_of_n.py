@@ -580,7 +580,8 @@ def run_best_of_n(cfg: BestOfNConfig, *, generator: Any = None, scorer: Scorer |
             register_embedded_policies()
             generator = get_generator(cfg.policy, **cfg.policy_options)
         prompt = getattr(generator, "prompt", None)
-        meta = {"policy": cfg.policy, "generator": getattr(generator, "name", type(generator).__name__),
+        meta = {"policy": cfg.policy, "model": (cfg.policy_options or {}).get("model"),
+                "generator": getattr(generator, "name", type(generator).__name__),
                 "prompt": prompt.describe() if hasattr(prompt, "describe") else None,
                 "temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "seed": cfg.seed,
                 "greedy_sample": cfg.greedy_sample}
