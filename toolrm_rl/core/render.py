@@ -219,10 +219,28 @@ class _Grounding:
         if not needle:
             return "="
         needle = needle[:200]
-        if re.search(r"(?<![a-z0-9])" + re.escape(needle) + r"(?![a-z0-9])", self.raw):
+        if _find_bounded(self.raw, needle, _ASCII_WORD.__contains__, _ASCII_WORD.__contains__):
             return "="
         std = standardize_string(needle)
         return "~" if std and not isinstance(value, (int, float)) and std in self.std else "?"
+
+
+_ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def _digit_or_dot(char: str) -> bool:
+    return char == "." or char.isdecimal()
+
+
+def _find_bounded(text: str, needle: str, bad_before: Callable[[str], bool], bad_after: Callable[[str], bool]) -> bool:
+    """Whether ``needle`` occurs in ``text`` with neither neighbour rejected: what the regex
+    ``(?<!B)needle(?!A)`` finds, without compiling one pattern per value (re's cache holds 512)."""
+    i, n = text.find(needle), len(needle)
+    while i >= 0:
+        if (i == 0 or not bad_before(text[i - 1])) and (i + n >= len(text) or not bad_after(text[i + n])):
+            return True
+        i = text.find(needle, i + 1)
+    return False
 
 
 def _leaves(value: Any, limit: int) -> list[Any]:
@@ -646,7 +664,7 @@ def asked_coverage(calls: Sequence[ToolCall], asked: Sequence[str]) -> int:
     used = 0
     for value in asked:
         if _ASKED_NUMBER.fullmatch(value):
-            used += float(value) in numbers or re.search(r"(?<![\d.])" + re.escape(value) + r"(?![\d])", strings) is not None
+            used += float(value) in numbers or _find_bounded(strings, value, _digit_or_dot, str.isdecimal)
         else:
             key = standardize_string(value.lower())
             used += bool(key) and key in std
