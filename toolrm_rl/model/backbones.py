@@ -186,6 +186,7 @@ def smollm2_dir(cache_root: str | Path | None = None) -> Path:
             return root
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        tmp.chmod(0o755)  # mkdtemp's 0700 would keep the shared cache from other users
         try:
             _write_smollm2(gguf, tmp, stamp)
             if _cache_matches(root, stamp):  # another process finished first: keep its copy
