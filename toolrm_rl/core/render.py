@@ -299,11 +299,17 @@ def render(catalog: Any, conversation: Any, candidate: Sequence[ToolCall], *, sp
     if spec.mode == "chat_template" and not hasattr(tokenizer, "apply_chat_template"):
         raise ValueError("RenderSpec.mode 'chat_template' needs a tokenizer with apply_chat_template")
     ctx = _context(catalog, conversation, spec, tokenizer)
-    text = ctx.lay.with_candidate(ctx.levels, ctx.dropped, ctx.text, calls, candidate_text)
+    lay = ctx.lay
     report = dataclasses.replace(ctx.report, **{f: list(getattr(ctx.report, f)) for f in (
         "shortened_descriptions", "removed_descriptions", "dropped_turns", "dropped_tools")})  # callers may edit
-    text = _without_surrogates(text)
-    return RenderedInput(text, ctx.count([text], True)[0], ctx.exact, report, spec.mode, _without_surrogates(ctx.text))
+    if lay.segment_counts is not None:  # the count adds up from segments; the context's are counted already
+        head = lay.candidate_segments(calls, candidate_text)
+        text = _without_surrogates(lay.spec.sep.join(head + ([ctx.text] if ctx.text else [])))
+        n_tokens = lay.segment_counts.joined(head + (lay.segments(ctx.levels, ctx.dropped) if ctx.text else []), True)
+    else:
+        text = _without_surrogates(lay.with_candidate(ctx.levels, ctx.dropped, ctx.text, calls, candidate_text))
+        n_tokens = ctx.count([text], True)[0]
+    return RenderedInput(text, n_tokens, ctx.exact, report, spec.mode, _without_surrogates(ctx.text))
 
 
 @dataclass
@@ -323,8 +329,8 @@ _CONTEXTS_LOCK = threading.Lock()
 
 
 def _key(value: Any) -> str:
-    if isinstance(value, ToolCatalog):
-        return "catalog:" + _val([t.to_openai() for t in value])
+    if isinstance(value, ToolCatalog):  # the specs as given: what to_openai() is made of, without converting
+        return "catalog:" + _val([[t.name, t.description, t.parameters, t.dialect] for t in value])
     return value if isinstance(value, str) else _val(value)
 
 
@@ -339,6 +345,7 @@ def _context(catalog: Any, conversation: Any, spec: RenderSpec, tokenizer: Any) 
             return hit
     lay = _Layout(ToolCatalog.load(catalog), _messages(conversation), spec, tokenizer)
     count, exact = _counter(tokenizer, spec, lay.chat)
+    lay.segment_counts = None if lay.chat else _segment_counts(tokenizer, spec.sep, count)
     budget = spec.context_tokens
     levels, dropped = {n: 0 for n in lay.names}, set()
     text = lay.text(levels, dropped)
@@ -347,7 +354,7 @@ def _context(catalog: Any, conversation: Any, spec: RenderSpec, tokenizer: Any) 
     if budget is not None and len(text) > budget * spec.chars_per_token:
         n_ctx = budget + 1  # certainly over: go straight to the cuts
     elif budget is not None:
-        n_ctx = count([text], True)[0]  # likely fits: one exact count is all most inputs need
+        n_ctx = lay.n_tokens(levels, dropped, count, text)  # likely fits: one exact count is all most need
     if budget is not None and n_ctx > budget:
         text, n_ctx, levels, dropped = _fit(lay, count, budget)
         report = TruncationReport(
@@ -382,6 +389,7 @@ class _Layout:
         self._variants: dict[tuple[str, int], tuple[str, list[str], dict[str, Any]]] = {}
         self._grounding: _Grounding | None = None
         self._asked: list[str] | None = None
+        self.segment_counts: _SegmentCounts | None = None  # plain mode with an additive tokenizer
 
     def tool(self, name: str, level: int) -> tuple[str, list[str], dict[str, Any]]:
         """(rendered schema, description paths changed, OpenAI dict) of a function at a level."""
@@ -404,22 +412,43 @@ class _Layout:
         """The context text for a cut state."""
         if self.chat:  # with an empty answer: a template may need a message, and the candidate goes there
             return self._chat(levels, dropped, [_candidate_message([], None)])
+        return self.spec.sep.join(self.segments(levels, dropped))
+
+    def segments(self, levels: dict[str, int], dropped: set[int]) -> list[str]:
+        """Plain mode: the context's segments for a cut state (the text joins them with the separator)."""
         segs = [t for i, t in enumerate(self.turns) if i not in dropped]
         segs += [self.tool(n, levels[n])[0] for n in self.order if levels[n] < 3]
-        return self.spec.sep.join(segs)
+        return segs
+
+    def n_tokens(self, levels: dict[str, int], dropped: set[int], count: _Count, text: str | None = None) -> int:
+        """Exact tokens of the context text of a cut state (special tokens included): summed from
+        segment counts when the tokenizer allows it, else counted (``text``: that text, if built)."""
+        if self.segment_counts is not None:
+            return self.segment_counts.joined(self.segments(levels, dropped), True)
+        return count([self.text(levels, dropped) if text is None else text], True)[0]
+
+    def piece_counts(self, texts: list[str], count: _Count) -> list[int]:
+        """Tokens of each text as a piece of the whole (:meth:`piece`: with its separator)."""
+        if self.segment_counts is not None:
+            return [n + self.segment_counts.sep_tokens for n in self.segment_counts.of(texts)]
+        return count([self.piece(t) for t in texts], False)
 
     def with_candidate(self, levels: dict[str, int], dropped: set[int], context: str, calls: list[ToolCall],
                        candidate_text: str | None) -> str:
         """The whole input: the context of this cut state with the candidate."""
         if self.chat:
             return self._chat(levels, dropped, [_candidate_message(calls, candidate_text)])
+        return self.spec.sep.join(self.candidate_segments(calls, candidate_text) + ([context] if context else []))
+
+    def candidate_segments(self, calls: list[ToolCall], candidate_text: str | None) -> list[str]:
+        """Plain mode: the segments before the context (the candidate, then functions outside the catalog)."""
         if self.spec.mark_grounding and self._grounding is None:
             self._grounding = _Grounding(" ".join(m["content"] for m in self.msgs if m["role"] in ("user", "tool")))
         if self.spec.mark_coverage and self._asked is None:
             self._asked = asked_values(self.msgs[self.last_user]["content"]) if self.last_user is not None else []
         head = [_plain_candidate(calls, candidate_text, self._grounding, self._asked)]
         head += [f"function {n}: {_NOT_IN_CATALOG}" for n in dict.fromkeys(c.name for c in calls) if n not in self.cat]
-        return self.spec.sep.join(head + ([context] if context else []))
+        return head
 
 
 def _fit(lay: _Layout, count: _Count, max_tokens: int) -> tuple[str, int, dict[str, int], set[int]]:
@@ -430,11 +459,10 @@ def _fit(lay: _Layout, count: _Count, max_tokens: int) -> tuple[str, int, dict[s
     never re-tokenizes; the chosen text is counted exactly and re-chosen at most _MAX_PASSES times."""
     names, nn = lay.names, len(lay.names)
     droppable = [i for i in range(len(lay.msgs)) if i != lay.last_user]
-    c = count([lay.piece(lay.tool(n, lv)[0]) for lv in (0, 2) for n in names]
-              + [lay.piece(lay.turns[i]) for i in droppable], False)
+    c = lay.piece_counts([lay.tool(n, lv)[0] for lv in (0, 2) for n in names] + [lay.turns[i] for i in droppable], count)
     # Fixed part measured with one function kept, so that a template's tools header is included.
     anchor = {n: 3 for n in names} | ({lay.order[0]: 2} if names else {})
-    fixed = count([lay.text(anchor, set(droppable))], True)[0] - (c[nn + names.index(lay.order[0])] if names else 0)
+    fixed = lay.n_tokens(anchor, set(droppable), count) - (c[nn + names.index(lay.order[0])] if names else 0)
     costs: dict[tuple[str, Any], list[int]] = {("turn", i): [c[2 * nn + k], 0] for k, i in enumerate(droppable)}
     for j, n in enumerate(names):
         (c0, c2), (l0, l1, l2) = (c[j], c[nn + j]), (len(lay.tool(n, lv)[0]) for lv in (0, 1, 2))
@@ -450,7 +478,7 @@ def _fit(lay: _Layout, count: _Count, max_tokens: int) -> tuple[str, int, dict[s
         levels = {n: state["tool", n] for n in names}
         dropped = {i for i in droppable if state["turn", i]}
         text = lay.text(levels, dropped)
-        n_tok = count([text], True)[0]
+        n_tok = lay.n_tokens(levels, dropped, count, text)
         if n_tok <= max_tokens or exhausted:
             break
         budget = min(budget - 1, max_tokens - (n_tok - est))  # the estimate was short: aim lower
@@ -495,6 +523,76 @@ def _counter(tokenizer: Any, spec: RenderSpec, chat: bool) -> tuple[_Count, bool
             ids = [tokenizer.encode(t, add_special_tokens=special) for t in texts]
         return [len(x) for x in ids]
     return count, True
+
+
+class _SegmentCounts:
+    """Exact token counts of plain texts (segments joined by the separator) as sums of segment counts,
+    each segment counted once and cached: for a tokenizer whose count of ``a + sep + b`` is
+    ``count(a) + count(sep) + count(b)`` (see :func:`_segment_counts`). Cuts, the context and every
+    candidate of a prompt reuse the counts instead of tokenizing whole texts again."""
+
+    MAX_CACHED = 100_000
+
+    def __init__(self, count_plain: Callable[[list[str]], list[int]], sep_tokens: int, specials: int) -> None:
+        self.count_plain, self.sep_tokens, self.specials = count_plain, sep_tokens, specials
+        self._cache: dict[str, int] = {}
+
+    def of(self, segments: list[str]) -> list[int]:
+        """Tokens of each segment (no special tokens)."""
+        found = {seg: self._cache.get(seg) for seg in segments}
+        missing = [seg for seg, n in found.items() if n is None]
+        if missing:
+            counts = self.count_plain(missing)
+            found.update(zip(missing, counts))
+            if len(self._cache) > self.MAX_CACHED:
+                self._cache = {}  # replaced, not cleared: another thread may be reading the old one
+            self._cache.update(zip(missing, counts))
+        return [found[seg] for seg in segments]
+
+    def joined(self, segments: list[str], final: bool) -> int:
+        """Tokens of ``sep.join(segments)``, with the special tokens the tokenizer adds when ``final``."""
+        return sum(self.of(segments)) + self.sep_tokens * max(len(segments) - 1, 0) + (self.specials if final else 0)
+
+
+_SEGMENT_COUNTS: dict[tuple[int, str], tuple[Any, _SegmentCounts | None]] = {}
+_ADDITIVE_PARTS = ({"BertNormalizer", "NoneType"}, {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}, {"WordPiece"})
+_ISOLATING = frozenset(" \n\t")
+
+
+def _segment_counts(tokenizer: Any, sep: str, count: _Count) -> _SegmentCounts | None:
+    """The segment counter of a tokenizer and separator, or None when counts may not add up.
+
+    Counts add up when the tokenizer is a WordPiece one (the BERT family: normalisation character by
+    character, words split at whitespace and punctuation), no added token contains whitespace (none can
+    span a join), and the separator starts and ends with whitespace (so no word spans a join). Other
+    tokenizers (BPE, SentencePiece: a word's tokens depend on its neighbours) count whole texts."""
+    if tokenizer is None:
+        return None
+    key = (id(tokenizer), sep)
+    hit = _SEGMENT_COUNTS.get(key)
+    if hit is not None and hit[0] is tokenizer:
+        return hit[1]
+    counter = None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    try:
+        parts = (type(backend.normalizer).__name__, type(backend.pre_tokenizer).__name__, type(backend.model).__name__)
+        added = tokenizer.get_added_vocab()
+    except Exception:  # not a fast (Rust) tokenizer: count whole texts
+        parts, added = None, {}
+    if (parts is not None and all(p in ok for p, ok in zip(parts, _ADDITIVE_PARTS))
+            and not any(ch.isspace() for token in added for ch in token)
+            and sep and sep[0] in _ISOLATING and sep[-1] in _ISOLATING):
+        def count_plain(texts: list[str]) -> list[int]:
+            if backend.truncation is None and backend.padding is None:  # the Rust tokenizer alone: less overhead
+                encodings = backend.encode_batch([_without_surrogates(t) for t in texts], add_special_tokens=False)
+                return [len(e.ids) for e in encodings]
+            return count(texts, False)
+        specials = count(["x"], True)[0] - count(["x"], False)[0]
+        counter = _SegmentCounts(count_plain, count([sep], False)[0], specials)
+    if len(_SEGMENT_COUNTS) > 16:
+        _SEGMENT_COUNTS.clear()
+    _SEGMENT_COUNTS[key] = (tokenizer, counter)
+    return counter
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
