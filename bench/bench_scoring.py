@@ -11,6 +11,12 @@ example at a time, the batched side is ``ToolRM.score_pairs`` (length-sorted bat
 budget). Rounds are interleaved and the best round of each side is kept; read the ratio, machines
 are noisy. ``--train-steps N`` also runs N steps of the CPU training recipe (MiniLM, mutation pairs
 from the offline SQL set) and prints training tokens/second as TRL counts them (non-pad tokens).
+
+``--int8``: float32 vs dynamic int8 (``ToolRM.quantize("int8")`` and ``"int8-mixed"``) scoring of the same
+preference pairs, rounds interleaved: pairs/s of each and the ratio to float32, Spearman and max
+|difference| of the scores, pairwise accuracy of each and the pairs whose order flips. Pairs: ``--data`` (default ``../shared/data/bfcl_failures_dev.jsonl`` when
+present, else BFCL mutation pairs), the model ``--model`` (default ``runs/quickstart3/model`` when
+present, else MiniLM with a fresh head).
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ from toolrm_rl.data.bfcl import ground_truth_calls, load_bfcl
 from toolrm_rl.data.mutate import mutate
 from toolrm_rl.model import ToolRM
 from toolrm_rl.model.backbones import minilm_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV_FILE = ROOT.parent / "shared" / "data" / "bfcl_failures_dev.jsonl"
+QUICKSTART_MODEL = ROOT / "runs" / "quickstart3" / "model"
 
 
 def build_pairs(n: int, seed: int = 0) -> list[tuple[RMExample, RMExample]]:
@@ -80,6 +90,71 @@ def bench_scoring(rm: ToolRM, pairs: list[tuple[RMExample, RMExample]], batch_to
     return {**best, "max_abs_diff": diff}
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        out = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+    return statistics.correlation(ranks(a), ranks(b))
+
+
+def bench_int8(rm: ToolRM, pairs: list[tuple[RMExample, RMExample]], batch_tokens: int | None, repeat: int) -> dict:
+    """float32 vs int8 scoring of the same pairs (interleaved rounds, best round each): seconds, scores."""
+    import copy
+
+    sides = {"float32": rm}
+    for mode in ("int8", "int8-mixed"):
+        sides[mode] = ToolRM(copy.deepcopy(rm.model), rm.tokenizer, rm.render_spec).quantize(mode)
+    best = {name: float("inf") for name in sides}
+    scores: dict[str, list[tuple[float, float]]] = {}
+    for model in sides.values():  # warm-up: the first forward at a new shape is slow on CPU
+        model.score_pairs(pairs[:4], batch_tokens=batch_tokens, show_progress=False)
+    for r in range(repeat):
+        for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):  # alternate who goes first
+            t = time.perf_counter()
+            scores[name] = sides[name].score_pairs(pairs, batch_tokens=batch_tokens, show_progress=False)
+            best[name] = min(best[name], time.perf_counter() - t)
+    return {"seconds": best, "scores": scores, "quantization": {k: m.quantization for k, m in sides.items()}}
+
+
+def main_int8(args: argparse.Namespace) -> None:
+    """``--int8``: print float32 vs int8 throughput, agreement and pairwise accuracy."""
+    from toolrm_rl.data.records import load_pairs
+
+    model = args.model or (QUICKSTART_MODEL if (QUICKSTART_MODEL / "config.json").is_file() else minilm_dir())
+    rm = ToolRM.from_pretrained(model, device="cpu")
+    data = args.data or (DEV_FILE if DEV_FILE.is_file() else None)
+    if data is not None:
+        records = load_pairs(data, limit=args.n // 2 if args.n else None)[0]
+        pairs = [(p.chosen_example(), p.rejected_example()) for p in records]
+    else:
+        pairs = build_pairs(args.n, args.seed)
+    print(f"model: {model} ({rm.backbone}); data: {data or 'BFCL mutation pairs'}: {len(pairs)} pairs; "
+          f"torch threads {torch.get_num_threads()}; best of {args.repeat} interleaved rounds")
+    r = bench_int8(rm, pairs, args.batch_tokens, args.repeat)
+    ref = r["scores"]["float32"]
+    f32 = [s for p in ref for s in p]
+    print(f"float32 score sd {statistics.pstdev(f32):.3f}")
+    for name, sc in r["scores"].items():
+        flat = [s for p in sc for s in p]
+        print(f"{name:10}: {r['seconds'][name]:7.2f} s  {len(pairs) / r['seconds'][name]:6.1f} pairs/s  ratio "
+              f"{r['seconds']['float32'] / r['seconds'][name]:.2f}x  accuracy {sum(a > b for a, b in sc) / len(sc):.4f} "
+              f"(ties {sum(a == b for a, b in sc)})  Spearman {spearman(f32, flat):.4f}  max |diff| "
+              f"{max(abs(a - b) for a, b in zip(f32, flat)):.3f}  order flips "
+              f"{sum((a > b) != (c > d) for (a, b), (c, d) in zip(ref, sc))}/{len(sc)}")
+        if name != "float32":
+            print(f"            scheme: {r['quantization'][name]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: scoring ratio, and training throughput with --train-steps."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -93,10 +168,14 @@ def main(argv: list[str] | None = None) -> None:
                     "batching gains little there; the batched path is built for accelerators)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-steps", type=int, default=0, help="also measure training tokens/s over N steps")
+    ap.add_argument("--int8", action="store_true", help="float32 vs int8 scoring (see the module doc)")
+    ap.add_argument("--data", type=Path, default=None, help="--int8: FC-RewardBench-format pairs (default: the dev file)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # the fresh head of a base checkpoint
+    if args.int8:
+        return main_int8(args)
     rm = ToolRM.from_pretrained(args.model or minilm_dir(), device=args.device)
     pairs = build_pairs(args.n, args.seed)
     lengths = [len(x) for x in rm.encode([rm.render(ex).text for p in pairs for ex in p])]

