@@ -204,3 +204,30 @@ def test_group_scoring_keeps_the_cache_and_encoders_score_independently(tiny_dec
     assert tiny_decoder.score(PARIS_GROUP, show_progress=False, group=True, cache=cache) == first
     rm = _minilm()
     assert rm.score_groups([PARIS_GROUP[:2]], show_progress=False)[0] == rm.score(PARIS_GROUP[:2], show_progress=False)
+
+
+# -- the one-shot accelerator check, on CPU ------------------------------------------------------------
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_cpu_tiny(tmp_path):
+    """bench/gpu_check.sh --device cpu --tiny: trains, reloads, scores in bf16 and float32, prints the ratios."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    proc = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh"), "--device", "cpu", "--tiny"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert summary["device"] == "cpu" and summary["train"]["n_train_pairs"] > 0
+    assert summary["train"]["train_runtime"] > 0
+    scoring = summary["scoring"]
+    assert scoring["pairs"] > 0 and 0 <= scoring["accuracy_bfloat16"] <= 1 and 0 <= scoring["accuracy_float32"] <= 1
+    assert scoring["spearman"] > 0.5  # bf16 reads the same model
+    assert summary["batched_vs_naive"]["ratio"] > 0 and summary["batched_vs_naive"]["max_abs_diff"] <= 1e-4
+    group = summary["group_vs_independent"]
+    assert group["shared_inputs"] > 0 and group["max_abs_diff"] <= 1e-4 and group["ratio"] > 0
