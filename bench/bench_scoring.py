@@ -17,6 +17,13 @@ preference pairs, rounds interleaved: pairs/s of each and the ratio to float32, 
 |difference| of the scores, pairwise accuracy of each and the pairs whose order flips. Pairs: ``--data`` (default ``../shared/data/bfcl_failures_dev.jsonl`` when
 present, else BFCL mutation pairs), the model ``--model`` (default ``runs/quickstart3/model`` when
 present, else MiniLM with a fresh head).
+
+``--groups``: group scoring (``ToolRM.score(..., group=True)``: each prompt's shared prefix once with the KV
+cache, the candidates' suffixes batched against it) vs independent scoring of the same inputs, with a
+decoder ToolRM (``--model``, default ``embedded:smollm2`` when it can be built, else ``embedded:qwen3-tiny``;
+a fresh score head: the numbers are about speed), ``--prompts`` BFCL prompts with n = 8 and n = 16
+candidates each (the gold calls and distinct mutations), inputs capped at ``--max-tokens``; prints both
+times, the ratio and the maximum score difference.
 """
 
 from __future__ import annotations
@@ -155,6 +162,68 @@ def main_int8(args: argparse.Namespace) -> None:
             print(f"            scheme: {r['quantization'][name]}")
 
 
+def build_groups(prompts: int, n: int, seed: int = 0) -> list[list[RMExample]]:
+    """``prompts`` groups of ``n`` distinct candidates (gold and mutations) for random BFCL records."""
+    records = load_bfcl()
+    random.Random(seed).shuffle(records)
+    groups = []
+    for k, rec in enumerate(records):
+        gold = ground_truth_calls(rec)
+        seen = {repr(gold): gold}
+        for s in range(8):
+            for _, calls in mutate(gold, rec.catalog, seed=k * 100 + s, literal_values=rec.language != "python"):
+                seen.setdefault(repr(calls), calls)
+        if len(seen) >= n:
+            groups.append([RMExample(rec.catalog, rec.conversation, calls) for calls in list(seen.values())[:n]])
+        if len(groups) == prompts:
+            break
+    return groups
+
+
+def decoder_model(name: str | None, max_tokens: int) -> tuple[ToolRM, str]:
+    """The decoder ToolRM to bench and its name: ``name`` (a path or ``embedded:*``), or SmolLM2 when it can
+    be built, else the tiny random Qwen3."""
+    from toolrm_rl.model.backbones import resolve_backbone
+
+    candidates = [name] if name else ["embedded:smollm2", "embedded:qwen3-tiny"]
+    for i, candidate in enumerate(candidates):
+        try:
+            path = resolve_backbone(candidate)
+        except Exception as err:  # noqa: PERF203 - a missing optional package: try the next backbone
+            if i == len(candidates) - 1:
+                raise
+            print(f"{candidate} unavailable ({type(err).__name__}: {err}); trying the next backbone")
+            continue
+        return ToolRM.from_pretrained(path, decoder_max_tokens=max_tokens), candidate
+    raise RuntimeError("no decoder backbone")
+
+
+def main_groups(args: argparse.Namespace) -> None:
+    """``--groups``: group vs independent scoring at n = 8 and n = 16 candidates per prompt."""
+    rm, name = decoder_model(str(args.model) if args.model else None, args.max_tokens)
+    if rm.backbone != "decoder":
+        raise SystemExit(f"--groups needs a decoder backbone; {name} is an {rm.backbone}")
+    print(f"model: {name} ({rm.render_spec.mode}, max_tokens {rm.render_spec.max_tokens}); torch threads "
+          f"{torch.get_num_threads()}; {args.prompts} prompts per n; best of {args.repeat} interleaved rounds")
+    for n in (8, 16):
+        groups = build_groups(args.prompts, n, args.seed)
+        flat = [ex for g in groups for ex in g]
+        lengths = [len(x) for x in rm.encode([rm.render(ex).text for ex in flat])]
+        rm.score(flat[:2], show_progress=False)  # warm-up
+        best = {"independent": float("inf"), "group": float("inf")}
+        scores: dict[str, list[float]] = {}
+        for r in range(args.repeat):
+            for side in (("independent", "group") if r % 2 == 0 else ("group", "independent")):
+                t = time.perf_counter()
+                scores[side] = rm.score(flat, batch_tokens=args.batch_tokens, show_progress=False, group=side == "group")
+                best[side] = min(best[side], time.perf_counter() - t)
+        diff = max(abs(a - b) for a, b in zip(scores["independent"], scores["group"]))
+        tokens = sum(lengths)
+        print(f"n={n:2}: {len(groups)} prompts x {n} = {len(flat)} inputs, tokens mean {statistics.mean(lengths):.0f}; "
+              f"independent {best['independent']:6.2f} s ({tokens / best['independent']:,.0f} tokens/s), group "
+              f"{best['group']:6.2f} s; ratio {best['independent'] / best['group']:.2f}x; max |diff| {diff:.2e}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: scoring ratio, and training throughput with --train-steps."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -170,12 +239,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-steps", type=int, default=0, help="also measure training tokens/s over N steps")
     ap.add_argument("--int8", action="store_true", help="float32 vs int8 scoring (see the module doc)")
     ap.add_argument("--data", type=Path, default=None, help="--int8: FC-RewardBench-format pairs (default: the dev file)")
+    ap.add_argument("--groups", action="store_true", help="group vs independent scoring (see the module doc)")
+    ap.add_argument("--prompts", type=int, default=2, help="--groups: prompts per n")
+    ap.add_argument("--max-tokens", type=int, default=1024, help="--groups: the decoder's render budget")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # the fresh head of a base checkpoint
     if args.int8:
         return main_int8(args)
+    if args.groups:
+        return main_groups(args)
     rm = ToolRM.from_pretrained(args.model or minilm_dir(), device=args.device)
     pairs = build_pairs(args.n, args.seed)
     lengths = [len(x) for x in rm.encode([rm.render(ex).text for p in pairs for ex in p])]
