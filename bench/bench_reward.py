@@ -17,6 +17,13 @@ before the RM). Measured in one process, rounds interleaved, best round kept:
 The model is ``runs/toolrm-minilm/final`` (or ``--model DIR``; ``--model tiny``: a tiny random BERT, where
 the forward is cheap and per-call overhead dominates, as with a GPU or a remote RM). Read ratios, not
 absolute numbers: the machine may be shared. ``--out`` writes results.json, results.md and latency.png.
+
+``--groups``: a GRPO batch of ``--prompts`` (64) prompts x ``--responses`` (8) responses (the gold calls and
+distinct schema-valid mutations, so they reach the RM) through the ``toolrm`` manager with an
+in-process DECODER ToolRM (``--decoder``: a random Qwen3 with the real Qwen3 tokenizer, ``small`` = 256 wide and
+4 layers, ``tiny`` = 64 x 2, or a checkpoint directory): one RM call per sample, cross-sample batches, and
+cross-sample batches with group scoring (``rm_group``: each prompt once with the KV cache); wall times,
+ratios to per-sample calls and the max |difference| of the RM scores.
 """
 
 from __future__ import annotations
@@ -123,6 +130,103 @@ async def manager_run(data, tokenizer, kwargs: dict) -> tuple[float, int]:
     return wall, batcher.n_calls if batcher else 0
 
 
+def build_group_samples(prompts: int, responses: int, seed: int = 0) -> list[dict]:
+    """``prompts`` x ``responses`` samples (row, response): per bfcl_exec prompt its gold calls and distinct
+    schema-valid mutations (so they reach the RM), the responses of one prompt side by side (as verl's
+    rollout orders a GRPO group)."""
+    from toolrm_rl.core.parse import to_hermes
+    from toolrm_rl.core.schema import check_calls
+    from toolrm_rl.data.mutate import mutate
+    from toolrm_rl.data.sources import load_source
+    from toolrm_rl.verl.data import example_to_row
+
+    examples = [ex for ex in load_source("bfcl_exec") if ex.gold]
+    random.Random(seed).shuffle(examples)
+    samples: list[dict] = []
+    for k, ex in enumerate(examples):
+        seen = {repr(ex.gold): ex.gold}
+        for s in range(8):
+            for _, calls in mutate(ex.gold, ex.tools, seed=k * 100 + s):
+                if calls and check_calls(calls, ex.tools).ok:
+                    seen.setdefault(repr(calls), calls)
+        if len(seen) < responses:
+            continue
+        row = example_to_row(ex, k, "train")
+        samples += [{"row": row, "response": to_hermes(calls)} for calls in list(seen.values())[:responses]]
+        if len(samples) == prompts * responses:
+            break
+    return samples
+
+
+def decoder_checkpoint(spec: str, directory: Path) -> Path:
+    """A decoder ToolRM checkpoint with a fixed (saved) head: a random Qwen3 of the named size, or ``spec``
+    itself when it is a directory."""
+    if Path(spec).is_dir():
+        return Path(spec)
+    from toolrm_rl.core.render import RenderSpec
+    from toolrm_rl.model import write_toolrm_json
+    from toolrm_rl.data.backbones import build_tiny_qwen3
+
+    width, layers = {"tiny": (64, 2), "small": (256, 4)}[spec]
+    path = build_tiny_qwen3(directory / f"qwen3-{width}x{layers}", hidden_size=width, layers=layers)
+    write_toolrm_json(path, RenderSpec(mode="chat_template", max_tokens=1024), "decoder")
+    return path
+
+
+async def manager_scores(data, tokenizer, kwargs: dict) -> tuple[float, int, list[float], int]:
+    """(wall ms, RM calls, rm_score per sample, schema-valid samples) for the toolrm manager scoring every
+    sample concurrently."""
+    from omegaconf import OmegaConf
+
+    from toolrm_rl.verl.manager import ToolRMRewardManager
+
+    config = OmegaConf.create({"reward": {"custom_reward_function": {"reward_kwargs": kwargs}}})
+    mgr = ToolRMRewardManager(config, tokenizer, None)
+    clear_score_caches()
+    t = time.perf_counter()
+    outs = await asyncio.gather(*(mgr.run_single(data[i:i + 1]) for i in range(len(data))))
+    wall = (time.perf_counter() - t) * 1000
+    if any(o["reward_extra_info"]["fallback"] for o in outs):
+        raise RuntimeError(f"manager fell back with {kwargs}")
+    batcher = mgr._batchers.get(id(asyncio.get_running_loop()))
+    info = [o["reward_extra_info"] for o in outs]
+    return wall, batcher.n_calls if batcher else 0, [i["rm_score"] for i in info], sum(i["valid"] == 1.0 for i in info)
+
+
+def main_groups(args: argparse.Namespace) -> None:
+    """``--groups``: per-sample RM calls vs cross-sample batches vs batches with group scoring."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from toolrm_rl.data.backbones import qwen3_tokenizer_dir
+
+    model = decoder_checkpoint(args.decoder, Path(tempfile.mkdtemp(prefix="toolrm-decoder-")))
+    samples = build_group_samples(args.prompts, args.responses)
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())  # the policy's tokenizer
+    data = make_batch(samples, tokenizer)
+    base = {"rm_source": "inprocess", "model_path": str(model)}
+    modes = {"per-sample": {**base, "batch_window_ms": 0.0, "max_batch": 1, "rm_group": False},
+             "batched": {**base, "batch_window_ms": args.window_ms, "max_batch": args.max_batch, "rm_group": False},
+             "batched+group": {**base, "batch_window_ms": args.window_ms, "max_batch": args.max_batch, "rm_group": True}}
+    asyncio.run(manager_scores(data[:16], tokenizer, modes["batched+group"]))  # warm-up: model loads, shapes
+    best: dict[str, tuple[float, int, list[float], int]] = {}
+    for _ in range(args.rounds):
+        for name, kw in modes.items():
+            got = asyncio.run(manager_scores(data, tokenizer, kw))
+            if name not in best or got[0] < best[name][0]:
+                best[name] = got
+    reference = best["per-sample"][2]
+    print(f"{len(samples)} samples ({args.prompts} prompts x {args.responses} responses; {best['per-sample'][3]} "
+          f"schema-valid reach the RM), decoder "
+          f"{args.decoder} ({model}), torch threads {args.threads}, best of {args.rounds} rounds; "
+          f"window {args.window_ms} ms, max_batch {args.max_batch}")
+    for name, (wall, calls, scores, _) in best.items():
+        diff = max(abs(a - b) for a, b in zip(reference, scores))
+        print(f"{name:14}: {wall / 1000:7.2f} s, {calls:4} RM calls, speed-up vs per-sample "
+              f"{best['per-sample'][0] / wall:5.2f}x, max |rm_score diff| {diff:.2e}")
+
+
 def stats(ms: list[float]) -> dict:
     ordered = sorted(ms)
     return {"mean_ms": statistics.fmean(ms), "p50_ms": ordered[len(ms) // 2],
@@ -139,14 +243,20 @@ def main() -> None:
     ap.add_argument("--window-ms", type=float, default=20.0, help="the manager's batch_window_ms on the batched side")
     ap.add_argument("--threads", type=int, default=2, help="torch threads, here and in the server")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--groups", action="store_true", help="per-sample vs batched vs grouped decoder scoring (module doc)")
+    ap.add_argument("--prompts", type=int, default=64, help="--groups: prompts in the GRPO batch")
+    ap.add_argument("--responses", type=int, default=8, help="--groups: responses per prompt")
+    ap.add_argument("--decoder", default="small", help="--groups: tiny, small (random Qwen3 sizes) or a checkpoint dir")
     args = ap.parse_args()
 
     import torch
     from transformers import AutoTokenizer
 
-    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import qwen3_tokenizer_dir
 
     torch.set_num_threads(args.threads)
+    if args.groups:
+        return main_groups(args)
     sys.path.insert(0, str(ROOT / "bench"))
     if str(args.model) == "tiny":  # a forward costs little: the regime where per-call overhead shows
         import tempfile

@@ -10,7 +10,7 @@ import torch
 
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.model import ToolRM
-from toolrm_rl.model.backbones import minilm_dir
+from toolrm_rl.data.backbones import minilm_dir
 from toolrm_rl.scoring import RMScorer
 
 
@@ -151,7 +151,7 @@ def tiny_decoder() -> ToolRM:
     """A tiny random Qwen3 ToolRM with the real Qwen3 tokenizer and chat template (head scaled up)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import qwen3_tokenizer_dir
 
     try:
         tok = AutoTokenizer.from_pretrained(str(qwen3_tokenizer_dir()))
@@ -231,3 +231,21 @@ def test_gpu_check_runs_on_cpu_tiny(tmp_path):
     assert summary["batched_vs_naive"]["ratio"] > 0 and summary["batched_vs_naive"]["max_abs_diff"] <= 1e-4
     group = summary["group_vs_independent"]
     assert group["shared_inputs"] > 0 and group["max_abs_diff"] <= 1e-4 and group["ratio"] > 0
+
+
+def test_inprocess_reward_options_reach_the_scorer(tiny_decoder, tmp_path, monkeypatch):
+    """reward_kwargs rm_group / rm_quantize: validated, part of the scorer's cache key, passed to RMScorer."""
+    from toolrm_rl.verl import reward
+
+    with pytest.raises(ValueError, match="rm_quantize"):
+        reward.ToolRewardConfig(rm_quantize="int4")
+    tiny_decoder.save_pretrained(tmp_path / "rm")
+    monkeypatch.setattr(reward, "_SCORERS", {})
+    grouped = reward.get_rm_scorer(reward.ToolRewardConfig(rm_source="inprocess", model_path=str(tmp_path / "rm")))
+    plain = reward.get_rm_scorer(reward.ToolRewardConfig(rm_source="inprocess", model_path=str(tmp_path / "rm"),
+                                                         rm_group=False))
+    assert grouped is not plain and grouped.scorer.group and not plain.scorer.group
+    before = dict(grouped.scorer.model.group_stats)
+    scores = grouped.score(PARIS_GROUP)
+    assert grouped.scorer.model.group_stats["shared_inputs"] - before["shared_inputs"] == len(PARIS_GROUP)
+    assert max(abs(a - b) for a, b in zip(scores, plain.score(PARIS_GROUP))) <= 1e-4

@@ -119,6 +119,11 @@ class ToolRewardConfig:
     server_token: str | None = _help(None, "Bearer token for the server; None: $TOOLRM_SERVE_TOKEN if set.")
     model_path: str | None = _help(None, "rm_source=inprocess: ToolRM checkpoint directory, loaded once per process "
                                          "on CPU. For router/vllm: where toolrm.json (the render spec) is read.")
+    rm_group: bool = _help(True, "rm_source=inprocess with a decoder RM: the responses to one prompt in an RM call are "
+                                 "scored against one forward pass of the shared prompt (KV cache); same scores "
+                                 "within float tolerance.")
+    rm_quantize: str = _help("none", "rm_source=inprocess: 'int8' or 'int8-mixed' score with dynamic int8 linear layers "
+                                     "on CPU (faster; scores differ slightly from float32), 'none' in float32.")
     render_max_tokens: int = _help(4096, "router/vllm without toolrm.json: token budget of the rendered RM input.")
     timeout_s: float = _help(10.0, "Per-request timeout of RM calls (seconds).")
     retries: int = _help(2, "Retries of a failed RM call (bounded; then the sample falls back).")
@@ -162,6 +167,8 @@ class ToolRewardConfig:
             raise ValueError(f"reward_kwargs.server_api: expected toolrm or vllm, got {self.server_api!r}")
         if self.rm_source == "server" and not self.server_url:
             raise ValueError("reward_kwargs.server_url: required with rm_source=server")
+        if self.rm_quantize not in ("none", "int8", "int8-mixed"):
+            raise ValueError(f"reward_kwargs.rm_quantize: expected none, int8 or int8-mixed, got {self.rm_quantize!r}")
         if self.rm_source == "inprocess" and not self.model_path:
             raise ValueError("reward_kwargs.model_path: required with rm_source=inprocess")
 
@@ -731,14 +738,15 @@ class _InProcess:
 
     name = "inprocess"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, group: bool = True, quantize: str = "none") -> None:
         import torch
 
         from toolrm_rl.scoring import RMScorer
 
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
         # a small score cache: GRPO groups repeat responses, but 100,000 long rendered inputs would hold GBs
-        self.scorer = RMScorer(path=path, device="cpu", show_progress=False, cache_size=INPROCESS_CACHE_SIZE)
+        self.scorer = RMScorer(path=path, device="cpu", show_progress=False, cache_size=INPROCESS_CACHE_SIZE,
+                               group=group, quantize=quantize)
         self.lock = threading.Lock()  # one forward pass at a time: torch already uses all threads
 
     def score(self, examples: Sequence[RMExample]) -> list[float]:
@@ -790,12 +798,12 @@ def get_rm_scorer(cfg: ToolRewardConfig, reward_router_address: str | None = Non
     elif source == "server":
         key = ("server", cfg.server_url, cfg.server_api, cfg.server_model, id(reward_model_tokenizer), repr(common))
     else:
-        key = ("inprocess", cfg.model_path)
+        key = ("inprocess", cfg.model_path, cfg.rm_group, cfg.rm_quantize)
     with _SCORERS_LOCK:
         scorer = _SCORERS.get(key)
         if scorer is None:
             if source == "inprocess":
-                scorer = _InProcess(cfg.model_path)
+                scorer = _InProcess(cfg.model_path, cfg.rm_group, cfg.rm_quantize)
             else:
                 from toolrm_rl.serve.client import RemoteScorer
 
