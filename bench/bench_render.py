@@ -76,7 +76,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from toolrm_rl.core import render as current
-    from toolrm_rl.model.backbones import minilm_dir, qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import minilm_dir, qwen3_tokenizer_dir
 
     baseline = load_baseline(args.baseline_rev)
     plain = dict(yaml.safe_load((ROOT / "recipes" / "rm" / "minilm_cpu.yaml").read_text())["model"]["render"])

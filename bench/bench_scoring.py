@@ -40,7 +40,7 @@ from toolrm_rl.core.render import RMExample
 from toolrm_rl.data.bfcl import ground_truth_calls, load_bfcl
 from toolrm_rl.data.mutate import mutate
 from toolrm_rl.model import ToolRM
-from toolrm_rl.model.backbones import minilm_dir
+from toolrm_rl.data.backbones import minilm_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_FILE = ROOT.parent / "shared" / "data" / "bfcl_failures_dev.jsonl"
@@ -183,7 +183,7 @@ def build_groups(prompts: int, n: int, seed: int = 0) -> list[list[RMExample]]:
 def decoder_model(name: str | None, max_tokens: int) -> tuple[ToolRM, str]:
     """The decoder ToolRM to bench and its name: ``name`` (a path or ``embedded:*``), or SmolLM2 when it can
     be built, else the tiny random Qwen3."""
-    from toolrm_rl.model.backbones import resolve_backbone
+    from toolrm_rl.data.backbones import resolve_backbone
 
     candidates = [name] if name else ["embedded:smollm2", "embedded:qwen3-tiny"]
     for i, candidate in enumerate(candidates):

@@ -63,7 +63,7 @@ def tiny_model(directory: Path) -> Path:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from toolrm_rl.model import ToolRM
-    from toolrm_rl.model.backbones import minilm_dir
+    from toolrm_rl.data.backbones import minilm_dir
 
     tok = AutoTokenizer.from_pretrained(minilm_dir())
     config = AutoConfig.for_model("bert", vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,

@@ -597,7 +597,7 @@ def targets_for(args: argparse.Namespace) -> list[tuple[int, str]]:
 def build_rm(folder: str) -> str:
     import torch
 
-    from toolrm_rl.model.backbones import build_tiny_qwen3
+    from toolrm_rl.data.backbones import build_tiny_qwen3
 
     torch.set_num_threads(1)
     return str(build_tiny_qwen3(os.path.join(folder, "tiny-qwen3-rm")))

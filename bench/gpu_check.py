@@ -38,7 +38,7 @@ def log(message: str) -> None:
 
 def pick_backbone(tiny: bool, work: Path) -> str:
     """``embedded:smollm2`` when it can be built (not with ``tiny``), else a random Qwen3 directory."""
-    from toolrm_rl.model.backbones import build_tiny_qwen3, resolve_backbone
+    from toolrm_rl.data.backbones import build_tiny_qwen3, resolve_backbone
 
     if not tiny:
         try:

@@ -45,7 +45,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import qwen3_tokenizer_dir
 
     tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     limit = args.limit if args.limit is not None else recipe_limit(args.recipe)

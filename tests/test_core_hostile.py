@@ -301,7 +301,7 @@ def test_lone_surrogates():
 def test_render_with_lone_surrogates():
     transformers = pytest.importorskip("transformers")
     from toolrm_rl.core.render import RenderSpec, render
-    from toolrm_rl.model.backbones import minilm_dir, qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import minilm_dir, qwen3_tokenizer_dir
 
     conversation = [{"role": "user", "content": "hi \ud800 there"}]
     calls = [ToolCall("f", {"s": "a\udc80b"})]

@@ -350,7 +350,7 @@ def _lora_round_trip(base_dir: Path, targets: list[str], tmp_path: Path) -> None
     assert len(config["modules_to_save"]) == len(set(config["modules_to_save"]))  # peft's duplicates removed
     assert set(heads) <= set(config["modules_to_save"])
     # the MiniLM in site-packages is recorded by name (portable); another base keeps its path
-    from toolrm_rl.model.backbones import minilm_dir as shipped_minilm
+    from toolrm_rl.data.backbones import minilm_dir as shipped_minilm
 
     portable = "embedded:minilm" if Path(base_dir).resolve() == shipped_minilm().resolve() else str(base_dir)
     assert config["base_model_name_or_path"] == portable

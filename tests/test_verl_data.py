@@ -75,7 +75,7 @@ def test_verl_rlhf_dataset_accepts_the_rows(offline_dir):
     from transformers import AutoTokenizer
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import qwen3_tokenizer_dir
 
     tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     # (verl's overlong filter is a datasets.map: slow to start; the length is checked below instead)

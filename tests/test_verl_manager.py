@@ -34,7 +34,7 @@ RESPONSES = [
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import qwen3_tokenizer_dir
 
     return AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
 
@@ -219,7 +219,7 @@ def test_reward_loop_manager_puts_scores_on_the_last_response_token(tokenizer, r
     from loopback import LoopbackServer
     from verl.experimental.reward_loop.reward_loop import RewardLoopManager
 
-    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import qwen3_tokenizer_dir
 
     kw = "+reward.custom_reward_function.reward_kwargs"
     with LoopbackServer({("POST", "/score"): _score_by_days}) as srv:

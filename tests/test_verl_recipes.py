@@ -26,7 +26,7 @@ def compose(name, overrides=()):
 @pytest.fixture(scope="module")
 def local_policy(tmp_path_factory):
     """A local policy path (verl's config checks load the model config; there is no hub here)."""
-    from toolrm_rl.model.backbones import build_tiny_qwen3
+    from toolrm_rl.data.backbones import build_tiny_qwen3
 
     return str(build_tiny_qwen3(tmp_path_factory.mktemp("policy")))
 
@@ -126,7 +126,7 @@ def test_documented_multi_turn_data_fits_every_recipe():
     from transformers import AutoTokenizer
 
     from toolrm_rl.core.parse import to_hermes
-    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import qwen3_tokenizer_dir
     from toolrm_rl.verl.data import example_to_row, load_examples, prompt_token_count
 
     tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())

@@ -136,7 +136,7 @@ def _qwen_rollout(turns):
     """A tool_agent response as verl decodes it (real Qwen3 template, skip_special_tokens=True)."""
     from transformers import AutoTokenizer
 
-    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import qwen3_tokenizer_dir
 
     tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     tools = [{"type": "function", "function": TOOLS[0]}]
@@ -213,7 +213,7 @@ def test_inprocess_rm_matches_the_scorer(tmp_path):
     import torch
 
     from toolrm_rl.core.render import RMExample
-    from toolrm_rl.model.backbones import build_tiny_qwen3
+    from toolrm_rl.data.backbones import build_tiny_qwen3
     from toolrm_rl.scoring import RMScorer
 
     torch.set_num_threads(1)
@@ -232,7 +232,7 @@ def _classify(body, headers):
 def test_router_source_renders_with_tools_and_reads_classify():
     from transformers import AutoTokenizer
 
-    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import qwen3_tokenizer_dir
 
     tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     with LoopbackServer({("POST", "/classify"): _classify}) as srv:
@@ -247,7 +247,7 @@ def test_router_source_renders_with_tools_and_reads_classify():
 def test_server_source_vllm_and_toolrm_apis():
     from transformers import AutoTokenizer
 
-    from toolrm_rl.model.backbones import qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import qwen3_tokenizer_dir
 
     tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     routes = {("POST", "/classify"): _classify,
@@ -347,7 +347,7 @@ def test_against_our_server_with_a_tiny_model(tmp_path):
 
     from toolrm_rl.core.render import RMExample
     from toolrm_rl.model import ToolRM
-    from toolrm_rl.model.backbones import build_tiny_qwen3
+    from toolrm_rl.data.backbones import build_tiny_qwen3
     from toolrm_rl.serve.app import ServeConfig, create_app
 
     torch.set_num_threads(1)
@@ -497,7 +497,7 @@ def test_a_row_without_tools_gets_the_format_check_only():
 def tiny_rm(tmp_path_factory):
     import torch
 
-    from toolrm_rl.model.backbones import build_tiny_qwen3
+    from toolrm_rl.data.backbones import build_tiny_qwen3
 
     torch.set_num_threads(1)
     return str(build_tiny_qwen3(tmp_path_factory.mktemp("rm")))

@@ -586,10 +586,6 @@ def synth_cmd(
     cfg = _recipe_config(SynthConfig, ctx, recipe, {})
     if print_config:
         _print_config(cfg)
-    if cfg.generation.generators:
-        from toolrm_rl.eval.best_of_n import register_embedded_policies
-
-        register_embedded_policies()  # embedded:smollm2 lives in the model layer, which data cannot import
     try:
         result = synthesize(cfg, force=force)
     except ValueError as err:  # a config/output-dir conflict or bad source entry, named in the message

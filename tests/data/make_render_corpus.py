@@ -44,7 +44,7 @@ def tokenizers() -> dict[str, Any]:
     """The tokenizers the specs name (offline packages)."""
     from transformers import AutoTokenizer
 
-    from toolrm_rl.model.backbones import minilm_dir, qwen3_tokenizer_dir
+    from toolrm_rl.data.backbones import minilm_dir, qwen3_tokenizer_dir
 
     return {"minilm": AutoTokenizer.from_pretrained(str(minilm_dir())),
             "qwen3": AutoTokenizer.from_pretrained(str(qwen3_tokenizer_dir()))}

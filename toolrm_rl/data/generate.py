@@ -39,15 +39,16 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 from toolrm_rl.config import option as _f
+from toolrm_rl.data.backbones import SMOLLM2, smollm2_dir
 from toolrm_rl.core.calls import CatalogError, ToolCatalog, calls_from_openai
 from toolrm_rl.core.parse import ParseResult, parse, to_hermes
 
 __all__ = ["GenerationRequest", "Generator", "GeneratorError", "PromptFormat", "plain_tool_list", "calls_finished",
            "VLLMGenerator", "TransformersGenerator", "OpenAIGenerator", "ReplayGenerator", "EMBEDDED_LMS",
-           "register_embedded_lm", "resolve_embedded_lm", "GENERATORS", "get_generator", "parse_outputs", "request_seed"]
+           "resolve_embedded_lm", "GENERATORS", "get_generator", "parse_outputs", "request_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -371,30 +372,20 @@ class _CallsFinished:
         return torch.tensor([calls_finished(self.prefill + t) for t in texts], device=input_ids.device)
 
 
-# Embedded causal LMs by name -> a builder ``(cache_dir) -> local directory``. The data layer cannot import
-# the model layer, so the layers above it register the model layer's builders (``embedded:smollm2``:
-# toolrm_rl.eval.best_of_n.register_embedded_policies, which the CLI calls).
-EMBEDDED_LMS: dict[str, Callable[[str | Path], Any]] = {"embedded:qwen3-tiny": _tiny_qwen3_lm}
-
-
-def register_embedded_lm(name: str, build: Callable[[str | Path], Any]) -> None:
-    """Make ``name`` (``embedded:...``) resolvable: ``build(cache_dir)`` returns its local checkpoint directory."""
-    if not name.startswith("embedded:"):
-        raise ValueError(f"embedded model names start with 'embedded:', got {name!r}")
-    EMBEDDED_LMS[name] = build
+EMBEDDED_LMS = ("embedded:qwen3-tiny", "embedded:smollm2")
 
 
 def resolve_embedded_lm(model: str, cache_dir: str | Path = ".cache/toolrm") -> str:
-    """A causal LM name as ``from_pretrained`` reads it: a registered ``embedded:`` name built or found
-    by its builder (``embedded:qwen3-tiny`` in ``cache_dir``; ``embedded:smollm2`` the dequantised
-    SmolLM2-135M-Instruct, shared by every run); any other name unchanged. An unknown ``embedded:``
-    name is a :class:`GeneratorError` listing the registered ones."""
-    if model in EMBEDDED_LMS:
-        return str(EMBEDDED_LMS[model](cache_dir))
+    """A causal LM name as ``from_pretrained`` reads it: ``embedded:qwen3-tiny`` built in ``cache_dir``,
+    ``embedded:smollm2`` the dequantised SmolLM2-135M-Instruct shared by every run
+    (:func:`toolrm_rl.data.backbones.smollm2_dir`); any other name unchanged. An unknown ``embedded:``
+    name is a :class:`GeneratorError` listing the known ones."""
+    if model == "embedded:qwen3-tiny":
+        return _tiny_qwen3_lm(cache_dir)
+    if model == SMOLLM2:
+        return str(smollm2_dir())
     if model.startswith("embedded:"):
-        hint = (" (embedded:smollm2 comes from the model layer: toolrm_rl.eval.best_of_n.register_embedded_policies() "
-                "registers it; the toolrm CLI does this)" if model == "embedded:smollm2" else "")
-        raise GeneratorError(f"unknown embedded model {model!r}; registered: {sorted(EMBEDDED_LMS)}{hint}")
+        raise GeneratorError(f"unknown embedded model {model!r}; available: {list(EMBEDDED_LMS)}")
     return model
 
 

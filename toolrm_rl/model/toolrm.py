@@ -131,7 +131,7 @@ def portable_base_model(name_or_path: str | Path | None) -> str | None:
     exist on another machine), else unchanged."""
     if name_or_path is None:
         return None
-    from toolrm_rl.model.backbones import minilm_dir, smollm2_cache_root  # cheap: path look-ups, no model import
+    from toolrm_rl.data.backbones import minilm_dir, smollm2_cache_root  # cheap: path look-ups, no model import
 
     for name, where in (("embedded:minilm", minilm_dir), ("embedded:smollm2", smollm2_cache_root)):
         try:
@@ -161,7 +161,7 @@ def save_adapter(model: Any, directory: str | Path, base_model: str | None = Non
 def _resolve_base(reference: str) -> Path:
     """An adapter's base-model reference as a loadable path (``embedded:*`` names are built or found)."""
     if reference.startswith("embedded:"):
-        from toolrm_rl.model.backbones import resolve_backbone
+        from toolrm_rl.data.backbones import resolve_backbone
 
         return Path(resolve_backbone(reference))
     return Path(reference)
@@ -331,7 +331,7 @@ class ToolRM:
         The render spec is, in order: ``render_spec``; the adapter's then the base's ``toolrm.json``;
         :func:`default_render_spec`. ``dtype``: None means float32 on CPU, bfloat16 elsewhere; a
         ``torch.dtype``, its name, or ``"auto"`` (the checkpoint's). ``path`` may be an ``embedded:*``
-        backbone name (:func:`~toolrm_rl.model.backbones.resolve_backbone`). A ``path`` holding only an adapter
+        backbone name (:func:`~toolrm_rl.data.backbones.resolve_backbone`). A ``path`` holding only an adapter
         (``adapter_config.json``, no ``config.json``) loads the base model the adapter names.
         ``quantize``: ``"none"``, ``"int8"`` or ``"int8-mixed"`` (see :meth:`quantize`)."""
         if str(path).startswith("embedded:"):  # a backbone name: embedded:minilm, embedded:smollm2, ...

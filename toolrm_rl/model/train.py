@@ -485,7 +485,7 @@ def train(cfg: RMTrainConfig) -> TrainResult:
 
     from toolrm_rl.model.group import GroupCollator, GroupRewardTrainer
 
-    from toolrm_rl.model.backbones import resolve_backbone
+    from toolrm_rl.data.backbones import resolve_backbone
     from toolrm_rl.model.toolrm import ToolRM, lora_head_modules, save_adapter, write_toolrm_json
 
     t = cfg.train
