@@ -208,6 +208,20 @@ def truncate_ids(ids: list[int], cap: int, mode: str) -> tuple[list[int], bool]:
     return ids[-cap:], True
 
 
+def _suffix_batches(lengths: Sequence[int], batch_tokens: int, min_fill: float = 0.8) -> list[list[int]]:
+    """Batches of candidate suffixes for group scoring: :func:`length_batches`, and a new batch wherever a
+    suffix is shorter than ``min_fill`` of its batch's longest (one long candidate must not pad the rest:
+    suffixes are short, so padding is most of what a mixed batch would compute)."""
+    out: list[list[int]] = []
+    for batch in length_batches(lengths, batch_tokens):
+        for i in batch:
+            if out and out[-1][0] in batch and lengths[i] >= min_fill * lengths[out[-1][0]]:
+                out[-1].append(i)
+            else:
+                out.append([i])
+    return out
+
+
 def length_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
     """Index batches, longest inputs first, each with ``rows * longest <= batch_tokens`` (an input
     longer than the budget gets a batch of its own). Neighbours in length share a batch: little padding."""
@@ -588,10 +602,9 @@ class ToolRM:
             return None
         left = self.tokenizer.padding_side == "left"
         suffixes = [row[shared:] for row in rows]
-        per_batch = max(1, batch_tokens // max(map(len, suffixes)))
-        scores: list[float] = []
-        for start in range(0, len(suffixes), per_batch):
-            chunk = suffixes[start:start + per_batch]
+        scores = [math.nan] * len(rows)
+        for batch in _suffix_batches([len(x) for x in suffixes], batch_tokens):
+            chunk = [suffixes[i] for i in batch]
             width = max(map(len, chunk))
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), shared + width), dtype=torch.long)
@@ -605,7 +618,8 @@ class ToolRM:
             cache.batch_repeat_interleave(len(chunk))
             logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True,
                                 position_ids=positions.to(device), past_key_values=cache).logits
-            scores += logits.reshape(len(chunk)).float().cpu().tolist()
+            for i, score in zip(batch, logits.reshape(len(chunk)).float().cpu().tolist()):
+                scores[i] = score
         return scores
 
     def score_pairs(self, pairs: Sequence[tuple[RMExample, RMExample]], *, batch_tokens: int | None = None,
