@@ -153,8 +153,8 @@ def test_count_contrast_puts_both_call_count_directions_against_one_gold():
             by_query.setdefault(p.id.split("#")[0], set()).add((len(p.rejected) > 2) - (len(p.rejected) < 2))
         return by_query
 
-    plain, _ = mutation_pairs(examples, operators=ops, operator_weights=weights, count_contrast=False)
-    contrast, _ = mutation_pairs(examples, operators=ops, operator_weights=weights)
+    plain, _ = mutation_pairs(examples, operators=ops, operator_weights=weights)
+    contrast, _ = mutation_pairs(examples, operators=ops, operator_weights=weights, count_contrast=True)
     one_sided = [q for q, d in directions(plain).items() if -1 in d and 1 not in d]
     assert one_sided  # without the contrast most groups only ever see too few calls
     for q, d in directions(contrast).items():

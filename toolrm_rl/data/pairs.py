@@ -181,8 +181,11 @@ class NegativeJudge:
 # or repeat a call, so those would otherwise crowd out the value- and function-level near misses. Among
 # count errors a dropped call (too few calls) leads: it is the common real failure on parallel questions.
 OPERATOR_WEIGHTS = {"wrong_value": 3.0, "query_swap": 2.5, "swap_values": 1.0,
-                    "wrong_function": 4.0,
-                    "drop_call": 1.5, "no_call": 0.4, "duplicate_call": 0.5, "extra_call": 0.6, "call_when_none": 1.0,
+                    # a wrong name is an existing function or an invented one (small models' usual error)
+                    "wrong_function": 2.5, "invented_function": 2.0,
+                    # real failures mostly make too few calls; duplicate/extra calls apply to every gold and
+                    # would otherwise outnumber drop_call (multi-call golds only), teaching "fewer calls win"
+                    "drop_call": 4.0, "no_call": 0.2, "duplicate_call": 0.15, "extra_call": 0.2, "call_when_none": 1.0,
                     "drop_optional": 1.0, "drop_required": 0.5, "wrong_type": 0.5, "extra_param": 0.3,
                     "unknown_param": 0.3, "swap_order": 0.5}
 # The weights before the FC-RewardBench shaping (kept for ablations: mutations.operator_weights=...).
@@ -241,7 +244,7 @@ def _with_count_contrast(chosen: list, pool: list, n_gold: int) -> list:
 
 def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: int = 3, schema_valid_share: float = 0.7,
                    seed: int = 0, operators: list[str] | None = None, operator_weights: dict[str, float] | None = None,
-                   count_contrast: bool = True, show_progress: bool = False) -> tuple[list[PairRecord], PairStats]:
+                   count_contrast: bool = False, show_progress: bool = False) -> tuple[list[PairRecord], PairStats]:
     """Build up to ``negatives_per_example`` verified negatives per example.
 
     Args:
