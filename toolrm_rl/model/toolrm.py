@@ -20,7 +20,6 @@ which other inputs share a batch.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -561,23 +560,24 @@ class ToolRM:
         for text, context in zip(texts, contexts):
             if cache is None or text not in cache:
                 buckets.setdefault(context, {})[text] = None  # ordered set: identical texts scored once
+        groups = [list(members) for members in buckets.values() if len(members) > 1]
+        rest = [t for members in buckets.values() if len(members) == 1 for t in members]
         scores: dict[str, float] = {}
-        rest: list[str] = []
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                for members in map(list, buckets.values()):
-                    got = self._shared_prefix_scores(self.encode(members), batch_tokens) if len(members) > 1 else None
-                    if got is None:
-                        rest += members
-                        self.group_stats["independent_inputs"] += len(members)
-                    else:
-                        scores.update(zip(members, got))
-                        self.group_stats["groups"] += 1
-                        self.group_stats["shared_inputs"] += len(members)
+                got = self._shared_prefix_scores([self.encode(g) for g in groups], batch_tokens) if groups else []
         finally:
             self.model.train(was_training)
+        for members, group_scores in zip(groups, got):
+            if group_scores is None:
+                rest += members
+            else:
+                scores.update(zip(members, group_scores))
+                self.group_stats["groups"] += 1
+                self.group_stats["shared_inputs"] += len(members)
+        self.group_stats["independent_inputs"] += len(rest)
         if rest:
             scores.update(zip(rest, self.score_texts(rest, batch_tokens=batch_tokens, show_progress=show_progress)))
         if cache is not None:
@@ -585,42 +585,65 @@ class ToolRM:
             scores = cache
         return [scores[t] for t in texts]
 
-    def _shared_prefix_scores(self, rows: list[list[int]], batch_tokens: int) -> list[float] | None:
-        """Scores of token rows that share a prefix: the prefix once (its KV cache), the suffixes batched
-        against it. None when the shared prefix is too short, or when a row's score token (its last
-        non-pad token) lies inside the shared prefix."""
+    def _shared_prefix_scores(self, groups: list[list[list[int]]], batch_tokens: int) -> list[list[float] | None]:
+        """Scores of groups of token rows, each group's rows sharing a prefix: the prefixes of several groups
+        in one forward pass (right-padded) that fills their KV cache, then the suffixes of all their rows
+        batched against it (each row reading its group's cache). None for a group whose shared prefix is
+        too short, or one of whose rows has its score token (the last non-pad token) inside the prefix."""
         pad = self.tokenizer.pad_token_id
-        shared = min(len(os.path.commonprefix(rows)), min(map(len, rows)) - 1)  # every row keeps a suffix token
-        if shared < MIN_SHARED_TOKENS or any(all(t == pad for t in row[shared:]) for row in rows):
-            return None
-        device = self.device
-        prefix = torch.tensor([rows[0][:shared]], dtype=torch.long, device=device)
-        out = self.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True,
-                         position_ids=torch.arange(shared, device=device)[None])
-        past = getattr(out, "past_key_values", None)
-        if past is None or not hasattr(past, "batch_repeat_interleave"):
-            return None
-        left = self.tokenizer.padding_side == "left"
-        suffixes = [row[shared:] for row in rows]
-        scores = [math.nan] * len(rows)
-        for batch in _suffix_batches([len(x) for x in suffixes], batch_tokens):
-            chunk = [suffixes[i] for i in batch]
-            width = max(map(len, chunk))
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), shared + width), dtype=torch.long)
-            mask[:, :shared] = 1
-            for r, suffix in enumerate(chunk):
-                begin = width - len(suffix) if left else 0
-                ids[r, begin:begin + len(suffix)] = torch.tensor(suffix, dtype=torch.long)
-                mask[r, shared + begin:shared + begin + len(suffix)] = 1
-            positions = shared + mask[:, shared:].cumsum(-1) - 1  # real tokens continue the prefix's positions
-            cache = copy.deepcopy(past)  # the forward appends the suffix to the cache it is given
-            cache.batch_repeat_interleave(len(chunk))
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True,
-                                position_ids=positions.to(device), past_key_values=cache).logits
-            for i, score in zip(batch, logits.reshape(len(chunk)).float().cpu().tolist()):
-                scores[i] = score
-        return scores
+        out: list[list[float] | None] = [None] * len(groups)
+        plans: list[tuple[int, int]] = []  # (group, shared prefix length)
+        for g, rows in enumerate(groups):
+            shared = min(len(os.path.commonprefix(rows)), min(map(len, rows)) - 1)  # each row keeps a suffix token
+            if shared >= MIN_SHARED_TOKENS and not any(all(t == pad for t in row[shared:]) for row in rows):
+                plans.append((g, shared))
+        device, left = self.device, self.tokenizer.padding_side == "left"
+        for chunk in length_batches([shared for _, shared in plans], batch_tokens):
+            members = [plans[i] for i in chunk]
+            width = max(shared for _, shared in members)
+            ids = torch.full((len(members), width), pad, dtype=torch.long)
+            prefix_mask = torch.zeros((len(members), width), dtype=torch.long)
+            for k, (g, shared) in enumerate(members):
+                ids[k, :shared] = torch.tensor(groups[g][0][:shared], dtype=torch.long)
+                prefix_mask[k, :shared] = 1
+            prefix = self.model(input_ids=ids.to(device), attention_mask=prefix_mask.to(device), use_cache=True,
+                                position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0).to(device))
+            past = getattr(prefix, "past_key_values", None)
+            layers = getattr(past, "layers", None)
+            if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+                continue  # another cache kind (sliding windows, offloading): independent scoring
+            saved = [(layer.keys, layer.values) for layer in layers]
+            rows = [(k, g, shared, row[shared:]) for k, (g, shared) in enumerate(members) for row in groups[g]]
+            scores = {g: [math.nan] * len(groups[g]) for g, _ in members}
+            position = {g: 0 for g, _ in members}
+            slots = []
+            for _, g, _, _ in rows:
+                slots.append(position[g])
+                position[g] += 1
+            for batch in _suffix_batches([len(r[3]) for r in rows], batch_tokens):
+                suffix_width = max(len(rows[i][3]) for i in batch)
+                suffix_ids = torch.full((len(batch), suffix_width), pad, dtype=torch.long)
+                suffix_mask = torch.zeros((len(batch), suffix_width), dtype=torch.long)
+                for r, i in enumerate(batch):
+                    suffix = rows[i][3]
+                    begin = suffix_width - len(suffix) if left else 0
+                    suffix_ids[r, begin:begin + len(suffix)] = torch.tensor(suffix, dtype=torch.long)
+                    suffix_mask[r, begin:begin + len(suffix)] = 1
+                owner = torch.tensor([rows[i][0] for i in batch], dtype=torch.long)
+                shared = torch.tensor([[rows[i][2]] for i in batch], dtype=torch.long)
+                positions = shared + suffix_mask.cumsum(-1) - 1  # real tokens continue their prefix's positions
+                index = owner.to(device)
+                for layer, (keys, values) in zip(layers, saved):  # each row reads its group's prefix; the
+                    layer.keys, layer.values = keys.index_select(0, index), values.index_select(0, index)  # forward
+                logits = self.model(  # appends to these copies, never to the saved prefix
+                    input_ids=suffix_ids.to(device), use_cache=True, past_key_values=past,
+                    attention_mask=torch.cat([prefix_mask[owner], suffix_mask], dim=1).to(device),
+                    position_ids=positions.to(device)).logits
+                for i, score in zip(batch, logits.reshape(len(batch)).float().cpu().tolist()):
+                    scores[rows[i][1]][slots[i]] = score
+            for g, _ in members:
+                out[g] = scores[g]
+        return out
 
     def score_pairs(self, pairs: Sequence[tuple[RMExample, RMExample]], *, batch_tokens: int | None = None,
                     show_progress: bool | None = None) -> list[tuple[float, float]]:
