@@ -216,11 +216,13 @@ def main_groups(args: argparse.Namespace) -> None:
             got = asyncio.run(manager_scores(data, tokenizer, kw))
             if name not in best or got[0] < best[name][0]:
                 best[name] = got
+    rules_ms = min(asyncio.run(manager_scores(data, tokenizer, {"rm_source": "none"}))[0] for _ in range(args.rounds))
     reference = best["per-sample"][2]
     print(f"{len(samples)} samples ({args.prompts} prompts x {args.responses} responses; {best['per-sample'][3]} "
           f"schema-valid reach the RM), decoder "
           f"{args.decoder} ({model}), torch threads {args.threads}, best of {args.rounds} rounds; "
           f"window {args.window_ms} ms, max_batch {args.max_batch}")
+    print(f"rules only    : {rules_ms / 1000:7.2f} s (the manager without the RM: decoding, parsing, checks)")
     for name, (wall, calls, scores, _) in best.items():
         diff = max(abs(a - b) for a, b in zip(reference, scores))
         print(f"{name:14}: {wall / 1000:7.2f} s, {calls:4} RM calls, speed-up vs per-sample "
