@@ -21,7 +21,7 @@ absolute numbers: the machine may be shared. ``--out`` writes results.json, resu
 ``--groups``: a GRPO batch of ``--prompts`` (64) prompts x ``--responses`` (8) responses (the gold calls and
 distinct schema-valid mutations, so they reach the RM) through the ``toolrm`` manager with an
 in-process DECODER ToolRM (``--decoder``: a random Qwen3 with the real Qwen3 tokenizer, ``small`` = 256 wide and
-4 layers, ``tiny`` = 64 x 2, or a checkpoint directory): one RM call per sample, cross-sample batches, and
+4 layers, ``tiny`` = 64 x 2; ``smollm2``; or a checkpoint directory): one RM call per sample, cross-sample batches, and
 cross-sample batches with group scoring (``rm_group``: each prompt once with the KV cache); wall times,
 ratios to per-sample calls and the max |difference| of the RM scores.
 """
@@ -159,13 +159,21 @@ def build_group_samples(prompts: int, responses: int, seed: int = 0) -> list[dic
 
 
 def decoder_checkpoint(spec: str, directory: Path) -> Path:
-    """A decoder ToolRM checkpoint with a fixed (saved) head: a random Qwen3 of the named size, or ``spec``
-    itself when it is a directory."""
+    """A decoder ToolRM checkpoint with a fixed (saved) head: a random Qwen3 of the named size, SmolLM2 with
+    a seeded fresh head (``smollm2``, 512-token inputs), or ``spec`` itself when it is a directory."""
     if Path(spec).is_dir():
         return Path(spec)
+    import torch
+
     from toolrm_rl.core.render import RenderSpec
-    from toolrm_rl.model import write_toolrm_json
-    from toolrm_rl.data.backbones import build_tiny_qwen3
+    from toolrm_rl.data.backbones import build_tiny_qwen3, resolve_backbone
+    from toolrm_rl.model import ToolRM, write_toolrm_json
+
+    if spec == "smollm2":  # every load of the causal LM draws a new head: save one, so all modes score alike
+        torch.manual_seed(0)
+        rm = ToolRM.from_pretrained(resolve_backbone("embedded:smollm2"), decoder_max_tokens=512)
+        rm.save_pretrained(directory / "smollm2")
+        return directory / "smollm2"
 
     width, layers = {"tiny": (64, 2), "small": (256, 4)}[spec]
     path = build_tiny_qwen3(directory / f"qwen3-{width}x{layers}", hidden_size=width, layers=layers)
@@ -248,7 +256,8 @@ def main() -> None:
     ap.add_argument("--groups", action="store_true", help="per-sample vs batched vs grouped decoder scoring (module doc)")
     ap.add_argument("--prompts", type=int, default=64, help="--groups: prompts in the GRPO batch")
     ap.add_argument("--responses", type=int, default=8, help="--groups: responses per prompt")
-    ap.add_argument("--decoder", default="small", help="--groups: tiny, small (random Qwen3 sizes) or a checkpoint dir")
+    ap.add_argument("--decoder", default="small", help="--groups: tiny, small (random Qwen3 sizes), smollm2 or a "
+                    "checkpoint dir")
     args = ap.parse_args()
 
     import torch
