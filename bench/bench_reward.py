@@ -216,7 +216,8 @@ def main_groups(args: argparse.Namespace) -> None:
     base = {"rm_source": "inprocess", "model_path": str(model)}
     modes = {"per-sample": {**base, "batch_window_ms": 0.0, "max_batch": 1, "rm_group": False},
              "batched": {**base, "batch_window_ms": args.window_ms, "max_batch": args.max_batch, "rm_group": False},
-             "batched+group": {**base, "batch_window_ms": args.window_ms, "max_batch": args.max_batch, "rm_group": True}}
+             "batched+group": {**base, "batch_window_ms": args.window_ms, "max_batch": args.max_batch,
+                               "rm_group": True}}
     asyncio.run(manager_scores(data[:16], tokenizer, modes["batched+group"]))  # warm-up: model loads, shapes
     best: dict[str, tuple[float, int, list[float], int]] = {}
     for _ in range(args.rounds):
@@ -253,7 +254,8 @@ def main() -> None:
     ap.add_argument("--window-ms", type=float, default=20.0, help="the manager's batch_window_ms on the batched side")
     ap.add_argument("--threads", type=int, default=2, help="torch threads, here and in the server")
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--groups", action="store_true", help="per-sample vs batched vs grouped decoder scoring (module doc)")
+    ap.add_argument("--groups", action="store_true",
+                    help="per-sample vs batched vs grouped decoder scoring (module doc)")
     ap.add_argument("--prompts", type=int, default=64, help="--groups: prompts in the GRPO batch")
     ap.add_argument("--responses", type=int, default=8, help="--groups: responses per prompt")
     ap.add_argument("--decoder", default="small", help="--groups: tiny, small (random Qwen3 sizes), smollm2 or a "

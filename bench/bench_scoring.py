@@ -154,7 +154,8 @@ def main_int8(args: argparse.Namespace) -> None:
     for name, sc in r["scores"].items():
         flat = [s for p in sc for s in p]
         print(f"{name:10}: {r['seconds'][name]:7.2f} s  {len(pairs) / r['seconds'][name]:6.1f} pairs/s  ratio "
-              f"{r['seconds']['float32'] / r['seconds'][name]:.2f}x  accuracy {sum(a > b for a, b in sc) / len(sc):.4f} "
+              f"{r['seconds']['float32'] / r['seconds'][name]:.2f}x  "
+              f"accuracy {sum(a > b for a, b in sc) / len(sc):.4f} "
               f"(ties {sum(a == b for a, b in sc)})  Spearman {spearman(f32, flat):.4f}  max |diff| "
               f"{max(abs(a - b) for a, b in zip(f32, flat)):.3f}  order flips "
               f"{sum((a > b) != (c > d) for (a, b), (c, d) in zip(ref, sc))}/{len(sc)}")
@@ -189,7 +190,7 @@ def decoder_model(name: str | None, max_tokens: int) -> tuple[ToolRM, str]:
     for i, candidate in enumerate(candidates):
         try:
             path = resolve_backbone(candidate)
-        except Exception as err:  # noqa: PERF203 - a missing optional package: try the next backbone
+        except Exception as err:  # a missing optional package: try the next backbone
             if i == len(candidates) - 1:
                 raise
             print(f"{candidate} unavailable ({type(err).__name__}: {err}); trying the next backbone")
@@ -215,7 +216,8 @@ def main_groups(args: argparse.Namespace) -> None:
         for r in range(args.repeat):
             for side in (("independent", "group") if r % 2 == 0 else ("group", "independent")):
                 t = time.perf_counter()
-                scores[side] = rm.score(flat, batch_tokens=args.batch_tokens, show_progress=False, group=side == "group")
+                scores[side] = rm.score(flat, batch_tokens=args.batch_tokens, show_progress=False,
+                                        group=side == "group")
                 best[side] = min(best[side], time.perf_counter() - t)
         diff = max(abs(a - b) for a, b in zip(scores["independent"], scores["group"]))
         tokens = sum(lengths)
@@ -238,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-steps", type=int, default=0, help="also measure training tokens/s over N steps")
     ap.add_argument("--int8", action="store_true", help="float32 vs int8 scoring (see the module doc)")
-    ap.add_argument("--data", type=Path, default=None, help="--int8: FC-RewardBench-format pairs (default: the dev file)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="--int8: FC-RewardBench-format pairs (default: the dev file)")
     ap.add_argument("--groups", action="store_true", help="group vs independent scoring (see the module doc)")
     ap.add_argument("--prompts", type=int, default=2, help="--groups: prompts per n")
     ap.add_argument("--max-tokens", type=int, default=1024, help="--groups: the decoder's render budget")

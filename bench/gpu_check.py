@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     backbone = pick_backbone(args.tiny, work)
     final, metrics = train_model(backbone, work / "train", steps, args.tiny, cuda)
     summary["train"] = {"backbone": backbone if backbone.startswith("embedded:") else Path(backbone).name,
-                        "seconds": round(time.perf_counter() - t, 1), "train_runtime": metrics["train"]["train_runtime"],
+                        "seconds": round(time.perf_counter() - t, 1),
+                        "train_runtime": metrics["train"]["train_runtime"],
                         "train_loss": metrics["train"].get("train_loss"),
                         "tokens_per_second": metrics.get("train_tokens_per_second"),
                         "n_train_pairs": metrics["data"]["n_train"],

@@ -177,7 +177,7 @@ def test_group_scores_equal_independent_scores(tiny_decoder, side):
         before = dict(rm.group_stats)
         grouped = rm.score(flat, show_progress=False, group=True)
         assert max(abs(a - b) for a, b in zip(independent, grouped)) <= 1e-4
-        assert len(set(round(s, 4) for s in independent)) >= 6  # distinct scores: a real comparison
+        assert len({round(s, 4) for s in independent}) >= 6  # distinct scores: a real comparison
         assert rm.group_stats["groups"] - before["groups"] == 2
         assert rm.group_stats["shared_inputs"] - before["shared_inputs"] == len(PARIS_GROUP) + len(ROME_GROUP)
         by_group = rm.score_groups([PARIS_GROUP, ROME_GROUP], show_progress=False)
@@ -220,7 +220,7 @@ def test_gpu_check_runs_on_cpu_tiny(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
     proc = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh"), "--device", "cpu", "--tiny"], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     assert summary["device"] == "cpu" and summary["train"]["n_train_pairs"] > 0

@@ -459,7 +459,8 @@ def _fit(lay: _Layout, count: _Count, max_tokens: int) -> tuple[str, int, dict[s
     never re-tokenizes; the chosen text is counted exactly and re-chosen at most _MAX_PASSES times."""
     names, nn = lay.names, len(lay.names)
     droppable = [i for i in range(len(lay.msgs)) if i != lay.last_user]
-    c = lay.piece_counts([lay.tool(n, lv)[0] for lv in (0, 2) for n in names] + [lay.turns[i] for i in droppable], count)
+    c = lay.piece_counts([lay.tool(n, lv)[0] for lv in (0, 2) for n in names] + [lay.turns[i] for i in droppable],
+                         count)
     # Fixed part measured with one function kept, so that a template's tools header is included.
     anchor = {n: 3 for n in names} | ({lay.order[0]: 2} if names else {})
     fixed = lay.n_tokens(anchor, set(droppable), count) - (c[nn + names.index(lay.order[0])] if names else 0)

@@ -297,7 +297,8 @@ def quantize_int8(model: Any, *, keep_ffn_out: bool = False) -> tuple[Any, str]:
         warnings.simplefilter("ignore")
         quantize_dynamic(model, names, dtype=torch.qint8, mapping={torch.nn.Linear: FullRangeLinear}, inplace=True)
     kept = ", feed-forward outputs float32" if keep_ffn_out else ""
-    return model, f"int8 dynamic (fbgemm, weights per channel {8 if weight_max == 127 else 7}-bit, activations 8-bit{kept})"
+    bits = 8 if weight_max == 127 else 7
+    return model, f"int8 dynamic (fbgemm, weights per channel {bits}-bit, activations 8-bit{kept})"
 
 
 class ToolRM:
