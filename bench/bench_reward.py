@@ -112,24 +112,6 @@ def make_batch(samples: list[dict], tokenizer):
                      "extra_info": np.array([r["extra_info"] for r in rows], dtype=object)})
 
 
-async def manager_run(data, tokenizer, kwargs: dict) -> tuple[float, int]:
-    """(wall ms, RM calls) for the toolrm manager scoring every sample concurrently."""
-    from omegaconf import OmegaConf
-
-    from toolrm_rl.verl.manager import ToolRMRewardManager
-
-    config = OmegaConf.create({"reward": {"custom_reward_function": {"reward_kwargs": kwargs}}})
-    mgr = ToolRMRewardManager(config, tokenizer, None)
-    clear_score_caches()
-    t = time.perf_counter()
-    outs = await asyncio.gather(*(mgr.run_single(data[i:i + 1]) for i in range(len(data))))
-    wall = (time.perf_counter() - t) * 1000
-    if any(o["reward_extra_info"]["fallback"] for o in outs):
-        raise RuntimeError(f"manager fell back with {kwargs}")
-    batcher = mgr._batchers.get(id(asyncio.get_running_loop()))
-    return wall, batcher.n_calls if batcher else 0
-
-
 def build_group_samples(prompts: int, responses: int, seed: int = 0) -> list[dict]:
     """``prompts`` x ``responses`` samples (row, response): per bfcl_exec prompt its gold calls and distinct
     schema-valid mutations (so they reach the RM), the responses of one prompt side by side (as verl's
@@ -183,7 +165,7 @@ def decoder_checkpoint(spec: str, directory: Path) -> Path:
 
 async def manager_scores(data, tokenizer, kwargs: dict) -> tuple[float, int, list[float], int]:
     """(wall ms, RM calls, rm_score per sample, schema-valid samples) for the toolrm manager scoring every
-    sample concurrently."""
+    sample concurrently (raises when the manager fell back to rules)."""
     from omegaconf import OmegaConf
 
     from toolrm_rl.verl.manager import ToolRMRewardManager
@@ -296,8 +278,8 @@ def main() -> None:
         for name, kw in sources.items():  # warm-up: model load, connections, and the batch shapes
             asyncio.run(per_sample(samples[:4], kw))  # (a first forward at a new shape is slow on CPU)
             if name != "rules":
-                asyncio.run(manager_run(data, tokenizer, {**kw, "batch_window_ms": args.window_ms,
-                                                          "max_batch": args.max_batch}))
+                asyncio.run(manager_scores(data, tokenizer, {**kw, "batch_window_ms": args.window_ms,
+                                                             "max_batch": args.max_batch}))
         for _ in range(args.rounds):
             for name, kw in sources.items():
                 ms = asyncio.run(per_sample(samples, kw))
@@ -306,9 +288,9 @@ def main() -> None:
             for name, kw in sources.items():
                 if name == "rules":
                     continue
-                batched = asyncio.run(manager_run(data, tokenizer, {**kw, "batch_window_ms": args.window_ms,
-                                                                     "max_batch": args.max_batch}))
-                single = asyncio.run(manager_run(data, tokenizer, {**kw, "batch_window_ms": 0.0, "max_batch": 1}))
+                batched = asyncio.run(manager_scores(data, tokenizer, {**kw, "batch_window_ms": args.window_ms,
+                                                                        "max_batch": args.max_batch}))
+                single = asyncio.run(manager_scores(data, tokenizer, {**kw, "batch_window_ms": 0.0, "max_batch": 1}))
                 m = managers.setdefault(name, {"batched_ms": batched[0], "batched_calls": batched[1],
                                                "per_sample_ms": single[0], "per_sample_calls": single[1]})
                 if batched[0] < m["batched_ms"]:
