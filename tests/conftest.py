@@ -18,6 +18,18 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures(...)``): on a
+    shared 2-core machine small forwards gain nothing from threads and waiting OpenMP threads cost more."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def bfcl_records():
     """All BFCL single-turn records with possible answers (skips when bfcl-eval is missing)."""

@@ -41,13 +41,7 @@ def _close(a, b, tol=TOL):
     assert all(abs(x - y) <= tol for x, y in zip(a, b)), list(zip(a, b))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine waiting OpenMP threads cost more than they give."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="session")

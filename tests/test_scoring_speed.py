@@ -14,13 +14,7 @@ from toolrm_rl.data.backbones import minilm_dir
 from toolrm_rl.scoring import RMScorer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Small forwards gain nothing from intra-op threads on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def _spearman(a: list[float], b: list[float]) -> float:

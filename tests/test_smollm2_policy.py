@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from toolrm_rl.config import load_structured
 from toolrm_rl.core.calls import ToolCatalog
@@ -52,13 +51,7 @@ ROME = GenerationRequest("rome", [{"role": "system", "content": "Be brief."},
                                   {"role": "user", "content": "Weather in Rome, in imperial units please?"}], [WEATHER])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine waiting OpenMP threads cost more than they give."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def recipe_prompt() -> dict:
