@@ -114,7 +114,7 @@ def test_rm_scorer_owns_a_bounded_cache_passed_to_the_model():
     seen = []
 
     class Model:
-        def score(self, examples, batch_tokens=None, show_progress=None, cache=None):
+        def score(self, examples, batch_tokens=None, show_progress=None, cache=None, group=False):
             seen.append((batch_tokens, cache))
             cache.update({str(i): 0.0 for i in range(len(examples))})
             return [0.0] * len(examples)

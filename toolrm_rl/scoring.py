@@ -143,9 +143,8 @@ class RMScorer:
         """Reward-model scores, in input order."""
         if len(self._cache) > self.cache_size:
             self._cache.clear()
-        grouped = {"group": True} if self.group and getattr(self.model, "backbone", None) == "decoder" else {}
         return self.model.score(list(examples), batch_tokens=self.batch_tokens, show_progress=self.show_progress,
-                                cache=self._cache, **grouped)
+                                cache=self._cache, group=self.group)  # ToolRM groups decoder inputs only
 
 
 @dataclass
