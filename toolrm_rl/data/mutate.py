@@ -289,16 +289,17 @@ def invented_name(name: str, rng: random.Random) -> str | None:
     head, _, tail = name.rpartition(".")
     base = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", tail).lower()
     words = [w for w in base.split("_") if w]
+    prefix = head + "." if head else ""
     variants = set()
     if head:
         variants.update({tail, f"{head.replace('.', '_')}_{tail}"})
     if words and words[0] in _VERB_SWAPS:
-        variants.add((head + "." if head else "") + "_".join([_VERB_SWAPS[words[0]], *words[1:]]))
+        variants.add(prefix + "_".join([_VERB_SWAPS[words[0]], *words[1:]]))
     if len(words) >= 3:
         i = rng.randrange(1, len(words) - 1)
-        variants.add((head + "." if head else "") + "_".join(words[:i] + words[i + 1:]))
+        variants.add(prefix + "_".join(words[:i] + words[i + 1:]))
     if base != tail:
-        variants.add((head + "." if head else "") + base)
+        variants.add(prefix + base)
     variants.discard(name)
     return rng.choice(sorted(variants)) if variants else None
 

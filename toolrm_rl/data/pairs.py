@@ -228,8 +228,6 @@ def _with_count_contrast(chosen: list, pool: list, n_gold: int) -> list:
         return chosen
     wanted = -present.pop()
     same = [i for i, d in enumerate(dirs) if d == 0]
-    if not same and len(dirs) - dirs.count(0) < 2:
-        return chosen
     options = [item for item in pool if direction(item) == wanted and item not in chosen]
     if not options:
         return chosen
