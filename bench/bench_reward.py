@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import sys
@@ -301,7 +300,8 @@ def main() -> None:
         if server is not None:
             server.__exit__(None, None, None)
 
-    from toolrm_rl.eval.plots import atomic_write_text, bar_chart, md_table
+    from toolrm_rl.core.io import atomic_write, write_json
+    from toolrm_rl.eval.plots import bar_chart, md_table
 
     lat_rows = [[name, round(s["mean_ms"], 3), round(s["p50_ms"], 3), round(s["p99_ms"], 3)]
                 for name, s in ((n, stats(ms)) for n, ms in best.items())]
@@ -317,9 +317,9 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out / "results.md", text)
-        atomic_write_text(args.out / "results.json", json.dumps(
-            {"n": len(samples), "latency": {n: stats(ms) for n, ms in best.items()}, "manager": managers}, indent=2))
+        atomic_write(args.out / "results.md", text)
+        write_json(args.out / "results.json", {"n": len(samples), "latency": {n: stats(ms) for n, ms in best.items()},
+                                               "manager": managers}, indent=2)
         bar_chart([r[0] for r in lat_rows], {"mean ms/sample": [r[1] for r in lat_rows]}, args.out / "latency.png",
                   title="verl reward latency per sample", ylabel="ms", ylim=None)
         print(f"wrote {args.out}/results.md, results.json, latency.png")

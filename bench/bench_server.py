@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import socket
@@ -32,6 +31,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from toolrm_rl.core.io import atomic_write, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "runs" / "toolrm-minilm" / "final"
@@ -191,9 +192,7 @@ def plot(rows: list[dict], path: Path) -> None:
     b.set_title("request latency")
     b.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
 def main() -> None:
@@ -229,12 +228,8 @@ def main() -> None:
         if r["errors"]:
             print(f"errors with --max-batch {r['max_batch']}: {r['first_errors']}")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        for name, text in (("results.json", json.dumps({"rows": rows, "ratio": ratio, "args": vars(args)},
-                                                        indent=2, default=str)), ("results.md", table)):
-            tmp_path = args.out / (name + ".tmp")
-            tmp_path.write_text(text)
-            os.replace(tmp_path, args.out / name)
+        write_json(args.out / "results.json", {"rows": rows, "ratio": ratio, "args": vars(args)}, indent=2, default=str)
+        atomic_write(args.out / "results.md", table)
         plot(rows, args.out / "results.png")
     if any(r["errors"] for r in rows):
         sys.exit(1)

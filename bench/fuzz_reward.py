@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolrm_rl.core.calls import CatalogError, ToolCall, ToolCatalog
+from toolrm_rl.core.io import write_json
 from toolrm_rl.core.match import GroundTruth
 from toolrm_rl.core.parse import parse, strip_thinking, to_hermes, to_json, to_pythonic
 from toolrm_rl.core.schema import check_calls
@@ -636,8 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.disable(previous)
     print_summary(summary)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=1, ensure_ascii=True)
+        write_json(args.json, summary)
     return 1 if summary["n_violations"] else 0
 
 

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from toolrm_rl.core.io import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 DEV_FILE = ROOT.parent / "shared" / "data" / "bfcl_failures_dev.jsonl"
@@ -182,8 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = json.dumps(summary, indent=2)
     print(text)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu_check.json").write_text(text + "\n", encoding="utf-8")
+        atomic_write(args.out / "gpu_check.json", text + "\n")
     return summary
 
 

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from toolrm_rl.config import option as _f
 from toolrm_rl.config import wandb_offline_without_credentials
-from toolrm_rl.eval.plots import atomic_write_text
+from toolrm_rl.core.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,6 @@ def _fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
-
-
 def run_stage(out: Path, name: str, settings: dict[str, Any], fn: Callable[[], dict[str, Any]], *, force: bool,
               echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run stage ``name`` unless a marker says it finished with the same ``settings``; returns its result.
@@ -103,7 +99,8 @@ def run_stage(out: Path, name: str, settings: dict[str, Any], fn: Callable[[], d
     start = time.perf_counter()
     result = fn()
     result["seconds"] = round(time.perf_counter() - start, 1)
-    _write_json(marker, {"stage": name, "fingerprint": fp, "settings": settings, "result": result})
+    write_json(marker, {"stage": name, "fingerprint": fp, "settings": settings, "result": result}, indent=2,
+               default=str)
     return result
 
 
@@ -346,9 +343,10 @@ def stage_reward(cfg: QuickstartConfig, out: Path, model_dir: str) -> dict[str, 
     query = next((m["content"] for m in reversed(ex.conversation) if m.get("role") == "user"), "")
     md = (f"Prompt ({ex.id}): {query}\n\nGold: `{group[0][1]}`\n\n"
           + md_table(cols, [[r[c] for c in cols] for r in rows]))
-    atomic_write_text(out / "reward_group.md", md)
-    _write_json(out / "reward_group.json", {"example": ex.id, "query": query, "reward_kwargs": kwargs,
-                                             "responses": [{"text": t, **r} for (_, t), r in zip(group, rows)]})
+    atomic_write(out / "reward_group.md", md)
+    write_json(out / "reward_group.json", {"example": ex.id, "query": query, "reward_kwargs": kwargs,
+                                            "responses": [{"text": t, **r} for (_, t), r in zip(group, rows)]},
+               indent=2, default=str)
     print(md)
     return {"example": ex.id, "rows": rows, "md": str(out / "reward_group.md")}
 
@@ -428,6 +426,6 @@ def run_quickstart(cfg: QuickstartConfig, echo: Callable[[str], None] = print) -
     results["reward"] = run_stage(out, "reward", train_settings, lambda: stage_reward(cfg, out, model_dir),
                                   force=cfg.force, echo=echo)
     report = {"config": dataclasses.asdict(cfg), **results, "paper_reference": PAPER_REFERENCE}
-    _write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", _report(cfg, out, results))
+    write_json(out / "report.json", report, indent=2, default=str)
+    atomic_write(out / "report.md", _report(cfg, out, results))
     return report

@@ -39,9 +39,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import re
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -56,6 +54,7 @@ from toolrm_rl.core.calls import (
     calls_from_openai,
     calls_to_bfcl,
 )
+from toolrm_rl.core.io import atomic_write
 from toolrm_rl.core.render import RMExample
 
 __all__ = ["END_ROLES", "SCHEMAS", "LoadReport", "PairRecord", "RecordError", "detect_schema", "iter_jsonl",
@@ -662,8 +661,7 @@ def save_pairs(records: Iterable[PairRecord], path: str | Path, *, schema: str =
     whose argument objects Arrow would widen into structs with null-filled keys) each conversation is
     stored as its JSON string, which :func:`load_pairs` reads too.
 
-    The file is written atomically (a temporary file in the same folder, then ``os.replace``): a
-    failure (e.g. a value that is not JSON-serializable, reported as :class:`RecordError` naming the
+    The file is written atomically (:func:`toolrm_rl.core.io.atomic_write`): a failure (e.g. a value that is not JSON-serializable, reported as :class:`RecordError` naming the
     record) leaves any previous file untouched and no partial file behind. Returns the path.
     """
     if schema not in SCHEMAS:
@@ -672,25 +670,19 @@ def save_pairs(records: Iterable[PairRecord], path: str | Path, *, schema: str =
     kind = _suffix_kind(path)
     if kind not in ("jsonl", "json", "parquet") or path.name.lower().endswith(".gz"):
         raise ValueError(f"{path}: unsupported suffix for save_pairs; use .jsonl, .ndjson, .json or .parquet")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         if kind == "parquet":
             _write_parquet(pair_rows(records, schema), tmp)
-        else:
-            with open(tmp, "x", encoding="utf-8") as f:
-                rows = pair_rows(records, schema)
-                if kind == "jsonl":
-                    f.writelines(_row_json(row, i) + "\n" for i, row in enumerate(rows))
-                else:
-                    f.write("[\n" + ",\n".join(_row_json(row, i) for i, row in enumerate(rows)) + "\n]\n")
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+            return
+        with open(tmp, "x", encoding="utf-8") as f:
+            rows = pair_rows(records, schema)
+            if kind == "jsonl":
+                f.writelines(_row_json(row, i) + "\n" for i, row in enumerate(rows))
+            else:
+                f.write("[\n" + ",\n".join(_row_json(row, i) for i, row in enumerate(rows)) + "\n]\n")
+
+    return atomic_write(path, write)
 
 
 def _to_row(rec: PairRecord, schema: str, i: int) -> dict[str, Any]:

@@ -39,9 +39,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import random
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,6 +47,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from toolrm_rl.config import option as _f
+from toolrm_rl.core.io import atomic_write, remove_stale_tmp, write_json
 from toolrm_rl.core.match import canonical_calls, error_category
 from toolrm_rl.core.parse import FORMATS, parse
 from toolrm_rl.core.schema import check_calls
@@ -58,8 +57,8 @@ from toolrm_rl.data.records import PairRecord, save_pairs
 from toolrm_rl.data.sources import ToolExample, is_bias_holdout, load_source
 
 __all__ = ["ObfuscationSettings", "GenerationSettings", "MutationSettings", "RaySettings", "SynthConfig",
-           "SynthResult", "load_config", "load_examples", "generation_pairs", "run_shard", "remove_stale_tmp",
-           "synthesize", "summary_markdown", "UNPARSABLE", "FC_REWARDBENCH_ERROR_MIX"]
+           "SynthResult", "load_config", "load_examples", "generation_pairs", "run_shard", "synthesize",
+           "summary_markdown", "UNPARSABLE", "FC_REWARDBENCH_ERROR_MIX"]
 
 log = logging.getLogger(__name__)
 
@@ -318,50 +317,13 @@ def _record_counts(records: Sequence[PairRecord]) -> dict[str, Any]:
 
 # -- shards on disk ----------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-# Temporary files of this module's writers and of save_pairs: ".<name>.<pid>[.<hex8>].tmp[.png]".
-_TMP_NAME = re.compile(r"^\..+\.(\d+)(?:\.[0-9a-f]{8})?\.tmp(?:\.png)?$")
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process has nothing half-written yet when it starts
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but belongs to someone else
-        return True
-    return True
-
-
-def remove_stale_tmp(out: Path) -> list[Path]:
-    """Delete the temporary files a killed run left in ``out`` (their writer's process is gone);
-    returns what was removed. Files of a live writer are left alone."""
-    removed = []
-    for path in out.iterdir() if out.is_dir() else ():
-        match = _TMP_NAME.match(path.name)
-        if match and path.is_file() and not _pid_alive(int(match.group(1))):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    if removed:
-        log.warning("%s: removed %d temporary file(s) left by an interrupted run (%s)", out, len(removed),
-                    ", ".join(p.name for p in removed[:3]) + (", ..." if len(removed) > 3 else ""))
-    return removed
-
-
 def _shard_paths(out: Path, index: int) -> tuple[Path, Path]:
     return out / f"shard-{index:05d}.jsonl", out / f"shard-{index:05d}.stats.json"
 
 
 def _write_shard(out: Path, index: int, records: list[PairRecord], stats: dict) -> None:
     data, stats_path = _shard_paths(out, index)
-    _atomic_write(stats_path, json.dumps({"shard": index, **stats}, indent=1))  # stats first: data marks "done"
+    write_json(stats_path, {"shard": index, **stats})  # stats first: data marks "done"
     save_pairs(records, data, schema="toolrm_train")
 
 
@@ -389,7 +351,7 @@ def _check_manifest(out: Path, manifest: dict, force: bool) -> None:
             for p in list(out.glob("shard-*.jsonl")) + list(out.glob("shard-*.stats.json")):
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps(manifest, indent=1))
+    write_json(path, manifest)
 
 
 # -- execution ---------------------------------------------------------------------------------------
@@ -519,21 +481,20 @@ def synthesize(cfg: SynthConfig, *, force: bool = False) -> SynthResult:
     summary["seconds_this_run"] = round(time.perf_counter() - start, 2)
     pairs_file = _merge(out, len(shards), cfg.merged_file) if cfg.merged_file else None
     md = summary_markdown(summary)
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=1))
-    _atomic_write(out / "summary.md", md)
+    write_json(out / "summary.json", summary)
+    atomic_write(out / "summary.md", md)
     _plot(summary, out / "summary.png")
     return SynthResult(out, pairs_file, summary, time.perf_counter() - start)
 
 
 def _merge(out: Path, n_shards: int, name: str) -> Path:
-    path = out / name
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for i in range(n_shards):
-            with open(_shard_paths(out, i)[0], encoding="utf-8") as shard:
-                f.writelines(shard)
-    os.replace(tmp, path)
-    return path
+    def concatenate(tmp: Path) -> None:
+        with open(tmp, "x", encoding="utf-8") as f:
+            for i in range(n_shards):
+                with open(_shard_paths(out, i)[0], encoding="utf-8") as shard:
+                    f.writelines(shard)
+
+    return atomic_write(out / name, concatenate)
 
 
 # -- summary -----------------------------------------------------------------------------------------
@@ -616,7 +577,7 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
         ax.tick_params(axis="y", labelsize=7)
     fig.suptitle(f"{summary.get('n_pairs', 0)} pairs, schema-valid share {summary.get('schema_valid_share', 0):.0%}")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterable, Sequence
 from toolrm_rl.config import option as _f
 from toolrm_rl.core.bfcl_types import language_of_category
 from toolrm_rl.core.calls import ToolCatalog
+from toolrm_rl.core.io import atomic_write, write_json, write_jsonl
 from toolrm_rl.core.match import GroundTruth, canonical_calls, normalize_answer
 from toolrm_rl.core.parse import parse, strip_thinking
 from toolrm_rl.core.render import RMExample
@@ -225,9 +226,7 @@ def candidates_meta(candidates_path: str | Path) -> dict[str, Any] | None:
 
 
 def _write_candidates(path: Path, done: dict[str, dict[str, Any]]) -> None:
-    from toolrm_rl.eval.plots import atomic_write_text
-
-    atomic_write_text(path, "".join(json.dumps({"id": qid, **row}, ensure_ascii=False) + "\n" for qid, row in done.items()))
+    write_jsonl(path, ({"id": qid, **row} for qid, row in done.items()))
 
 
 def sample_candidates(generator: Any, questions: Sequence[Question], *, n: int, temperature: float = 0.7,
@@ -248,7 +247,6 @@ def sample_candidates(generator: Any, questions: Sequence[Question], *, n: int, 
     from tqdm import tqdm
 
     from toolrm_rl.data.generate import GenerationRequest
-    from toolrm_rl.eval.plots import atomic_write_text
 
     done = load_candidates(save_to) if save_to and Path(save_to).exists() else {}
     if save_to and meta is not None:
@@ -259,7 +257,7 @@ def sample_candidates(generator: Any, questions: Sequence[Question], *, n: int, 
                 what = ", ".join(f"{k}: {old.get(k)!r} -> {meta.get(k)!r}" for k in changed)
                 raise ValueError(f"{save_to} was sampled with other settings ({what}): use another `out`, "
                                  "or delete it to sample again")
-        atomic_write_text(_meta_path(save_to), json.dumps({**meta, "n": max(n, (old or {}).get("n", 0))}, indent=1))
+        write_json(_meta_path(save_to), {**meta, "n": max(n, (old or {}).get("n", 0))})
     todo = [q for q in questions if q.id not in done or len(done[q.id]["candidates"]) < n]
     if progress and todo:
         progress(f"sampling {len(todo)} questions x {n} (+ greedy: {greedy_sample}); "
@@ -511,7 +509,7 @@ def run_best_of_n(cfg: BestOfNConfig, *, generator: Any = None, scorer: Scorer |
     """The whole recipe: questions, candidates (file, or sampled and cached in ``out/candidates.jsonl``),
     evaluation, then ``report.json``, ``report.md`` and ``best_of_n.png`` in ``cfg.out``. ``scorer``
     replaces the configured one(s) (one scorer, or ``{label: scorer}``)."""
-    from toolrm_rl.eval.plots import atomic_write_text, line_chart
+    from toolrm_rl.eval.plots import line_chart
 
     def warn(message: str) -> None:
         log.warning(message)
@@ -591,8 +589,8 @@ def run_best_of_n(cfg: BestOfNConfig, *, generator: Any = None, scorer: Scorer |
                            "samples": len(timed) * outputs_per_question,
                            "seconds_per_output": sum(timed) / (len(timed) * outputs_per_question)}
     result.sampling.update({k: v for k, v in (meta or {}).items() if k in ("generator", "prompt", "temperature", "n")})
-    atomic_write_text(out / "report.json", json.dumps(result.to_dict(), indent=1))
-    atomic_write_text(out / "report.md", markdown(result))
+    write_json(out / "report.json", result.to_dict())
+    atomic_write(out / "report.md", markdown(result))
     line_chart(result.ns, result.accuracy, out / "best_of_n.png", title=f"Best-of-N ({result.n_questions} questions, "
                f"reward: {result.scorer})", xlabel="N (candidates per question)", logx=True, ylim=(0.0, 1.0))
     return result

@@ -30,7 +30,6 @@ higher: ties count as losses, as in FC-RewardBench.
 from __future__ import annotations
 
 import collections
-import json
 import math
 import random
 import zlib
@@ -40,6 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from toolrm_rl.config import option as _f
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.io import atomic_write, write_json
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.compose import parallel_examples, without_called_tools
 from toolrm_rl.data.mutate import mutate
@@ -252,7 +252,6 @@ def run_biases(cfg: BiasConfig, *, scorer: Scorer | None = None,
     Returns the report (``biases``: name -> {accuracy, n, ties}, ``by_source``, ``dropped``, ``n_examples``)."""
     from toolrm_rl.data.records import save_pairs
     from toolrm_rl.eval.best_of_n import make_scorer
-    from toolrm_rl.eval.plots import atomic_write_text
 
     scorer = scorer or make_scorer(cfg.scorer, cfg.model, **dict(cfg.scorer_options))  # a bad setting fails first
     examples = holdout_examples(cfg.sources)
@@ -265,6 +264,6 @@ def run_biases(cfg: BiasConfig, *, scorer: Scorer | None = None,
               "dropped": built.dropped, "n_examples": built.n_examples}
     out = Path(cfg.out)
     save_pairs([p for b in BIASES for p in pairs[b]], out / "pairs.jsonl", schema="fc_rewardbench")
-    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
-    atomic_write_text(out / "report.md", markdown(report))
+    write_json(out / "report.json", report)
+    atomic_write(out / "report.md", markdown(report))
     return report

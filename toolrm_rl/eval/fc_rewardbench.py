@@ -19,7 +19,6 @@ top level plus ``scorers: {name: report}`` for every scorer, so one-scorer consu
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -30,10 +29,11 @@ from typing import Any, Sequence
 
 from toolrm_rl.config import option as _f
 from toolrm_rl.config import wandb_offline_without_credentials
+from toolrm_rl.core.io import atomic_write, write_json
 from toolrm_rl.core.match import ERROR_CATEGORIES, error_category
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.records import PairRecord
-from toolrm_rl.eval.plots import atomic_write_text, bar_chart, md_table
+from toolrm_rl.eval.plots import bar_chart, md_table
 from toolrm_rl.hf_rm import HFRMConfig
 from toolrm_rl.judge import JudgeConfig
 from toolrm_rl.scoring import Scorer, score_pairs
@@ -217,8 +217,8 @@ def write_reports(reports: Sequence[PairwiseReport], out: str | Path, *, data: s
     out = Path(out)
     cats = _breakdown_keys(reports, "by_category")
     paths = {
-        "md": atomic_write_text(out / "report.md", report_markdown(reports, data=data)),
-        "json": atomic_write_text(out / "report.json", json.dumps(result_json(reports, **(extra or {})), indent=2) + "\n"),
+        "md": atomic_write(out / "report.md", report_markdown(reports, data=data)),
+        "json": write_json(out / "report.json", result_json(reports, **(extra or {})), indent=2),
         "png": bar_chart(cats, {r.scorer: [r.by_category.get(c, {}).get("accuracy", float("nan")) for c in cats]
                                 for r in reports}, out / "by_category.png",
                          counts=[max(r.by_category.get(c, {}).get("n", 0) for r in reports) for c in cats],

@@ -37,6 +37,7 @@ from toolrm_rl.core.calls import (
     calls_from_bfcl,
     load_json_field,
 )
+from toolrm_rl.core.io import atomic_write, write_json, write_jsonl
 from toolrm_rl.core.parse import parse_openai_message, strip_thinking
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.data.sources import xlam_tool_to_spec
@@ -179,8 +180,7 @@ def _score_resumable(scorer: Scorer, examples: list[RMExample], partial: Path, k
         else:
             partial.unlink()
     if not partial.exists():
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(key) + "\n", encoding="utf-8")
+        atomic_write(partial, json.dumps(key) + "\n")  # whole: a cut first line would stop every resume
     todo = [i for i in range(len(examples)) if i not in scores]
     with partial.open("a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="scoring", disable=not todo) as bar:
         for start in range(0, len(todo), chunk_size):
@@ -198,7 +198,7 @@ def filter_dataset(data: str | Path, out: str | Path, scorer: Scorer, *, keep_to
                    chunk_size: int = 512) -> FilterResult:
     """Score every row of ``data``, keep the best (``keep_top`` or ``threshold``), write ``out`` in the
     input's format and ``scores.jsonl``, ``score_hist.png``, ``report.json`` in ``report_dir``."""
-    from toolrm_rl.eval.plots import atomic_write_text, histogram
+    from toolrm_rl.eval.plots import histogram
 
     if (keep_top is None) == (threshold is None):
         raise ValueError("give exactly one of keep_top and threshold")
@@ -213,17 +213,16 @@ def filter_dataset(data: str | Path, out: str | Path, scorer: Scorer, *, keep_to
     keep, cut = select_rows(scores, keep_top=keep_top, threshold=threshold)
     kept_rows = [row for row, k in zip(rows, keep) if k]
     if kind == "jsonl":
-        atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept_rows))
+        write_jsonl(out, kept_rows)
     else:
-        atomic_write_text(out, json.dumps(kept_rows, ensure_ascii=False, indent=1) + "\n")
-    atomic_write_text(report / "scores.jsonl", "".join(
-        json.dumps({"index": i, "id": row.get("id", row.get("uuid", i)), "score": s, "kept": k}, ensure_ascii=False) + "\n"
-        for i, (row, s, k) in enumerate(zip(rows, scores, keep))))
+        write_json(out, kept_rows, ensure_ascii=False)
+    write_jsonl(report / "scores.jsonl", ({"index": i, "id": row.get("id", row.get("uuid", i)), "score": s, "kept": k}
+                                          for i, (row, s, k) in enumerate(zip(rows, scores, keep))))
     result = FilterResult(n=len(rows), kept=sum(keep), cut=cut, scores=scores, keep=keep, out=str(out), report_dir=str(report))
     label = f"keep top {keep_top:g}" if keep_top is not None else f"threshold {threshold:g}"
     histogram(scores, report / "score_hist.png", title=f"{data.name}: {getattr(scorer, 'name', '?')} scores "
               f"({result.kept}/{result.n} kept)", threshold=cut, threshold_label=f"cut ({label})")
-    atomic_write_text(report / "report.json", json.dumps({**result.to_dict(), "data": str(data), "keep_top": keep_top,
-                                                          "threshold": threshold}, indent=1))
+    write_json(report / "report.json", {**result.to_dict(), "data": str(data), "keep_top": keep_top,
+                                        "threshold": threshold})
     (report / "scores.partial.jsonl").unlink(missing_ok=True)
     return result

@@ -22,7 +22,6 @@ same inputs, and level 0 is the identity. Accuracy counts ties as losses, as in 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import re
@@ -32,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 from toolrm_rl.config import option as _f
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.io import atomic_write, write_json
 from toolrm_rl.data.obfuscate import random_identifier
 from toolrm_rl.data.records import PairRecord
 from toolrm_rl.scoring import Scorer, score_pairs
@@ -288,7 +288,7 @@ def run_noise(cfg: NoiseConfig, *, scorers: Sequence[Scorer] | None = None,
     ``noise_<scorer>.png`` per scorer in ``cfg.out``."""
     from toolrm_rl.data.records import load_pairs
     from toolrm_rl.eval.best_of_n import make_scorer
-    from toolrm_rl.eval.plots import atomic_write_text, line_chart
+    from toolrm_rl.eval.plots import line_chart
 
     if not cfg.data:
         raise ValueError("data: a pair file is required")
@@ -310,8 +310,8 @@ def run_noise(cfg: NoiseConfig, *, scorers: Sequence[Scorer] | None = None,
     results = [evaluate_noise(s, pairs, perturbations=cfg.perturbations, levels=cfg.levels, seed=cfg.seed,
                               progress=progress) for s in scorers]
     out = Path(cfg.out)
-    atomic_write_text(out / "report.json", json.dumps([r.to_dict() for r in results], indent=1))
-    atomic_write_text(out / "report.md", markdown(results))
+    write_json(out / "report.json", [r.to_dict() for r in results])
+    atomic_write(out / "report.md", markdown(results))
     for r in results:
         line_chart(r.levels, r.accuracy, out / f"noise_{r.scorer}.png", title=f"{r.scorer}: accuracy under input noise "
                    f"({r.n} pairs)", xlabel="noise level", reference=0.5, ylim=(0.0, 1.0))

@@ -1,8 +1,8 @@
-"""Shared report helpers for evaluation recipes: PNG charts (matplotlib, Agg), markdown tables, atomic writes.
+"""Shared report helpers for evaluation recipes: PNG charts (matplotlib, Agg) and markdown tables.
 
 Charts are drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas (never pyplot), so
-they work headless, in threads and under pytest without touching global matplotlib state. Every
-writer goes through a temporary file and ``os.replace``: a reader never sees half a file.
+they work headless, in threads and under pytest without touching global matplotlib state. They are
+written with :func:`toolrm_rl.core.io.atomic_write`: a reader never sees half a file.
 
 >>> md_table(["scorer", "accuracy"], [["rules", 0.5], ["rm", 0.75]])
 '| scorer | accuracy |\\n|---|---:|\\n| rules | 0.500 |\\n| rm | 0.750 |\\n'
@@ -11,34 +11,13 @@ writer goes through a temporary file and ``os.replace``: a reader never sees hal
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "md_table", "bar_chart", "line_chart", "histogram"]
+from toolrm_rl.core.io import atomic_write
 
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+__all__ = ["md_table", "bar_chart", "line_chart", "histogram"]
 
 
 def _cell(value: Any, digits: int) -> str:
@@ -67,7 +46,7 @@ def _save(fig: Any, path: str | Path) -> Path:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write(path, buf.getvalue())
 
 
 def bar_chart(groups: Sequence[str], series: Mapping[str, Sequence[float]], path: str | Path, *,

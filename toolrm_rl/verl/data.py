@@ -24,9 +24,7 @@ needs one schema for all rows). BFCL single-turn questions are refused (they are
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from toolrm_rl.core.calls import (
     calls_from_openai,
     calls_to_bfcl,
 )
+from toolrm_rl.core.io import atomic_write
 from toolrm_rl.core.parse import serialize
 
 __all__ = [
@@ -282,28 +281,11 @@ class VerlDataReport:
     sources: dict[str, int]
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it; set back at once
-    os.umask(mask)
-    return mask
-
-
-def _write_parquet_atomic(rows: list[dict[str, Any]], path: Path) -> None:
+def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # mkstemp makes the file 0600; the data is for other processes (verl workers, other users): use the
-        # mode a plain open() would give (0666 less the umask).
-        os.chmod(tmp, 0o666 & ~_umask())
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: pq.write_table(pa.Table.from_pylist(rows), tmp))
 
 
 def write_verl_data(examples: Sequence[Any], out_dir: str | Path, *, val_fraction: float = 0.05, seed: int = 0,
@@ -332,6 +314,6 @@ def write_verl_data(examples: Sequence[Any], out_dir: str | Path, *, val_fractio
     for split, items in splits.items():
         rows = [example_to_row(ex, i, split, tools_in=tools_in, fmt=fmt, style=style, agent_name=agent_name)
                 for i, ex in enumerate(items)]
-        _write_parquet_atomic(rows, out_dir / f"{split}.parquet")
+        _write_parquet(rows, out_dir / f"{split}.parquet")
     return VerlDataReport(str(out_dir / "train.parquet"), str(out_dir / "val.parquet"), len(splits["train"]),
                           len(splits["val"]), sum(1 for ex in examples if not ex.gold), counts)
