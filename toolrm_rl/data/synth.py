@@ -39,7 +39,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from toolrm_rl.core.io import atomic_write, remove_stale_tmp, write_json
 from toolrm_rl.core.match import canonical_calls, error_category
 from toolrm_rl.core.parse import FORMATS, parse
 from toolrm_rl.core.schema import check_calls
+from toolrm_rl.core.subset import seeded_subset
 from toolrm_rl.data.generate import GenerationRequest, Generator, get_generator
 from toolrm_rl.data.pairs import NegativeJudge
 from toolrm_rl.data.records import PairRecord, save_pairs
@@ -168,9 +168,7 @@ def load_examples(cfg: SynthConfig) -> list[ToolExample]:
         examples += load_source(name, **kwargs)
     if cfg.exclude_bias_holdout:
         examples = [ex for ex in examples if not is_bias_holdout(ex.id)]
-    if cfg.max_examples is not None and cfg.max_examples < len(examples):
-        keep = sorted(random.Random(cfg.seed).sample(range(len(examples)), cfg.max_examples))
-        examples = [examples[i] for i in keep]
+    examples = seeded_subset(examples, cfg.max_examples, cfg.seed)
     if cfg.compose.enabled:
         from toolrm_rl.data.compose import abstention_examples, composable, merged_parallel_examples, parallel_examples
 

@@ -48,6 +48,7 @@ from toolrm_rl.core.match import GroundTruth, canonical_calls, normalize_answer
 from toolrm_rl.core.parse import parse, strip_thinking
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.core.schema import check_calls
+from toolrm_rl.core.subset import seeded_subset
 from toolrm_rl.data.records import iter_jsonl, iter_rows
 from toolrm_rl.scoring import RMScorer, Scorer, get_scorer
 
@@ -146,13 +147,6 @@ class Question:
         return language_of_category(self.category)
 
 
-def _sample(items: list, limit: int | None, seed: int | str) -> list:
-    if limit is None or limit >= len(items):
-        return items
-    keep = set(random.Random(seed).sample(range(len(items)), limit))
-    return [x for i, x in enumerate(items) if i in keep]
-
-
 def _sample_per_category(items: list, per_category: int | None, seed: int) -> list:
     """A seeded sample of ``per_category`` questions of each category, in the input order (None: all)."""
     if per_category is None:
@@ -160,8 +154,8 @@ def _sample_per_category(items: list, per_category: int | None, seed: int) -> li
     keep = set()
     for category in dict.fromkeys(q.category for q in items):
         # seeded per category: the same seed alone would pick the same positions in equal-sized categories
-        keep.update(q.id for q in _sample([q for q in items if q.category == category], per_category,
-                                          f"{seed}:{category}"))
+        keep.update(q.id for q in seeded_subset([q for q in items if q.category == category], per_category,
+                                                f"{seed}:{category}"))
     return [q for q in items if q.id in keep]
 
 
@@ -175,7 +169,7 @@ def questions_from_bfcl(categories: Iterable[str], *, limit: int | None = None, 
     questions = [Question(r.id, r.category, r.conversation, r.catalog, r.answer) for r in records]
     if per_category is not None:
         return _sample_per_category(questions, per_category, seed)
-    return _sample(questions, limit, seed)
+    return seeded_subset(questions, limit, seed)
 
 
 def questions_from_file(path: str | Path, *, limit: int | None = None, seed: int = 0) -> list[Question]:
@@ -198,7 +192,7 @@ def questions_from_file(path: str | Path, *, limit: int | None = None, seed: int
             raise ValueError(f"{where}: needs a conversation/question and a non-empty possible_answer/ground_truth")
         out.append(Question(str(row.get("id", f"{Path(label).name}#{index}")), str(row.get("category", "parallel")),
                             conversation, catalog, answer))
-    return _sample(out, limit, seed)
+    return seeded_subset(out, limit, seed)
 
 
 def load_candidates(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -547,7 +541,7 @@ def run_best_of_n(cfg: BestOfNConfig, *, generator: Any = None, scorer: Scorer |
             warn(f"{len(unknown)} candidate rows of {cfg.candidates} match no question of {cfg.data} "
                  f"(first: {unknown[0]!r}): ignored")
         questions = (_sample_per_category(with_candidates, cfg.per_category, cfg.seed) if cfg.per_category is not None
-                     else _sample(with_candidates, cfg.limit, cfg.seed))
+                     else seeded_subset(with_candidates, cfg.limit, cfg.seed))
         progress(f"{len(questions)} questions with candidates"
                  + (f" (a seeded sample, limit={cfg.limit}, per_category={cfg.per_category})"
                     if len(questions) < len(with_candidates) else ""))

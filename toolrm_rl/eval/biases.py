@@ -41,6 +41,7 @@ from toolrm_rl.config import option as _f
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.io import atomic_write, write_json
 from toolrm_rl.core.schema import check_calls
+from toolrm_rl.core.subset import seeded_subset
 from toolrm_rl.data.compose import parallel_examples, without_called_tools
 from toolrm_rl.data.mutate import mutate
 from toolrm_rl.data.pairs import NegativeJudge
@@ -194,13 +195,6 @@ def _abstain_pairs(ex: ToolExample, seed: int, keep: Callable, dropped: dict[str
     keep("abstain_removed_tool", abstain, judge, [], list(ex.gold), tools=remaining)
 
 
-def _sample(pairs: list[PairRecord], limit: int | None, seed: int, bias: str) -> list[PairRecord]:
-    if limit is None or limit >= len(pairs):
-        return pairs
-    keep = set(random.Random(f"{seed}:{bias}").sample(range(len(pairs)), limit))
-    return [p for i, p in enumerate(pairs) if i in keep]
-
-
 def _accuracy(wins: int, n: int) -> float | None:
     return wins / n if n else None
 
@@ -256,7 +250,7 @@ def run_biases(cfg: BiasConfig, *, scorer: Scorer | None = None,
     scorer = scorer or make_scorer(cfg.scorer, cfg.model, **dict(cfg.scorer_options))  # a bad setting fails first
     examples = holdout_examples(cfg.sources)
     built = build_bias_pairs(examples, seed=cfg.seed, compose_parallel=cfg.compose_parallel)
-    pairs = {b: _sample(built.pairs[b], cfg.limit, cfg.seed, b) for b in BIASES}
+    pairs = {b: seeded_subset(built.pairs[b], cfg.limit, f"{cfg.seed}:{b}") for b in BIASES}  # a draw per bias
     if progress:
         progress(f"{len(examples)} hold-out examples; pairs: " + ", ".join(f"{b} {len(p)}" for b, p in pairs.items()))
     report = {"scorer": getattr(scorer, "name", cfg.scorer), "model": cfg.model, "seed": cfg.seed,

@@ -32,6 +32,7 @@ from toolrm_rl.config import wandb_offline_without_credentials
 from toolrm_rl.core.io import atomic_write, write_json
 from toolrm_rl.core.match import ERROR_CATEGORIES, error_category
 from toolrm_rl.core.schema import check_calls
+from toolrm_rl.core.subset import seeded_subset
 from toolrm_rl.data.records import PairRecord
 from toolrm_rl.eval.plots import bar_chart, md_table
 from toolrm_rl.hf_rm import HFRMConfig
@@ -261,7 +262,7 @@ class FCRewardBenchConfig:
 
     data: str = _f("ibm-research/fc-reward-bench", "FC-RewardBench-format pairs: a local file/dir or a hub id.")
     split: str | None = _f(None, "Dataset split (hub ids, DatasetDict dirs); None: the only/first split.")
-    limit: int | None = _f(None, "Evaluate only the first N pairs (quick checks).")
+    limit: int | None = _f(None, "Evaluate a seeded sample of this many pairs, in file order (None: all).")
     skip_bad_rows: bool = _f(False, "Count and skip malformed rows instead of failing.")
     scorers: list = _f(["rules"], "Scorer backends to compare: rules, rm, hybrid, judge, hf-rm (see toolrm_rl.scoring).")
     model: str | None = _f(None, "ToolRM checkpoint for the rm and hybrid scorers.")
@@ -274,7 +275,7 @@ class FCRewardBenchConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "LLM-as-judge options (used by scorer judge)."})
     hf_rm: HFRMConfig = field(default_factory=HFRMConfig, metadata={"help": "General-purpose HF reward model options (scorer hf-rm)."})
     bootstrap_samples: int = _f(1000, "Bootstrap resamples for the 95% interval.")
-    seed: int = _f(0, "Bootstrap seed.")
+    seed: int = _f(0, "Seed of the bootstrap and of the limit's sample.")
     out: str | None = _f(None, "Directory for report.md, report.json and by_category.png (None: print only).")
     wandb: bool = _f(False, "Also log a wandb table (offline mode automatically without credentials).")
     wandb_project: str = _f("toolrm-rl", "wandb project.")
@@ -321,8 +322,7 @@ def run(cfg: FCRewardBenchConfig, *, echo: Any = print) -> dict[str, Any]:
     if not cfg.scorers:
         raise ValueError("scorers: give at least one scorer")
     pairs, load_report = load_pairs(cfg.data, split=cfg.split, skip_bad_rows=cfg.skip_bad_rows)
-    if cfg.limit is not None:
-        pairs = pairs[:cfg.limit]
+    pairs = seeded_subset(pairs, cfg.limit, cfg.seed)
     if not pairs:
         raise ValueError(f"{cfg.data}: no pairs to evaluate")
     if cfg.torch_threads is not None:

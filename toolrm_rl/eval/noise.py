@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 from toolrm_rl.config import option as _f
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.io import atomic_write, write_json
+from toolrm_rl.core.subset import seeded_subset
 from toolrm_rl.data.obfuscate import random_identifier
 from toolrm_rl.data.records import PairRecord
 from toolrm_rl.scoring import Scorer, score_pairs
@@ -293,9 +294,7 @@ def run_noise(cfg: NoiseConfig, *, scorers: Sequence[Scorer] | None = None,
     if not cfg.data:
         raise ValueError("data: a pair file is required")
     pairs, _ = load_pairs(cfg.data)
-    if cfg.limit is not None and cfg.limit < len(pairs):
-        keep = set(random.Random(cfg.seed).sample(range(len(pairs)), cfg.limit))
-        pairs = [p for i, p in enumerate(pairs) if i in keep]
+    pairs = seeded_subset(pairs, cfg.limit, cfg.seed)
     if scorers is None:
         rm = None
         scorers = []
