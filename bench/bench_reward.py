@@ -147,8 +147,9 @@ def decoder_checkpoint(spec: str, directory: Path) -> Path:
     import torch
 
     from toolrm_rl.core.render import RenderSpec
+    from toolrm_rl.core.toolrm_json import write_toolrm_json
     from toolrm_rl.data.backbones import build_tiny_qwen3, resolve_backbone
-    from toolrm_rl.model import ToolRM, write_toolrm_json
+    from toolrm_rl.model import ToolRM
 
     if spec == "smollm2":  # every load of the causal LM draws a new head: save one, so all modes score alike
         torch.manual_seed(0)

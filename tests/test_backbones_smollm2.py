@@ -19,7 +19,8 @@ import torch
 from toolrm_rl.core.calls import ToolCall
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.data import backbones
-from toolrm_rl.model.toolrm import ToolRM, read_toolrm_json
+from toolrm_rl.core.toolrm_json import read_toolrm_json
+from toolrm_rl.model.toolrm import ToolRM
 
 TOL = 1e-4  # float32, CPU
 

@@ -18,14 +18,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 
 from toolrm_rl.core.calls import ToolCall
 from toolrm_rl.core.render import RenderSpec, RMExample
-from toolrm_rl.model import (
-    ToolRM,
-    backbone_of,
-    length_batches,
-    lora_head_modules,
-    read_toolrm_json,
-    write_toolrm_json,
-)
+from toolrm_rl.core.toolrm_json import read_toolrm_json, write_toolrm_json
+from toolrm_rl.model import ToolRM, backbone_of, length_batches, lora_head_modules
 
 TOL = 1e-4  # float32, CPU
 

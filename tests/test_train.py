@@ -12,8 +12,9 @@ from transformers import AutoModelForSequenceClassification
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.render import RenderSpec
+from toolrm_rl.core.toolrm_json import read_toolrm_json
 from toolrm_rl.data.records import PairRecord, save_pairs
-from toolrm_rl.model import ToolRM, read_toolrm_json
+from toolrm_rl.model import ToolRM
 from toolrm_rl.data.backbones import minilm_dir, qwen3_tokenizer_dir
 from toolrm_rl.model.train import (build_pairs, checkpoint_problem, last_complete_checkpoint, load_config,
                                    query_key, tokenize_pairs, train)

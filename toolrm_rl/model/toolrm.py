@@ -12,7 +12,7 @@ Backbone rule (:func:`backbone_of`): an encoder-decoder config is refused; a con
 everything else is a decoder.
 
 Every consumer renders inputs the same way because a checkpoint carries ``toolrm.json``
-(:func:`write_toolrm_json` / :func:`read_toolrm_json`) with the :class:`RenderSpec` it was trained
+(:mod:`toolrm_rl.core.toolrm_json`, torch-free) with the :class:`RenderSpec` it was trained
 with. Scoring renders with :func:`~toolrm_rl.core.render.render_example`, tokenizes, and runs
 length-sorted batches under a token budget; results come back in input order and do not depend on
 which other inputs share a batch.
@@ -33,18 +33,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from toolrm_rl import __version__
 from toolrm_rl.core.render import RenderedInput, RenderSpec, RMExample, render_example
+from toolrm_rl.core.toolrm_json import TOOLRM_JSON, read_toolrm_json, write_toolrm_json
 
-__all__ = ["ENCODER_MODEL_TYPES", "MIN_SHARED_TOKENS", "TOOLRM_JSON", "ToolRM", "backbone_of", "default_render_spec",
-           "length_batches", "lora_head_modules", "portable_base_model", "read_toolrm_json", "save_adapter",
-           "write_toolrm_json", "QUANTIZE_MODES", "quantize_int8"]
+__all__ = ["ENCODER_MODEL_TYPES", "MIN_SHARED_TOKENS", "ToolRM", "backbone_of", "default_render_spec",
+           "length_batches", "lora_head_modules", "portable_base_model", "save_adapter", "QUANTIZE_MODES", "quantize_int8"]
 
 log = logging.getLogger(__name__)
 
-TOOLRM_JSON = "toolrm.json"
-FORMAT_VERSION = 1
-BACKBONES = ("encoder", "decoder")
 ENCODER_MODEL_TYPES = frozenset({
     "bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "distilbert", "albert", "electra", "deberta",
     "deberta-v2", "mpnet", "camembert", "modernbert", "megatron-bert", "roformer", "ernie", "mobilebert",
@@ -164,36 +160,6 @@ def _resolve_base(reference: str) -> Path:
 
         return Path(resolve_backbone(reference))
     return Path(reference)
-
-
-def write_toolrm_json(directory: str | Path, render_spec: RenderSpec | dict[str, Any], backbone: str) -> Path:
-    """Write ``toolrm.json`` (format version, backbone, render spec, package version) into ``directory``."""
-    if backbone not in BACKBONES:
-        raise ValueError(f"backbone: expected one of {BACKBONES}, got {backbone!r}")
-    spec = render_spec if isinstance(render_spec, RenderSpec) else RenderSpec.from_dict(render_spec)
-    path = Path(directory) / TOOLRM_JSON
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"format_version": FORMAT_VERSION, "backbone": backbone, "render": spec.to_dict(),
-            "toolrm_rl_version": __version__}
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def read_toolrm_json(directory: str | Path) -> dict[str, Any] | None:
-    """The validated ``toolrm.json`` of ``directory`` as a dict (``render`` stays a dict: rebuild it
-    with ``RenderSpec.from_dict``), or None when there is none. Raises ``ValueError`` on a newer
-    format version or a bad backbone/render entry."""
-    path = Path(directory) / TOOLRM_JSON
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    version = data.get("format_version") if isinstance(data, dict) else None
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported format_version {version!r} (this version reads <= {FORMAT_VERSION})")
-    if data.get("backbone") not in BACKBONES:
-        raise ValueError(f"{path}: backbone must be one of {BACKBONES}, got {data.get('backbone')!r}")
-    RenderSpec.from_dict(data.get("render", {}))  # raises on a malformed spec, naming the field
-    return data
 
 
 def truncate_ids(ids: list[int], cap: int, mode: str) -> tuple[list[int], bool]:

@@ -485,8 +485,9 @@ def train(cfg: RMTrainConfig) -> TrainResult:
 
     from toolrm_rl.model.group import GroupCollator, GroupRewardTrainer
 
+    from toolrm_rl.core.toolrm_json import write_toolrm_json
     from toolrm_rl.data.backbones import resolve_backbone
-    from toolrm_rl.model.toolrm import ToolRM, lora_head_modules, save_adapter, write_toolrm_json
+    from toolrm_rl.model.toolrm import ToolRM, lora_head_modules, save_adapter
 
     t = cfg.train
     out = Path(t.output_dir)
