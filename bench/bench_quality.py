@@ -41,15 +41,15 @@ def evaluate(model: Path, dev: str) -> dict[str, float]:
     """rm / hybrid accuracy (ties as losses) on the dev file, schema-valid subset, categories, count direction."""
     from toolrm_rl.core.match import error_category
     from toolrm_rl.data.records import load_pairs
-    from toolrm_rl.scoring import get_scorer, score_pairs
+    from toolrm_rl.scoring import build_scorers, score_pairs
 
     pairs, _ = load_pairs(dev)
     examples = [(p.chosen_example(), p.rejected_example()) for p in pairs]
-    rm_scorer = get_scorer("rm", path=str(model))  # caches scores: hybrid reuses them
-    rm = score_pairs(rm_scorer, examples)
-    rules = score_pairs(get_scorer("rules"), examples)
+    scorers = build_scorers(["rules", "rm", "hybrid"], str(model))  # one model: hybrid reuses the rm's cached scores
+    rm = score_pairs(scorers["rm"], examples)
+    rules = score_pairs(scorers["rules"], examples)
     win_rm = [c > r for c, r in rm]
-    win_hybrid = [c > r for c, r in score_pairs(get_scorer("hybrid", rm=rm_scorer), examples)]  # the schema gate
+    win_hybrid = [c > r for c, r in score_pairs(scorers["hybrid"], examples)]  # the schema gate
     both_valid = [a == 0 and b == 0 for a, b in rules]
 
     def acc(wins: list[bool], keep: list[bool]) -> float:

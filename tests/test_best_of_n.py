@@ -193,12 +193,3 @@ def test_readme_positional_recipe_form_with_a_smaller_candidates_file(tmp_path):
     assert "WARNING: n=32 but 2 of 2 questions have fewer candidates" in result.output  # the recipe's n: 32
     out = json.loads(result.output.strip().splitlines()[-1])
     assert out["ns"] == [1, 2, 4] and out["n_questions"] == 2
-
-
-def test_make_scorer_gives_the_checkpoint_only_to_reward_model_scorers():
-    from toolrm_rl.eval.best_of_n import make_scorer
-    from toolrm_rl.scoring import RulesScorer
-
-    assert isinstance(make_scorer("rules", "some/checkpoint"), RulesScorer)  # a recipe's model does not break rules
-    with pytest.raises(ValueError, match="needs a model checkpoint"):
-        make_scorer("rm")

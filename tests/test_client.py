@@ -17,7 +17,7 @@ from loopback import LoopbackServer
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.render import RenderSpec, RMExample, render_example
 from toolrm_rl.scoring import ScorerUnavailable, get_scorer
-from toolrm_rl.serve.client import CircuitBreaker, RemoteScorer
+from toolrm_rl.scoring.remote import CircuitBreaker, RemoteScorer
 
 TOOLS = [{"name": "f", "description": "Adds.", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}},
                                                                "required": ["x"]}}]

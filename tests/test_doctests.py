@@ -14,7 +14,7 @@ MODULES = sorted(".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts)
 
 
 def test_modules_with_examples_are_found():
-    assert {"toolrm_rl.config", "toolrm_rl.core.match", "toolrm_rl.scoring"} <= set(MODULES)
+    assert {"toolrm_rl.config", "toolrm_rl.core.match", "toolrm_rl.scoring.rules"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

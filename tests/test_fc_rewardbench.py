@@ -222,7 +222,7 @@ def test_cli_recipe_with_overrides_and_print_config(tmp_path):
     data = _write_rows(tmp_path / "pairs.jsonl")
     runner = CliRunner()
     result = runner.invoke(app, ["eval", "fc-rewardbench", "--config", str(recipe), "--print-config", "limit=3",
-                                 "judge.concurrency=2"])
+                                 "scorer_options.judge.concurrency=2"])
     assert result.exit_code == 0, result.output
     assert "limit: 3" in result.output and "concurrency: 2" in result.output and "- hybrid" in result.output
     result = runner.invoke(app, ["eval", "fc-rewardbench", "--config", str(recipe), "--data", str(data),

@@ -9,13 +9,13 @@ import socket
 import pytest
 from loopback import LoopbackServer
 
-from toolrm_rl import judge as judge_module
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.data.records import PairRecord
 from toolrm_rl.eval.fc_rewardbench import evaluate_pairs
-from toolrm_rl.judge import JudgeConfig, JudgeScorer, format_candidate, judge_context, pairwise_messages
 from toolrm_rl.scoring import ScorerUnavailable, get_scorer
+from toolrm_rl.scoring import judge as judge_module
+from toolrm_rl.scoring.judge import JudgeConfig, JudgeScorer, format_candidate, judge_context, pairwise_messages
 
 ROUTE = ("POST", "/v1/chat/completions")
 TOOLS = [{"name": "get_weather", "description": "Current weather for a city.",
@@ -194,12 +194,13 @@ def test_eval_command_with_the_judge_from_overrides(tmp_path):
     data.write_text("\n".join(json.dumps(_pair(i, RIGHT, bad).to_fc_rewardbench()) for i, bad in enumerate([WRONG, NONE])))
     with LoopbackServer({ROUTE: lambda b, h: reply("Verdict: A" if '"Paris"' in answers(b)[0] else "Verdict: B")}) as srv:
         result = CliRunner().invoke(app, ["eval", "fc-rewardbench", "--data", str(data), "--scorer", "rules", "--scorer",
-                                          "judge", "--json", f"judge.base_url={srv.url}", "judge.model=m",
-                                          "judge.name=my-judge"])
+                                          "judge", "--json", f"scorer_options.judge.base_url={srv.url}",
+                                          "scorer_options.judge.model=m", "scorer_options.judge.name=my-judge"])
         assert result.exit_code == 0, result.output
         assert len(srv.requests) == 4
     last = json.loads(result.output.strip().splitlines()[-1])
     assert last["scorers"]["my-judge"]["accuracy"] == 1.0 and last["scorers"]["rules"]["ties"] == 2
     result = CliRunner().invoke(app, ["eval", "fc-rewardbench", "--data", str(data), "--scorer", "judge",
-                                      f"judge.base_url={srv.url}", "judge.model=m", "judge.retries=0"])
+                                      f"scorer_options.judge.base_url={srv.url}", "scorer_options.judge.model=m",
+                                      "scorer_options.judge.retries=0"])
     assert result.exit_code == 2 and "scorer unavailable" in result.output  # the server is gone

@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 
 from toolrm_rl.core.calls import ToolCall
 from toolrm_rl.core.render import RenderSpec, RMExample
-from toolrm_rl.core.toolrm_json import read_toolrm_json, write_toolrm_json
+from toolrm_rl.core.toolrm_json import read_toolrm_json
 from toolrm_rl.model import ToolRM, backbone_of, length_batches, lora_head_modules
 
 TOL = 1e-4  # float32, CPU
@@ -123,24 +123,7 @@ def _close(a, b, tol=TOL):
     assert all(abs(x - y) <= tol for x, y in zip(a, b)), list(zip(a, b))
 
 
-# ---------------------------------------------------------------------------- toolrm.json, detection
-def test_toolrm_json_round_trip(tmp_path):
-    spec = RenderSpec(mode="chat_template", max_tokens=1234, sep="\n")
-    path = write_toolrm_json(tmp_path, spec, "decoder")
-    data = read_toolrm_json(tmp_path)
-    assert path.name == "toolrm.json" and data["format_version"] == 1 and data["backbone"] == "decoder"
-    assert RenderSpec.from_dict(data["render"]) == spec and data["toolrm_rl_version"]
-    assert read_toolrm_json(tmp_path / "absent") is None
-    with pytest.raises(ValueError, match="backbone"):
-        write_toolrm_json(tmp_path, spec, "seq2seq")
-    path.write_text(json.dumps({**data, "format_version": 99}))
-    with pytest.raises(ValueError, match="format_version"):
-        read_toolrm_json(tmp_path)
-    path.write_text(json.dumps({**data, "render": {"mode": "html"}}))
-    with pytest.raises(ValueError, match="mode"):
-        read_toolrm_json(tmp_path)
-
-
+# ---------------------------------------------------------------------------- backbone detection
 def test_backbone_rule():
     assert backbone_of(AutoConfig.for_model("bert")) == "encoder"
     assert backbone_of(AutoConfig.for_model("bert", is_decoder=True)) == "decoder"

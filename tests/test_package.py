@@ -14,7 +14,7 @@ from toolrm_rl.cli import app
 ROOT = Path(__file__).resolve().parents[1]
 CORE_MODULES = ["toolrm_rl", "toolrm_rl.core", "toolrm_rl.core.calls", "toolrm_rl.core.parse",
                 "toolrm_rl.core.schema", "toolrm_rl.core.match", "toolrm_rl.core.bfcl_types",
-                "toolrm_rl.core.render", "toolrm_rl.data.mutate"]
+                "toolrm_rl.core.render", "toolrm_rl.core.toolrm_json", "toolrm_rl.data.mutate", "toolrm_rl.scoring"]
 
 
 def test_core_imports_do_not_import_torch():

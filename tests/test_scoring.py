@@ -72,6 +72,62 @@ def test_registry():
         get_scorer("rm")
 
 
+@pytest.fixture
+def recorded_rm(monkeypatch):
+    """The registry's ``rm`` replaced by a FakeRM that records its options: one entry per model loaded."""
+    from toolrm_rl import scoring
+
+    loaded = []
+
+    def build(**options):
+        loaded.append(options)
+        return FakeRM()
+
+    monkeypatch.setitem(scoring.SCORERS, "rm", build)
+    return loaded
+
+
+def test_build_scorers_shares_one_model_between_rm_and_hybrid(recorded_rm):
+    from toolrm_rl.scoring import build_scorers
+
+    options = {"rm": {"device": "cuda", "quantize": "int8"}, "hybrid": {"mode": "weighted", "rm_weight": 0.5}}
+    scorers = build_scorers(["rules", "rm", "hybrid", {"name": "hybrid", "label": "h2"}], "ckpt", options)
+    assert list(scorers) == ["rules", "rm", "hybrid", "h2"] and isinstance(scorers["rules"], RulesScorer)
+    assert recorded_rm == [{"path": "ckpt", "device": "cuda", "quantize": "int8"}]  # one model, the rm options
+    assert scorers["hybrid"].rm is scorers["rm"] and scorers["h2"].rm is scorers["rm"]
+    assert scorers["hybrid"].mode == "weighted" and scorers["hybrid"].rm_weight == 0.5
+    assert scorers["hybrid"].score([ex(ToolCall("f", {"x": 4}))]) == [2.0]  # 1 * rules 0 + 0.5 * rm 4
+
+
+def test_build_scorers_entry_options_and_model_override_the_recipe(recorded_rm):
+    from toolrm_rl.scoring import build_scorers
+
+    scorers = build_scorers([{"name": "rm", "label": "a"}, {"name": "rm", "label": "b", "model": "other"},
+                             {"name": "hybrid", "options": {"device": "cpu", "mode": "gate"}}], "ckpt",
+                            {"rm": {"device": "cuda"}})
+    # a: the recipe's; b: another checkpoint; hybrid: its own device for its RM, so a third model
+    assert recorded_rm == [{"path": "ckpt", "device": "cuda"}, {"path": "other", "device": "cuda"},
+                           {"path": "ckpt", "device": "cpu"}]
+    assert scorers["a"] is not scorers["b"] and scorers["hybrid"].rm is not scorers["a"]
+
+
+def test_build_scorers_errors_name_the_entry_or_key():
+    from toolrm_rl.scoring import build_scorers
+
+    assert isinstance(build_scorers(["rules"], "a/checkpoint")["rules"], RulesScorer)  # rules ignore the model
+    for entries, options, message in [
+        (["rm"], None, r"scorers\[0\]: scorer 'rm' needs a ToolRM checkpoint"),
+        (["rules", "nope"], None, r"scorers\[1\]: unknown scorer 'nope'"),
+        (["rules", "rules"], None, r"scorers\[1\]: label 'rules' is taken"),
+        ([{"name": "rules", "weight": 1}], None, r"scorers\[0\]: unknown key\(s\) \['weight'\]"),
+        ([{"label": "x"}], None, r"scorers\[0\]: expected a scorer name"),
+        (["rules"], {"device": "cuda"}, r"scorer_options.device: not a scorer name"),
+        (["rules"], {"rm": "cuda"}, r"scorer_options.rm: expected a mapping"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            build_scorers(entries, None, options)
+
+
 def test_score_pairs_scores_in_one_batch():
     rm = FakeRM()
     out = score_pairs(rm, [(ex(ToolCall("f", {"x": 3})), ex(ToolCall("f", {"x": 1}))),
@@ -170,7 +226,7 @@ HF_EXAMPLES = [RMExample(WEATHER, [{"role": "user", "content": "Weather in Paris
 
 
 def test_hf_rm_scores_do_not_depend_on_batch_composition(tiny_rm_dirs):
-    from toolrm_rl.hf_rm import adapt_example
+    from toolrm_rl.scoring.hf_rm import adapt_example
 
     rm = get_scorer("hf-rm", path=str(tiny_rm_dirs[0]))
     together = rm.score(HF_EXAMPLES)
@@ -184,7 +240,7 @@ def test_hf_rm_scores_do_not_depend_on_batch_composition(tiny_rm_dirs):
 
 
 def test_hf_rm_renders_with_the_models_template_in_each_layout(tiny_rm_dirs):
-    from toolrm_rl.hf_rm import HFRewardModelScorer, adapt_example
+    from toolrm_rl.scoring.hf_rm import HFRewardModelScorer, adapt_example
 
     rm = HFRewardModelScorer(path=str(tiny_rm_dirs[0]))
     text = rm.model.render(adapt_example(HF_EXAMPLES[0])).text
@@ -206,7 +262,7 @@ def test_hf_rm_multi_label_head_scores_logits_column_0(tiny_rm_dirs):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from toolrm_rl.hf_rm import HFRewardModelScorer
+    from toolrm_rl.scoring.hf_rm import HFRewardModelScorer
 
     rm = HFRewardModelScorer(path=str(tiny_rm_dirs[1]))
     got = rm.score(HF_EXAMPLES[:2])

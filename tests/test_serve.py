@@ -545,7 +545,7 @@ class _Uvicorn:
 def test_uvicorn_loopback_with_the_client_batching_and_drain(bert_rm, bert_dir):
     import httpx
 
-    from toolrm_rl.serve.client import RemoteScorer
+    from toolrm_rl.scoring.remote import RemoteScorer
 
     model = _GatedModel(bert_rm)
     expected = bert_rm.score(EXAMPLES)

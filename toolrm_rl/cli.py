@@ -234,7 +234,8 @@ def eval_fc_rewardbench(
 ) -> None:
     """Pairwise accuracy (ties are not wins) with a 95% CI, overall, on the schema-valid subset and by
     error category, test category, model and error type. Extra arguments are key=value overrides
-    (judge.base_url=..., judge.model=..., hf_rm.path=..., limit=100).
+    (scorer_options.judge.base_url=..., scorer_options.judge.model=..., scorer_options.hf-rm.path=...,
+    scorer_options.rm.device=cuda, limit=100).
 
     With --json the last line is one JSON object: the first scorer's report at the top level (accuracy,
     n, ties, ci95, by_error_type, by_category, schema_valid_subset, ...) and "scorers": {name: report}."""
@@ -506,8 +507,8 @@ def filter_cmd(
 ) -> None:
     """Reward-guided data filtering: score each row's own assistant tool calls, keep the top fraction or those
     above a threshold; writes the filtered dataset, scores.jsonl and a score histogram."""
-    from toolrm_rl.eval.best_of_n import make_scorer
     from toolrm_rl.eval.filtering import FilterConfig, filter_dataset
+    from toolrm_rl.scoring import build_scorers
 
     cfg = _recipe_config(FilterConfig, ctx, config, {"data": data, "scorer": scorer, "model": model, "keep_top": keep_top,
                                                       "threshold": threshold, "out": out, "report_dir": report_dir})
@@ -522,9 +523,9 @@ def filter_cmd(
     if (cfg.keep_top is None) == (cfg.threshold is None):
         raise typer.BadParameter("give exactly one of --keep-top and --threshold")
     try:
-        result = filter_dataset(cfg.data, cfg.out, make_scorer(cfg.scorer, cfg.model, **dict(cfg.scorer_options)),
-                                keep_top=cfg.keep_top, threshold=cfg.threshold, report_dir=cfg.report_dir,
-                                chunk_size=cfg.chunk_size)
+        scorer = build_scorers([cfg.scorer], cfg.model, cfg.scorer_options)[cfg.scorer]
+        result = filter_dataset(cfg.data, cfg.out, scorer, keep_top=cfg.keep_top, threshold=cfg.threshold,
+                                report_dir=cfg.report_dir, chunk_size=cfg.chunk_size)
     except (ValueError, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from None
     cut = "none" if result.cut is None else f"{result.cut:.4g}"

@@ -222,11 +222,10 @@ def _evaluate_set(out: Path, name: str, path: str, model_dir: str, seed: int, wa
         schema_valid_mask,
         write_reports,
     )
-    from toolrm_rl.scoring import get_scorer
+    from toolrm_rl.scoring import build_scorers
 
     pairs, load_report = load_pairs(path)
-    rm = get_scorer("rm", path=model_dir)
-    scorers = [get_scorer("rules"), rm, get_scorer("hybrid", rm=rm)]
+    scorers = list(build_scorers(["rules", "rm", "hybrid"], model_dir).values())  # hybrid shares the rm's model
     valid = schema_valid_mask(pairs)
     reports = [evaluate_pairs(s, pairs, valid=valid, seed=seed) for s in scorers]
     paths = write_reports(reports, out / "eval" / name, data=path)

@@ -50,13 +50,12 @@ from toolrm_rl.core.render import RMExample
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.core.subset import seeded_subset
 from toolrm_rl.data.records import iter_jsonl, iter_rows
-from toolrm_rl.scoring import RMScorer, Scorer, get_scorer
+from toolrm_rl.scoring import Scorer, build_scorers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STRATEGIES", "BestOfNConfig", "Question", "BestOfNResult", "make_scorer", "make_scorers",
-           "questions_from_bfcl", "questions_from_file", "load_candidates",
-           "candidates_meta", "sample_candidates", "n_values", "best_of_n", "markdown", "run_best_of_n"]
+__all__ = ["STRATEGIES", "BestOfNConfig", "Question", "BestOfNResult", "questions_from_bfcl", "questions_from_file",
+           "load_candidates", "candidates_meta", "sample_candidates", "n_values", "best_of_n", "markdown", "run_best_of_n"]
 
 STRATEGIES = ("greedy", "reward", "oracle", "majority", "first_valid", "random")
 
@@ -83,52 +82,11 @@ class BestOfNConfig:
                            "or {name, label?, model?, options?}; rm and hybrid share one model. Empty: `scorer` "
                            "alone, as the `reward` column.")
     model: str | None = _f(None, "Checkpoint for rm/hybrid scorers.")
-    scorer_options: dict = _f({}, "Extra scorer constructor options.")
+    scorer_options: dict = _f({}, "Options by scorer name (toolrm_rl.scoring.factory), e.g. {rm: {quantize: int8}}.")
     out: str = _f("runs/eval/best_of_n", "Output directory: candidates.jsonl, report.json, report.md, best_of_n.png.")
     seed: int = _f(0, "Seed for question sampling and generation.")
     bootstrap: int = _f(1000, "Bootstrap resamplings of the questions for the 95% intervals.")
 
-
-
-def make_scorer(name: str, model: str | None = None, **options: Any) -> Scorer:
-    """A scorer by name (:func:`toolrm_rl.scoring.get_scorer`). ``model`` is the ToolRM checkpoint of
-    ``rm`` / ``hybrid`` and ignored by other backends, which take their settings from ``options``."""
-    if name in ("rm", "hybrid") and "path" not in options and "model" not in options and "rm" not in options:
-        if not model:
-            raise ValueError(f"scorer {name!r} needs a model checkpoint (--model / model=PATH)")
-        options["path"] = model
-    return get_scorer(name, **options)
-
-
-def make_scorers(entries: Sequence[Any], model: str | None = None) -> dict[str, Scorer]:
-    """Scorers by label from ``scorers`` entries (a name, or ``{name, label?, model?, options?}``; ``model``
-    defaults to the recipe's). ``rm`` and ``hybrid`` entries of the same checkpoint share one
-    :class:`~toolrm_rl.scoring.RMScorer`, so the reward model scores each candidate once."""
-    out: dict[str, Scorer] = {}
-    shared: dict[tuple[str, str], RMScorer] = {}
-    for i, entry in enumerate(entries):
-        spec = {"name": entry} if isinstance(entry, str) else dict(entry) if isinstance(entry, dict) else None
-        if not spec or not isinstance(spec.get("name"), str):
-            raise ValueError(f"scorers[{i}]: expected a scorer name or {{name, label?, model?, options?}}, got {entry!r}")
-        unknown = sorted(set(spec) - {"name", "label", "model", "options"})
-        if unknown:
-            raise ValueError(f"scorers[{i}]: unknown key(s) {unknown}")
-        name, label = spec["name"], str(spec.get("label") or spec["name"])
-        options = dict(spec.get("options") or {})
-        checkpoint = spec.get("model") or model
-        if label in out or label in STRATEGIES:
-            raise ValueError(f"scorers[{i}]: label {label!r} is taken (give each a distinct `label`)")
-        if name in ("rm", "hybrid") and not ({"path", "model", "rm"} & set(options)):
-            if not checkpoint:
-                raise ValueError(f"scorers[{i}]: scorer {name!r} needs a model checkpoint (model: PATH)")
-            device = str(options.pop("device", "cpu"))
-            key = (str(checkpoint), device)
-            if key not in shared:
-                shared[key] = RMScorer(path=str(checkpoint), device=device)
-            out[label] = shared[key] if name == "rm" else get_scorer("hybrid", rm=shared[key], **options)
-        else:
-            out[label] = get_scorer(name, **options)
-    return out
 
 
 @dataclass
@@ -572,8 +530,8 @@ def run_best_of_n(cfg: BestOfNConfig, *, generator: Any = None, scorer: Scorer |
                                        batch_size=cfg.batch_size, save_to=out / "candidates.jsonl", meta=meta,
                                        progress=progress)
     if scorer is None:
-        scorer = (make_scorers(cfg.scorers, cfg.model) if cfg.scorers
-                  else make_scorer(cfg.scorer, cfg.model, **cfg.scorer_options))
+        scorer = (build_scorers(cfg.scorers, cfg.model, cfg.scorer_options) if cfg.scorers
+                  else build_scorers([cfg.scorer], cfg.model, cfg.scorer_options)[cfg.scorer])
     result = best_of_n(questions, candidates, scorer, max_n=max_n, bootstrap=cfg.bootstrap, seed=cfg.seed)
     result.coverage = coverage
     timed = [candidates[q.id]["seconds"] for q in questions if "seconds" in candidates[q.id]]

@@ -47,7 +47,7 @@ from toolrm_rl.data.mutate import mutate
 from toolrm_rl.data.pairs import NegativeJudge
 from toolrm_rl.data.records import PairRecord
 from toolrm_rl.data.sources import ToolExample, is_bias_holdout, load_source
-from toolrm_rl.scoring import Scorer, score_pairs
+from toolrm_rl.scoring import Scorer, build_scorers, score_pairs
 
 __all__ = ["BIASES", "BIAS_SOURCES", "BiasConfig", "BiasPairs", "holdout_examples", "build_bias_pairs",
            "evaluate_biases", "markdown", "run_biases"]
@@ -64,7 +64,7 @@ _COMPOSABLE_PREFIXES = ("bfcl_exec", "bfcl_sql", "bfcl_rest", "agentdojo")
 class BiasConfig:
     model: str | None = _f(None, "ToolRM checkpoint for the rm / hybrid scorers.")
     scorer: str = _f("rm", "Scorer: rm, rules, hybrid, or any other toolrm_rl.scoring backend.")
-    scorer_options: dict = _f({}, "Extra scorer constructor options.")
+    scorer_options: dict = _f({}, "Options by scorer name (toolrm_rl.scoring.factory), e.g. {rm: {device: cuda}}.")
     sources: list = _f(list(BIAS_SOURCES), "Offline sources whose bias hold-out slice makes the pairs (no BFCL single-turn set).")
     compose_parallel: bool = _f(True, "Also build fewer_calls pairs from parallel questions composed of two single-call ones.")
     limit: int | None = _f(None, "At most this many pairs per bias, a seeded sample (None: all).")
@@ -245,9 +245,9 @@ def run_biases(cfg: BiasConfig, *, scorer: Scorer | None = None,
     ``pairs.jsonl`` (FC-RewardBench schema, ``model_name`` = ``bias:<name>``) to ``cfg.out``, atomically.
     Returns the report (``biases``: name -> {accuracy, n, ties}, ``by_source``, ``dropped``, ``n_examples``)."""
     from toolrm_rl.data.records import save_pairs
-    from toolrm_rl.eval.best_of_n import make_scorer
 
-    scorer = scorer or make_scorer(cfg.scorer, cfg.model, **dict(cfg.scorer_options))  # a bad setting fails first
+    # a bad setting fails first
+    scorer = scorer or build_scorers([cfg.scorer], cfg.model, cfg.scorer_options)[cfg.scorer]
     examples = holdout_examples(cfg.sources)
     built = build_bias_pairs(examples, seed=cfg.seed, compose_parallel=cfg.compose_parallel)
     pairs = {b: seeded_subset(built.pairs[b], cfg.limit, f"{cfg.seed}:{b}") for b in BIASES}  # a draw per bias

@@ -35,12 +35,10 @@ from toolrm_rl.core.schema import check_calls
 from toolrm_rl.core.subset import seeded_subset
 from toolrm_rl.data.records import PairRecord
 from toolrm_rl.eval.plots import bar_chart, md_table
-from toolrm_rl.hf_rm import HFRMConfig
-from toolrm_rl.judge import JudgeConfig
-from toolrm_rl.scoring import Scorer, score_pairs
+from toolrm_rl.scoring import Scorer, build_scorers, score_pairs
 
 __all__ = ["PairwiseReport", "evaluate_pairs", "summarize", "bootstrap_ci", "markdown_table", "report_markdown",
-           "result_json", "write_reports", "FCRewardBenchConfig", "load_config", "build_scorers", "run"]
+           "result_json", "write_reports", "FCRewardBenchConfig", "load_config", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -264,16 +262,12 @@ class FCRewardBenchConfig:
     split: str | None = _f(None, "Dataset split (hub ids, DatasetDict dirs); None: the only/first split.")
     limit: int | None = _f(None, "Evaluate a seeded sample of this many pairs, in file order (None: all).")
     skip_bad_rows: bool = _f(False, "Count and skip malformed rows instead of failing.")
-    scorers: list = _f(["rules"], "Scorer backends to compare: rules, rm, hybrid, judge, hf-rm (see toolrm_rl.scoring).")
-    model: str | None = _f(None, "ToolRM checkpoint for the rm and hybrid scorers.")
-    device: str = _f("cpu", "Device for the rm/hybrid model.")
-    batch_tokens: int | None = _f(None, "Token budget per forward pass for rm/hybrid (None: the model's default).")
-    quantize: str = _f("none", "rm/hybrid on CPU: 'int8' scores with dynamic int8 linear layers (about 2x faster on "
-                               "MiniLM; recorded in the report), 'none' in float.")
-    hybrid_mode: str = _f("gate", "hybrid scorer: gate (schema-invalid always ranks last) or weighted.")
+    scorers: list = _f(["rules"], "Scorers to compare, in order: names (rules, rm, hybrid, judge, hf-rm, remote) or "
+                                  "{name, label?, model?, options?} (toolrm_rl.scoring.factory).")
+    model: str | None = _f(None, "ToolRM checkpoint for the rm and hybrid scorers (they share one loaded model).")
+    scorer_options: dict = _f({}, "Options by scorer name, e.g. {rm: {device: cuda, quantize: int8}, hybrid: {mode: "
+                                  "weighted}, judge: {base_url: URL, model: NAME}, hf-rm: {path: DIR}}.")
     torch_threads: int | None = _f(None, "torch CPU threads for model scorers (None: torch's default; 1 on a busy shared CPU).")
-    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "LLM-as-judge options (used by scorer judge)."})
-    hf_rm: HFRMConfig = field(default_factory=HFRMConfig, metadata={"help": "General-purpose HF reward model options (scorer hf-rm)."})
     bootstrap_samples: int = _f(1000, "Bootstrap resamples for the 95% interval.")
     seed: int = _f(0, "Seed of the bootstrap and of the limit's sample.")
     out: str | None = _f(None, "Directory for report.md, report.json and by_category.png (None: print only).")
@@ -287,29 +281,6 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     from toolrm_rl.config import load_structured
 
     return load_structured(FCRewardBenchConfig, path, overrides)
-
-
-def build_scorers(cfg: FCRewardBenchConfig) -> list[Scorer]:
-    """The configured scorers, in order; ``rm`` and ``hybrid`` share one loaded model (and its score cache)."""
-    from toolrm_rl.scoring import get_scorer
-
-    rm = None
-    out = []
-    for name in cfg.scorers:
-        if name in ("rm", "hybrid"):
-            if cfg.model is None:
-                raise ValueError(f"scorer {name!r} needs model=PATH (--model): a ToolRM checkpoint")
-            if rm is None:
-                rm = get_scorer("rm", path=cfg.model, device=cfg.device, batch_tokens=cfg.batch_tokens,
-                                quantize=cfg.quantize)
-            out.append(rm if name == "rm" else get_scorer("hybrid", rm=rm, mode=cfg.hybrid_mode))
-        elif name == "judge":  # a config object: its "name" field must not clash with get_scorer's argument
-            out.append(get_scorer("judge", config=cfg.judge))
-        elif name == "hf-rm":
-            out.append(get_scorer("hf-rm", config=cfg.hf_rm))
-        else:
-            out.append(get_scorer(name))
-    return out
 
 
 def run(cfg: FCRewardBenchConfig, *, echo: Any = print) -> dict[str, Any]:
@@ -329,7 +300,7 @@ def run(cfg: FCRewardBenchConfig, *, echo: Any = print) -> dict[str, Any]:
         import torch  # only model scorers need it; rules-only runs stay torch-free
 
         torch.set_num_threads(cfg.torch_threads)
-    scorers = build_scorers(cfg)
+    scorers = list(build_scorers(cfg.scorers, cfg.model, cfg.scorer_options).values())
     valid = schema_valid_mask(pairs)
     reports = []
     for scorer in scorers:

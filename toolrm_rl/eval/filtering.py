@@ -52,7 +52,7 @@ class FilterConfig:
     out: str | None = _f(None, "Filtered dataset path (same format as the input).")
     scorer: str = _f("rules", "Scorer: rules, rm, hybrid, ...")
     model: str | None = _f(None, "Checkpoint for rm/hybrid scorers.")
-    scorer_options: dict = _f({}, "Extra scorer constructor options.")
+    scorer_options: dict = _f({}, "Options by scorer name (toolrm_rl.scoring.factory), e.g. {rm: {device: cuda}}.")
     keep_top: float | None = _f(None, "Keep this top fraction of rows by score (0 < f <= 1); exclusive with threshold.")
     threshold: float | None = _f(None, "Keep rows with score >= threshold; exclusive with keep_top.")
     report_dir: str | None = _f(None, "Where scores.jsonl, score_hist.png and report.json go (default: <out without "

@@ -35,7 +35,7 @@ from toolrm_rl.core.io import atomic_write, write_json
 from toolrm_rl.core.subset import seeded_subset
 from toolrm_rl.data.obfuscate import random_identifier
 from toolrm_rl.data.records import PairRecord
-from toolrm_rl.scoring import Scorer, score_pairs
+from toolrm_rl.scoring import Scorer, build_scorers, score_pairs
 
 __all__ = ["PERTURBATIONS", "NoiseConfig", "NoiseResult", "perturb", "perturb_all", "rename_params", "typo_text",
            "evaluate_noise", "markdown", "run_noise"]
@@ -47,9 +47,10 @@ DISTRACTORS_PER_UNIT = 10  # distractor tools at level 1.0
 @dataclass
 class NoiseConfig:
     data: str | None = _f(None, "FC-RewardBench-format pairs (file, save_to_disk dir or hub id).")
-    scorers: list = _f(["rules"], "Scorers to evaluate: rules, rm, hybrid, ...")
-    model: str | None = _f(None, "Checkpoint for rm/hybrid scorers.")
-    scorer_options: dict = _f({}, "Extra scorer constructor options (all scorers).")
+    scorers: list = _f(["rules"], "Scorers to evaluate: names (rules, rm, hybrid, ...) or "
+                                  "{name, label?, model?, options?}.")
+    model: str | None = _f(None, "Checkpoint for rm/hybrid scorers (they share one loaded model).")
+    scorer_options: dict = _f({}, "Options by scorer name (toolrm_rl.scoring.factory), e.g. {rm: {device: cuda}}.")
     perturbations: list = _f(list(PERTURBATIONS), "Perturbations to apply (see toolrm_rl.eval.noise).")
     levels: list = _f([0.0, 0.1, 0.2, 0.4], "Noise levels: share of words/descriptions/params/tools touched; x10 distractors.")
     limit: int | None = _f(None, "Use a seeded sample of this many pairs (None: all).")
@@ -288,7 +289,6 @@ def run_noise(cfg: NoiseConfig, *, scorers: Sequence[Scorer] | None = None,
     """The recipe: load pairs, evaluate every scorer, write ``report.json``, ``report.md`` and one
     ``noise_<scorer>.png`` per scorer in ``cfg.out``."""
     from toolrm_rl.data.records import load_pairs
-    from toolrm_rl.eval.best_of_n import make_scorer
     from toolrm_rl.eval.plots import line_chart
 
     if not cfg.data:
@@ -296,16 +296,7 @@ def run_noise(cfg: NoiseConfig, *, scorers: Sequence[Scorer] | None = None,
     pairs, _ = load_pairs(cfg.data)
     pairs = seeded_subset(pairs, cfg.limit, cfg.seed)
     if scorers is None:
-        rm = None
-        scorers = []
-        for name in cfg.scorers:
-            if name == "hybrid" and rm is not None:
-                from toolrm_rl.scoring import get_scorer
-
-                scorers.append(get_scorer("hybrid", rm=rm))
-                continue
-            scorers.append(make_scorer(name, cfg.model, **dict(cfg.scorer_options)))
-            rm = scorers[-1] if name == "rm" else rm
+        scorers = list(build_scorers(cfg.scorers, cfg.model, cfg.scorer_options).values())
     results = [evaluate_noise(s, pairs, perturbations=cfg.perturbations, levels=cfg.levels, seed=cfg.seed,
                               progress=progress) for s in scorers]
     out = Path(cfg.out)

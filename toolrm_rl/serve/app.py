@@ -72,6 +72,8 @@ from toolrm_rl.core.calls import (
 )
 from toolrm_rl.core.parse import parse
 from toolrm_rl.core.render import RMExample
+from toolrm_rl.scoring.factory import build_scorer
+from toolrm_rl.scoring.remote import TOKEN_ENV
 
 __all__ = [
     "Batcher",
@@ -99,7 +101,7 @@ class ServeConfig:
     model: str = option("", "ToolRM checkpoint directory (with toolrm.json), or a plain sequence-classification one.")
     host: str = option("127.0.0.1", "Interface to bind; loopback unless you mean to expose the server.")
     port: int = option(8000, "TCP port (0: any free port).")
-    token_env: str | None = option("TOOLRM_SERVE_TOKEN", "Env var holding the bearer token; unset/empty: no auth.")
+    token_env: str | None = option(TOKEN_ENV, "Env var holding the bearer token; unset/empty: no auth.")
     max_batch: int = option(64, "Most texts per forward call of the dynamic batcher.")
     max_wait_ms: float = option(5.0, "How long the batcher waits for more texts after the first one arrives.")
     max_body_mb: float = option(8.0, "Largest request body accepted (413 above).")
@@ -309,15 +311,13 @@ class Batcher:
 
 
 def load_model(path: str, *, device: str = "cpu", dtype: str | None = None, torch_threads: int | None = None) -> Any:
-    """Load a ToolRM checkpoint for serving (torch is imported here); ``torch_threads`` sets the
-    process-wide CPU thread count."""
+    """Load a ToolRM checkpoint for serving through the scorer factory (the ``rm`` scorer's model; torch is
+    imported here); ``torch_threads`` sets the process-wide CPU thread count."""
     import torch
-
-    from toolrm_rl.model import ToolRM
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    return ToolRM.from_pretrained(path, device=device, dtype=dtype)
+    return build_scorer("rm", path, {"device": device, "dtype": dtype}).model
 
 
 def _json_path(loc: Sequence[Any]) -> str:
@@ -410,7 +410,7 @@ def check_exposure(config: ServeConfig, token: str | None = None) -> None:
     token = token or resolve_token(config)
     if is_loopback(config.host) or token or config.insecure:
         return
-    env = config.token_env or "TOOLRM_SERVE_TOKEN"
+    env = config.token_env or TOKEN_ENV
     raise ValueError(f"--host {config.host} is reachable beyond this machine and no bearer token is set: set "
                      f"{env} (clients send 'Authorization: Bearer <token>'), bind 127.0.0.1, or pass --insecure "
                      f"to serve unauthenticated anyway")

@@ -78,6 +78,8 @@ from toolrm_rl.core.match import GroundTruth, calls_equal
 from toolrm_rl.core.parse import parse, strip_thinking
 from toolrm_rl.core.render import RenderSpec, RMExample
 from toolrm_rl.core.schema import check_calls
+from toolrm_rl.core.toolrm_json import read_render_spec
+from toolrm_rl.scoring.factory import build_scorer
 
 __all__ = [
     "KEYS",
@@ -741,12 +743,10 @@ class _InProcess:
     def __init__(self, path: str, group: bool = True, quantize: str = "none") -> None:
         import torch
 
-        from toolrm_rl.scoring import RMScorer
-
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
         # a small score cache: GRPO groups repeat responses, but 100,000 long rendered inputs would hold GBs
-        self.scorer = RMScorer(path=path, device="cpu", show_progress=False, cache_size=INPROCESS_CACHE_SIZE,
-                               group=group, quantize=quantize)
+        self.scorer = build_scorer("rm", path, {"device": "cpu", "show_progress": False,
+                                                "cache_size": INPROCESS_CACHE_SIZE, "group": group, "quantize": quantize})
         self.lock = threading.Lock()  # one forward pass at a time: torch already uses all threads
 
     def score(self, examples: Sequence[RMExample]) -> list[float]:
@@ -758,14 +758,10 @@ class _InProcess:
 
 
 def _render_spec_for(cfg: ToolRewardConfig) -> RenderSpec:
-    """The render spec of a remote decoder RM: the checkpoint's toolrm.json if model_path has one."""
-    if cfg.model_path and os.path.isfile(os.path.join(cfg.model_path, "toolrm.json")):
-        try:
-            with open(os.path.join(cfg.model_path, "toolrm.json"), encoding="utf-8") as fh:
-                return RenderSpec.from_dict(json.load(fh)["render"])
-        except Exception as err:
-            logger.warning("toolrm reward: unreadable %s/toolrm.json (%s); using chat_template", cfg.model_path, err)
-    return RenderSpec(mode="chat_template", max_tokens=cfg.render_max_tokens)
+    """The render spec of a remote decoder RM: the checkpoint's toolrm.json if model_path has one. A toolrm.json
+    that cannot be read (bad JSON, a newer format_version, a bad field) raises ``ValueError`` naming file and field."""
+    spec = read_render_spec(cfg.model_path) if cfg.model_path else None
+    return spec if spec is not None else RenderSpec(mode="chat_template", max_tokens=cfg.render_max_tokens)
 
 
 def resolve_rm_source(cfg: ToolRewardConfig, reward_router_address: str | None) -> str:
@@ -783,8 +779,9 @@ def get_rm_scorer(cfg: ToolRewardConfig, reward_router_address: str | None = Non
                   reward_model_tokenizer: Any = None) -> Any:
     """The RM scorer for this config (cached per process), or None for rules only.
 
-    Remote scorers are :class:`toolrm_rl.serve.client.RemoteScorer` (timeouts, retries, breaker; raise
-    only ``ScorerUnavailable``). Raises ``ValueError`` when rm_source=router has no router address.
+    Scorers come from the factory (:func:`toolrm_rl.scoring.build_scorer`): ``rm`` in process, or ``remote``
+    (:class:`toolrm_rl.scoring.remote.RemoteScorer`: timeouts, retries, breaker; raises only
+    ``ScorerUnavailable``). Raises ``ValueError`` when rm_source=router has no router address.
     """
     source = resolve_rm_source(cfg, reward_router_address)
     if source == "none":
@@ -805,8 +802,6 @@ def get_rm_scorer(cfg: ToolRewardConfig, reward_router_address: str | None = Non
             if source == "inprocess":
                 scorer = _InProcess(cfg.model_path, cfg.rm_group, cfg.rm_quantize)
             else:
-                from toolrm_rl.serve.client import RemoteScorer
-
                 url, api = cfg.server_url, cfg.server_api
                 if source == "router":  # verl's router speaks vLLM's /classify; WE render, with the tools
                     url = reward_router_address if "://" in reward_router_address else f"http://{reward_router_address}"
@@ -816,10 +811,10 @@ def get_rm_scorer(cfg: ToolRewardConfig, reward_router_address: str | None = Non
                     tok = reward_model_tokenizer
                     if tok is None and (spec.mode == "chat_template" or cfg.model_path):
                         tok = _load_tokenizer(cfg.model_path)
-                    scorer = RemoteScorer(url, api="vllm", model=cfg.server_model, render_spec=spec, tokenizer=tok,
-                                          **common)
+                    scorer = build_scorer("remote", options={"url": url, "api": "vllm", "model": cfg.server_model,
+                                                             "render_spec": spec, "tokenizer": tok, **common})
                 else:
-                    scorer = RemoteScorer(url, api="toolrm", **common)
+                    scorer = build_scorer("remote", options={"url": url, "api": "toolrm", **common})
             _SCORERS[key] = scorer
     return scorer
 

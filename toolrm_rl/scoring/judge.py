@@ -38,7 +38,7 @@ from urllib.parse import urlparse
 
 from toolrm_rl.config import option as _f
 from toolrm_rl.core.render import RenderSpec, RMExample, format_calls, render
-from toolrm_rl.scoring import ScorerUnavailable
+from toolrm_rl.scoring.protocol import ScorerUnavailable
 
 __all__ = ["JudgeConfig", "JudgeScorer", "parse_scale", "parse_verdict", "parse_yes_no", "judge_context",
            "format_candidate", "pointwise_messages", "pairwise_messages"]
@@ -52,7 +52,7 @@ NEUTRAL = {"scale": 5.5, "yes_no": 0.5}
 
 @dataclass
 class JudgeConfig:
-    """Options of the LLM judge (``judge.*`` keys of the evaluation recipes)."""
+    """Options of the LLM judge (``scorer_options.judge`` of the evaluation recipes)."""
 
     base_url: str = _f("http://127.0.0.1:8000/v1", "OpenAI-compatible base URL (as for the openai client; '/v1' is added to a bare host).")
     model: str = _f("", "Model name sent in each request (required).")
@@ -73,13 +73,15 @@ class JudgeConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field (called by the scorer, so recipes can hold defaults)."""
         if self.mode not in MODES:
-            raise ValueError(f"judge.mode: expected one of {MODES}, got {self.mode!r}")
+            raise ValueError(f"scorer_options.judge.mode: expected one of {MODES}, got {self.mode!r}")
         if self.pointwise_format not in POINTWISE_FORMATS:
-            raise ValueError(f"judge.pointwise_format: expected one of {POINTWISE_FORMATS}, got {self.pointwise_format!r}")
+            raise ValueError(f"scorer_options.judge.pointwise_format: expected one of {POINTWISE_FORMATS}, "
+                             f"got {self.pointwise_format!r}")
         if not self.model:
-            raise ValueError("judge.model: the judge's model name is required (e.g. judge.model=Qwen/Qwen3-32B)")
+            raise ValueError("scorer_options.judge.model: the judge's model name is required "
+                             "(e.g. scorer_options.judge.model=Qwen/Qwen3-32B)")
         if self.concurrency < 1 or self.retries < 0:
-            raise ValueError("judge: concurrency must be >= 1 and retries >= 0")
+            raise ValueError("scorer_options.judge: concurrency must be >= 1 and retries >= 0")
 
 
 # -- prompts ---------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ _SYSTEM_TOOLS = "You can call these functions (OpenAI JSON schemas):\n"
 
 @dataclass
 class HFRMConfig:
-    """Options of the general-purpose HF reward-model scorer (``hf_rm.*`` keys of the evaluation recipes)."""
+    """Options of the general-purpose HF reward-model scorer (``scorer_options.hf-rm`` of the evaluation recipes)."""
 
     path: str = _f("", "Local checkpoint directory or hub id of an AutoModelForSequenceClassification reward model.")
     device: str = _f("cpu", "Device (cpu, cuda, cuda:1, ...).")
@@ -51,11 +51,12 @@ class HFRMConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field (called by the scorer, so recipes can hold defaults)."""
         if not self.path:
-            raise ValueError("hf_rm.path: the reward model's directory or hub id is required")
+            raise ValueError("scorer_options.hf-rm.path: the reward model's directory or hub id is required")
         if self.tools_in not in TOOLS_IN:
-            raise ValueError(f"hf_rm.tools_in: expected one of {TOOLS_IN}, got {self.tools_in!r}")
+            raise ValueError(f"scorer_options.hf-rm.tools_in: expected one of {TOOLS_IN}, got {self.tools_in!r}")
         if self.candidate_as not in CANDIDATE_AS:
-            raise ValueError(f"hf_rm.candidate_as: expected one of {CANDIDATE_AS}, got {self.candidate_as!r}")
+            raise ValueError(f"scorer_options.hf-rm.candidate_as: expected one of {CANDIDATE_AS}, "
+                             f"got {self.candidate_as!r}")
 
 
 def adapt_example(example: RMExample, *, tools_in: str = "template", candidate_as: str = "tool_calls") -> RMExample:

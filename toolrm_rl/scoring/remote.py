@@ -1,4 +1,4 @@
-"""RemoteScorer: reward-model scores from a server, as a :class:`~toolrm_rl.scoring.Scorer` that fails one way.
+"""The ``remote`` scorer: reward-model scores from a server, as a :class:`~toolrm_rl.scoring.Scorer` that fails one way.
 
 Two wire protocols (``api=``):
 
@@ -6,8 +6,8 @@ Two wire protocols (``api=``):
   (our server renders with the checkpoint's own render spec) -> ``{"scores": [...]}``.
 - ``"vllm"``: ``POST {url}/classify`` with ``{"model", "input": [rendered texts]}`` (``vllm serve`` of
   a ToolRM, our server, or verl's reward router); the texts are rendered HERE by the core renderer
-  with the checkpoint's :class:`RenderSpec` (read from ``toolrm.json`` when ``model`` is a local
-  checkpoint directory, else ``render_spec``); score = ``data[i]["probs"][-1]``.
+  with the checkpoint's :class:`RenderSpec` (read from ``toolrm.json`` by :mod:`toolrm_rl.core.toolrm_json`
+  when ``model`` is a local checkpoint directory, else ``render_spec``); score = ``data[i]["probs"][-1]``.
 
 Robustness, so a training loop never dies of a reward server: one pooled httpx client per scorer
 (per event loop for :meth:`RemoteScorer.ascore`); a deadline of ``timeout_s`` per HTTP attempt (also
@@ -34,7 +34,8 @@ from typing import Any
 
 from toolrm_rl.core.calls import ToolCatalog
 from toolrm_rl.core.render import RenderSpec, RMExample, render_example
-from toolrm_rl.scoring import ScorerUnavailable
+from toolrm_rl.core.toolrm_json import read_render_spec
+from toolrm_rl.scoring.protocol import ScorerUnavailable
 
 __all__ = ["APIS", "CircuitBreaker", "RemoteScorer", "TOKEN_ENV"]
 
@@ -160,10 +161,8 @@ class RemoteScorer:
     def _load_render_settings(self) -> None:
         path = Path(self.model) if self.model else None
         if path is not None and path.is_dir():
-            if self.render_spec is None and (path / "toolrm.json").is_file():
-                from toolrm_rl.model.toolrm import read_toolrm_json  # torch: only for a local checkpoint
-
-                self.render_spec = RenderSpec.from_dict(read_toolrm_json(path)["render"])
+            if self.render_spec is None:
+                self.render_spec = read_render_spec(path)  # None without toolrm.json
             if self.tokenizer is None and (path / "tokenizer_config.json").is_file():
                 from transformers import AutoTokenizer
 
