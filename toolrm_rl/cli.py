@@ -1,8 +1,11 @@
 """The ``toolrm`` command line: a thin typer layer over the library.
 
-Groups: ``core`` (parse, check and match tool calls; demonstrate the core on real BFCL data).
-Later layers add their commands here (reward-model training, data synthesis, evaluation, the verl
-plugin and the scoring server); each command only parses options and calls library functions.
+Commands: ``core`` (parse, check and match tool calls; a demonstration on real BFCL data), ``synth``
+(training pairs), ``train`` (a ToolRM), ``eval`` (``fc-rewardbench``, ``best-of-n``, ``noise``, ``biases``),
+``bench build`` (FC-RewardBench-format pairs from BFCL logs), ``filter`` (reward-guided data filtering),
+``serve`` (the scoring server), ``verl-data`` (verl parquet rows) and ``quickstart`` (the whole pipeline).
+Each command only parses options and calls library functions; scorers come from
+:func:`toolrm_rl.scoring.build_scorers`.
 """
 
 from __future__ import annotations

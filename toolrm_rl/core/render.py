@@ -43,7 +43,8 @@ from typing import Any
 from toolrm_rl.core.calls import ToolCall, ToolCatalog, calls_from_openai, load_json_field
 from toolrm_rl.core.match import standardize_string
 
-__all__ = ["MODES", "RenderSpec", "RenderedInput", "TruncationReport", "format_calls", "render"]
+__all__ = ["MODES", "RMExample", "RenderSpec", "RenderedInput", "TruncationReport", "format_calls", "render",
+           "render_example"]
 
 MODES = ("chat_template", "plain")
 _MAX_PASSES = 4  # exact counts of a chosen text; after an overshoot the next choice aims lower
