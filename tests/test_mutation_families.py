@@ -195,3 +195,49 @@ def test_invented_function_keeps_the_arguments_under_a_name_outside_the_catalog(
     assert error_category(NegativeJudge(ex).error_type([ToolCall("get_forecast", {"city": "Oslo"})])) == "wrong_function"
     # a name with no plausible variant yields nothing rather than a random string
     assert mutate([ToolCall("fn", {})], [{"name": "fn"}], operators=["invented_function"]) == []
+
+
+def test_raw_copy_uses_the_users_words_where_the_gold_converts_them():
+    tools = ToolCatalog.load([{"name": "book", "parameters": {"type": "object", "properties": {
+        "date": {"type": "string"}, "city": {"type": "string"}, "discount": {"type": "number"},
+        "note": {"type": "string"}}}}])
+    gold = [ToolCall("book", {"date": "2022-03-11", "city": "NYC", "discount": 0.05,
+                              "note": "Please book the quiet room for us"})]
+    query = "Book New York City for March 11, 2022 with a 5% discount, a quiet room please"
+    variants = [calls[0].arguments for op, calls in mutate(gold, tools, operators=["raw_copy"], query=query)]
+    changed = {k: args[k] for args in variants for k in args if args[k] != gold[0].arguments[k]}
+    # a date and an abbreviation copied as written, a percentage not converted; free text is left alone
+    assert changed == {"date": "March 11, 2022", "city": "New York City", "discount": 5.0}
+    ex = ToolExample("q", "t", [{"role": "user", "content": query}], tools, gold)
+    judge = NegativeJudge(ex)
+    assert all(error_category(judge.error_type([ToolCall("book", args)])) == "wrong_value" for args in variants)
+    # a value written verbatim in the request has nothing to convert
+    assert mutate([ToolCall("book", {"city": "New York City"})], tools, operators=["raw_copy"], query=query) == []
+
+
+def test_over_specify_widens_a_value_by_a_neighbouring_word_never_across_a_sentence():
+    tools = ToolCatalog.load([{"name": "post", "parameters": {"type": "object", "properties": {
+        "channel": {"type": "string"}, "code": {"type": "string"}}}}])
+    gold = [ToolCall("post", {"channel": "general", "code": "X7"})]
+    query = "Post it in the general channel. X7\n\nThanks"
+    widened = {calls[0].arguments["channel"] for s in range(10)
+               for op, calls in mutate(gold, tools, seed=s, operators=["over_specify"], query=query)}
+    assert widened == {"general channel"}  # "the general" ends on a filler word; "X7 Thanks" crosses a break
+
+
+def test_extra_function_adds_a_call_to_another_related_function():
+    tools = ToolCatalog.load([
+        {"name": "get_weather", "description": "current weather in a city",
+         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+        {"name": "get_forecast", "description": "weather forecast for a city",
+         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+        {"name": "convert_currency", "description": "money", "parameters": {"type": "object", "properties": {}}}])
+    gold = [ToolCall("get_weather", {"city": "Oslo"})]
+    query = "What is the weather in Oslo right now?"
+    variants = [calls for op, calls in mutate(gold, tools, operators=["extra_function"], query=query)]
+    assert len(variants) == 1 and len(variants[0]) == 2 and gold[0] in variants[0]
+    extra = next(c for c in variants[0] if c != gold[0])
+    assert extra.name == "get_forecast" and extra.arguments == {"city": "Oslo"}  # the most related other tool
+    ex = ToolExample("q", "t", [{"role": "user", "content": query}], tools, gold)
+    assert error_category(NegativeJudge(ex).error_type(variants[0])) == "wrong_count"
+    assert mutate([], tools, operators=["extra_function"], query=query) == []  # nothing to add to

@@ -12,14 +12,17 @@ nothing from negatives that give themselves away. Java/JavaScript values are sou
 from __future__ import annotations
 
 import copy
+import difflib
 import random
 import re
 from typing import Any, Callable, Iterator
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.match import standardize_string
 
 __all__ = ["OPERATORS", "INTENDED_CATEGORY", "mutate", "perturb_value", "retype_value", "near_miss_string",
-           "query_values", "invented_name"]
+           "query_values", "invented_name", "over_specified", "raw_copy_string",
+           "raw_copy_number"]
 
 Variant = tuple[str, list[ToolCall]]
 
@@ -430,6 +433,176 @@ def _query_swap(calls, catalog, rng, literal, query) -> Iterator[Variant]:
                 yield "query_swap", _with(calls, i, param, rng.choice(pool))
 
 
+# Words a copied span does not end on: "Paris in" is no value a model writes.
+_SPAN_STOP = frozenset("a an the and or in into on at to for of from with by is are was be as my our your me please "
+                       "also then that this it its i you we they he she his her their some any all about after before "
+                       "get find show check send use set make call what which who how can could would will do does am being within".split())
+_SPAN_GAP = re.compile(r" ?,? ?")  # words of one span are joined by a space or a comma, never a sentence break
+_SPAN_WORD = re.compile(r"[^\s]+")
+
+
+def _query_words(query: str) -> list[tuple[int, int]]:
+    """Start and end offsets of the query's words, punctuation at a word's edges left out."""
+    out = []
+    for m in _SPAN_WORD.finditer(query[:4000]):
+        start, end = m.start(), m.end()
+        while start < end and not query[start].isalnum():
+            start += 1
+        while end > start and not query[end - 1].isalnum():
+            end -= 1
+        if start < end:
+            out.append((start, end))
+    return out
+
+
+def _span(query: str, words: list[tuple[int, int]], lo: int, hi: int) -> str | None:
+    """The query text of words ``lo..hi`` when they form one phrase (no sentence break, quote or bracket
+    between them, no possessive), else None."""
+    if any(not _SPAN_GAP.fullmatch(query[words[j][1]:words[j + 1][0]]) for j in range(lo, hi)):
+        return None
+    span = query[words[lo][0]:words[hi][1]]
+    return None if "'s" in span.lower() else span
+
+
+def _plain_span(text: str) -> bool:
+    words = text.lower().split()
+    return bool(words) and words[0].strip(",;:") not in _SPAN_STOP and words[-1].strip(",;:") not in _SPAN_STOP
+
+
+def over_specified(value: str, query: str, rng: random.Random) -> str | None:
+    """``value`` (found verbatim in ``query``) widened by the query's neighbouring words: the model copies
+    more than the parameter takes ("Paris" -> "Paris, France", "report" -> "quarterly report"). None when
+    the value is not in the query or its neighbours are only filler words.
+
+    >>> over_specified("Paris", "Is it raining in Paris, France today?", random.Random(0))
+    'Paris, France'
+    """
+    words = _query_words(query)
+    low, target = query.lower(), value.lower().strip()
+    if not target or len(target) > 80:
+        return None
+    options = []
+    for k, (start, _) in enumerate(words):
+        if not low.startswith(target, start):
+            continue
+        end_k = next((j for j in range(k, len(words)) if words[j][1] >= start + len(target)), None)
+        if end_k is None or words[end_k][1] != start + len(target):
+            continue  # not a whole-word occurrence
+        for before, after in ((0, 1), (1, 0)):
+            lo, hi = k - before, end_k + after
+            if lo < 0 or hi >= len(words):
+                continue
+            added = [query[a:b].lower() for a, b in words[lo:k] + words[end_k + 1:hi + 1]]
+            span = _span(query, words, lo, hi)
+            if span and span.lower() != target and not _SPAN_STOP.intersection(added) and len(span) <= 2 * len(value) + 24:
+                options.append(span)
+    return rng.choice(options) if options else None
+
+
+_MONTH_NUMBER = {m.lower()[:3]: str(k + 1) for k, m in enumerate(_MONTHS)}
+
+
+def _value_tokens(text: str) -> list[str]:
+    """Lower-case words and numbers of ``text``, numbers without leading zeros and month names as numbers,
+    so "2022-03-11" and "March 11, 2022" share all three."""
+    out = []
+    for tok in re.findall(r"[a-z]+|\d+", text.lower()):
+        out.append(str(int(tok)) if tok.isdigit() else _MONTH_NUMBER.get(tok[:3], tok) if len(tok) >= 3 else tok)
+    return out
+
+
+def raw_copy_string(value: str, query: str) -> str | None:
+    """The query's own words for a value the right answer writes in another form (not verbatim in the
+    query): the span of one to four words sharing most of the value's words and numbers (months count as
+    numbers), or whose initials spell it, e.g. "March 11, 2022" for "2022-03-11", "New York City" for
+    "NYC" (a model copies where it should convert). None when no span shares at least half of them, or
+    the best one normalises to the value itself.
+
+    >>> raw_copy_string("2022-03-11", "Book it for March 11, 2022 please")
+    'March 11, 2022'
+    >>> raw_copy_string("NYC", "What's the weather in New York City tomorrow")
+    'New York City'
+    """
+    target = standardize_string(value)
+    value_tokens = set(_value_tokens(value))
+    words = _query_words(query)
+    if not target or len(target) > 80 or not words or not value_tokens:
+        return None
+    acronym = value.lower() if value.isalpha() and 2 <= len(value) <= 5 else None
+    best, best_key = None, (0.5, -5, 0.0)
+    for k in range(len(words)):
+        for n in range(1, 5):
+            if k + n > len(words):
+                break
+            span = _span(query, words, k, k + n - 1)
+            std = standardize_string(span) if span else ""
+            if not std or std == target or not _plain_span(span):
+                continue
+            span_tokens = _value_tokens(span)
+            cover = len(value_tokens & set(span_tokens)) / len(value_tokens)
+            if acronym and n > 1 and "".join(t[0] for t in span_tokens) == acronym:
+                cover = 1.0
+            key = (cover, -n, difflib.SequenceMatcher(None, target, std, autojunk=False).ratio())
+            if cover >= 0.5 and key > best_key:
+                best, best_key = span, key
+    return best
+
+
+_CONVERSIONS = (10, 100, 1000, 60, 3600, 24, 7, 12, 365)
+
+
+def raw_copy_number(value: int | float, numbers: list[int | float]) -> int | float | None:
+    """A number the user wrote that the right value converts (the same digits, or a common factor
+    away: percent, thousands, minutes, hours, days, months), e.g. 5 for 0.05 ("5%"), 2 for 120 ("2
+    hours"). None when no query number relates to ``value``.
+
+    >>> raw_copy_number(0.05, [5, 2024])
+    5
+    """
+    if isinstance(value, bool) or not value:
+        return None
+    for n in numbers:
+        if isinstance(n, bool) or not n or n == value:
+            continue
+        ratio = max(abs(value), abs(n)) / min(abs(value), abs(n))
+        if any(abs(ratio - f) < 1e-9 * f for f in _CONVERSIONS):
+            return n
+    return None
+
+
+def _raw_copy(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """A value the right call converts from the request (a date or unit rewritten, a percentage as a
+    fraction, a name normalised: not verbatim in the query) replaced by the user's own words for it.
+    Real failures copy like this as often as they invent (the grounding a renderer marks must not decide)."""
+    if literal or not query:
+        return
+    _, numbers = query_values(query)
+    low = query.lower()
+    for i, call in enumerate(calls):
+        for param, value in call.arguments.items():
+            if type(value) is str and 0 < len(value.split()) <= 4 and value.lower() not in low:  # not free text
+                new = raw_copy_string(value, query)
+            elif type(value) in (int, float) and str(value) not in query:
+                new = raw_copy_number(value, numbers)
+                new = type(value)(new) if new is not None and type(value) is float else new
+            else:
+                continue
+            if new is not None and new != value:
+                yield "raw_copy", _with(calls, i, param, new)
+
+
+def _over_specify(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """A string value the user wrote, widened by the words around it in the request (``over_specified``)."""
+    if literal or not query:
+        return
+    for i, call in enumerate(calls):
+        for param, value in call.arguments.items():
+            if type(value) is str:
+                new = over_specified(value, query, rng)
+                if new is not None:
+                    yield "over_specify", _with(calls, i, param, new)
+
+
 def _swap_values(calls, catalog, rng, literal, query) -> Iterator[Variant]:
     """Two arguments of the same type exchanged (origin and destination, start and end)."""
     for i, call in enumerate(calls):
@@ -501,17 +674,16 @@ def _swap_order(calls, catalog, rng, literal, query) -> Iterator[Variant]:
         yield "swap_order", out
 
 
-def _call_when_none(calls, catalog, rng, literal, query) -> Iterator[Variant]:
-    """For a request no tool serves (gold ``[]``): a call to the most related function, required
-    parameters filled from the query (the ToolRM paper's known weakness: calling instead of abstaining)."""
-    if calls or not len(catalog):
-        return
+def _related_calls(catalog: ToolCatalog, query: str, rng: random.Random, literal: bool,
+                   exclude: set[str] = frozenset()) -> Iterator[ToolCall]:
+    """Calls to the two functions of ``catalog`` (outside ``exclude``) whose names and descriptions share
+    most words with ``query``, required parameters filled from the query."""
     words = set(re.findall(r"[a-z]{3,}", query.lower()))
 
     def overlap(spec) -> int:
         return len(words & set(re.findall(r"[a-z]{3,}", (spec.name.replace("_", " ") + " " + spec.description).lower())))
 
-    ranked = sorted(catalog, key=lambda s: (-overlap(s), s.name))
+    ranked = sorted((s for s in catalog if s.name not in exclude), key=lambda s: (-overlap(s), s.name))
     for spec in ranked[:2]:
         args = {}
         for param in spec.required:
@@ -520,15 +692,38 @@ def _call_when_none(calls, catalog, rng, literal, query) -> Iterator[Variant]:
                 break
             args[param] = value
         else:
-            yield "call_when_none", [ToolCall(spec.name, args)]
+            yield ToolCall(spec.name, args)
+
+
+def _call_when_none(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """For a request no tool serves (gold ``[]``): a call to the most related function, required
+    parameters filled from the query (the ToolRM paper's known weakness: calling instead of abstaining)."""
+    if calls or not len(catalog):
+        return
+    for call in _related_calls(catalog, query, rng, literal):
+        yield "call_when_none", [call]
+
+
+def _extra_function(calls, catalog, rng, literal, query) -> Iterator[Variant]:
+    """The right calls plus one to another related function of the catalog: the model does what was asked
+    and something it was not asked (most real "too many calls" failures call a function the answer
+    does not, rather than repeating one)."""
+    if not calls:
+        return
+    for call in _related_calls(catalog, query, rng, literal, exclude={c.name for c in calls}):
+        out = _copy(calls)
+        out.insert(rng.randrange(len(out) + 1), call)
+        yield "extra_function", out
+        return
 
 
 OPERATORS: dict[str, Callable[..., Iterator[Variant]]] = {
     "wrong_function": _wrong_function, "invented_function": _invented_function, "drop_required": _drop_required, "drop_optional": _drop_optional,
     "extra_param": _extra_param, "unknown_param": _unknown_param, "wrong_type": _wrong_type,
-    "wrong_value": _wrong_value, "query_swap": _query_swap, "swap_values": _swap_values, "drop_call": _drop_call,
+    "wrong_value": _wrong_value, "query_swap": _query_swap, "raw_copy": _raw_copy,
+    "over_specify": _over_specify, "swap_values": _swap_values, "drop_call": _drop_call,
     "duplicate_call": _duplicate_call, "extra_call": _extra_call, "no_call": _no_call, "swap_order": _swap_order,
-    "call_when_none": _call_when_none,
+    "call_when_none": _call_when_none, "extra_function": _extra_function,
 }
 
 # The FC-RewardBench error category (:data:`toolrm_rl.core.match.ERROR_CATEGORIES`) each operator aims
@@ -537,9 +732,10 @@ OPERATORS: dict[str, Callable[..., Iterator[Variant]]] = {
 INTENDED_CATEGORY: dict[str, str] = {
     "wrong_function": "wrong_function", "invented_function": "wrong_function", "drop_required": "missing_required", "drop_optional": "missing_optional",
     "extra_param": "unexpected_param", "unknown_param": "unexpected_param", "wrong_type": "wrong_type",
-    "wrong_value": "wrong_value", "query_swap": "wrong_value", "swap_values": "wrong_value", "drop_call": "wrong_count",
+    "wrong_value": "wrong_value", "query_swap": "wrong_value", "raw_copy": "wrong_value",
+    "over_specify": "wrong_value", "swap_values": "wrong_value", "drop_call": "wrong_count",
     "duplicate_call": "wrong_count", "extra_call": "wrong_count", "no_call": "wrong_count",
-    "swap_order": "other", "call_when_none": "wrong_count",
+    "swap_order": "other", "call_when_none": "wrong_count", "extra_function": "wrong_count",
 }
 
 

@@ -181,11 +181,16 @@ class NegativeJudge:
 # or repeat a call, so those would otherwise crowd out the value- and function-level near misses. Among
 # count errors a dropped call (too few calls) leads: it is the common real failure on parallel questions.
 OPERATOR_WEIGHTS = {"wrong_value": 3.0, "query_swap": 2.5, "swap_values": 1.0,
+                    # real value errors copy the user's words (unconverted, or with the words around them)
+                    # about as often as they invent a value: without these, "verbatim = right" is a shortcut
+                    "raw_copy": 2.0, "over_specify": 1.0,
                     # a wrong name is an existing function or an invented one (small models' usual error)
                     "wrong_function": 2.5, "invented_function": 2.0,
                     # real failures mostly make too few calls; duplicate/extra calls apply to every gold and
                     # would otherwise outnumber drop_call (multi-call golds only), teaching "fewer calls win"
                     "drop_call": 4.0, "no_call": 0.2, "duplicate_call": 0.15, "extra_call": 0.2, "call_when_none": 1.0,
+                    # most real "too many calls" answers add a call to another function, not a repeat
+                    "extra_function": 1.0,
                     "drop_optional": 1.0, "drop_required": 0.5, "wrong_type": 0.5, "extra_param": 0.3,
                     "unknown_param": 0.3, "swap_order": 0.5}
 # The weights before the FC-RewardBench shaping (kept for ablations: mutations.operator_weights=...).
