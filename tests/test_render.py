@@ -186,6 +186,20 @@ def test_plain_shows_how_many_asked_values_the_candidate_uses():
     assert render([], [{"role": "user", "content": "hello there"}], one).text.startswith("call: [1 call] ")
 
 
+def test_plain_marks_repeated_calls_when_asked_to():
+    conv = [{"role": "user", "content": "Weather in Paris for 3 days?"}]
+    one = [ToolCall("w", {"city": "Paris", "days": 3})]
+    twice = one + [ToolCall("w", {"city": "Paris", "days": 3})]
+    spec = RenderSpec(mark_repeats=True)
+    assert render([], conv, twice, spec=spec).text.startswith("call: [2 calls, 1 repeated, 2/2 asked] ")
+    assert render([], conv, one, spec=spec).text.startswith("call: [1 call, 2/2 asked] ")  # nothing repeated
+    # off by default: a checkpoint saved before the option existed renders as it was trained
+    assert render([], conv, twice).text.startswith("call: [2 calls, 2/2 asked] ")
+    assert RenderSpec.from_dict({k: v for k, v in spec.to_dict().items() if k != "mark_repeats"}).mark_repeats is False
+    # the context stays candidate-independent
+    assert render([], conv, twice, spec=spec).context == render([], conv, one, spec=spec).context
+
+
 def test_context_is_the_same_for_every_candidate_of_a_prompt(minilm, qwen):
     """A long (parallel) and a short candidate of one prompt see byte-identical context, also when
     the budget forces cuts: the context cannot leak the candidate's length."""

@@ -74,6 +74,9 @@ class RenderSpec:
     mark_coverage: bool = _help(True, "Plain mode: after the call count, how many of the values the last user turn "
                                       "mentions (numbers, quoted text, names) the candidate's arguments use, e.g. "
                                       "[2 calls, 2/3 asked]: an answer that leaves part of the request out shows it.")
+    mark_repeats: bool = _help(False, "Plain mode: after the call count, how many calls repeat an earlier one exactly, "
+                                      "e.g. [2 calls, 1 repeated]: a duplicated call is rarely wanted and is the cheapest "
+                                      "way for a policy to look thorough. Off in checkpoints saved before it existed.")
     max_near_misses: int = _help(3, "Functions most related to the user's words that keep shortened descriptions "
                                     "until the rest of the catalog is gone (besides the most related one).")
     chars_per_token: float = _help(4.0, "Without a tokenizer, n_tokens = ceil(len(text) / chars_per_token).")
@@ -447,7 +450,7 @@ class _Layout:
             self._grounding = _Grounding(" ".join(m["content"] for m in self.msgs if m["role"] in ("user", "tool")))
         if self.spec.mark_coverage and self._asked is None:
             self._asked = asked_values(self.msgs[self.last_user]["content"]) if self.last_user is not None else []
-        head = [_plain_candidate(calls, candidate_text, self._grounding, self._asked)]
+        head = [_plain_candidate(calls, candidate_text, self._grounding, self._asked, self.spec.mark_repeats)]
         head += [f"function {n}: {_NOT_IN_CATALOG}" for n in dict.fromkeys(c.name for c in calls) if n not in self.cat]
         return head
 
@@ -706,11 +709,24 @@ def _plain_turn(m: dict[str, Any]) -> str:
     return f"{m['role']}: {body}"
 
 
+def repeated_calls(calls: Sequence[ToolCall]) -> int:
+    """How many of ``calls`` repeat an earlier call exactly (same name, same arguments).
+
+    >>> repeated_calls([ToolCall("f", {"a": 1}), ToolCall("f", {"a": 1}), ToolCall("f", {"a": 2})])
+    1
+    """
+    keys = [json.dumps([c.name, c.arguments], sort_keys=True, default=str) for c in calls]
+    return len(keys) - len(set(keys))
+
+
 def _plain_candidate(calls: list[ToolCall], text: str | None, grounding: _Grounding | None = None,
-                     asked: list[str] | None = None) -> str:
+                     asked: list[str] | None = None, mark_repeats: bool = False) -> str:
     if not calls:
         return ("call: [no call] " + (text or "").strip()).rstrip()
     count = f"{len(calls)} call{'s' if len(calls) != 1 else ''}"
+    repeats = repeated_calls(calls) if mark_repeats else 0
+    if repeats:
+        count += f", {repeats} repeated"
     if asked:
         count += f", {asked_coverage(calls, asked)}/{len(asked)} asked"
     return f"call: [{count}] {format_calls(calls, grounding)}"
