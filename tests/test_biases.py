@@ -101,6 +101,7 @@ def test_a_scorer_that_prefers_more_calls_wins_fewer_calls_and_loses_more_calls(
     report = evaluate_biases(MoreCalls(), built.pairs)["biases"]
     assert report["fewer_calls"]["accuracy"] == 1.0 and report["no_call"]["accuracy"] == 1.0
     assert report["more_calls"]["accuracy"] == 0.0 and report["more_calls_extra"]["accuracy"] == 0.0
+    assert report["more_calls_function"]["accuracy"] == 0.0
     assert report["abstain"]["accuracy"] == 0.0
     # same call count on both sides: every pair a tie, and ties are losses
     assert report["near_miss"]["accuracy"] == 0.0 and report["near_miss"]["ties"] == report["near_miss"]["n"] > 0

@@ -11,7 +11,9 @@ SQL, REST and multi-turn sets, NESTFUL, τ²-bench and AgentDojo. Each bias is o
   come from the sources' multi-call examples and from parallel questions composed of two single-call
   questions over the same tools (:func:`toolrm_rl.data.compose.parallel_examples`).
 - ``more_calls``: gold vs gold with one call repeated; ``more_calls_extra``: gold vs gold plus one
-  more call of the same function with one argument changed (an unrequested extra).
+  more call of the same function with one argument changed (an unrequested extra);
+  ``more_calls_function``: gold vs gold plus a call to another related function of the catalog (the
+  commonest real "too many calls" failure).
 - ``no_call``: gold (calls are needed) vs no call at all.
 - ``abstain``: the example's called functions removed from its catalog, so no remaining tool serves
   the request: no call (right) vs a call to the most related remaining tool with arguments taken from
@@ -52,7 +54,7 @@ from toolrm_rl.scoring import Scorer, build_scorers, score_pairs
 __all__ = ["BIASES", "BIAS_SOURCES", "BiasConfig", "BiasPairs", "holdout_examples", "build_bias_pairs",
            "evaluate_biases", "markdown", "run_biases"]
 
-BIASES = ("fewer_calls", "more_calls", "more_calls_extra", "no_call", "abstain", "abstain_removed_tool", "near_miss")
+BIASES = ("fewer_calls", "more_calls", "more_calls_extra", "more_calls_function", "no_call", "abstain", "abstain_removed_tool", "near_miss")
 # Offline sources with gold calls that are not BFCL single-turn questions (those are evaluation data).
 BIAS_SOURCES = ("bfcl_exec", "bfcl_sql", "bfcl_rest", "bfcl_multi_turn", "nestful", "tau2", "agentdojo")
 # Sources whose single-call examples are standalone requests that can be joined into one parallel question
@@ -154,11 +156,12 @@ def build_bias_pairs(examples: Iterable[ToolExample], *, seed: int = 0, compose_
             continue
         judge = NegativeJudge(ex)
         if not judge.usable:
-            for bias in ("more_calls", "more_calls_extra", "no_call", "near_miss", "abstain", "abstain_removed_tool"):
+            for bias in ("more_calls", "more_calls_extra", "more_calls_function", "no_call", "near_miss", "abstain",
+                         "abstain_removed_tool"):
                 dropped[bias]["gold_fails_matcher"] += 1
             continue
         for bias, operators in (("more_calls", ["duplicate_call"]), ("more_calls_extra", ["extra_call"]),
-                                ("no_call", ["no_call"])):
+                                ("more_calls_function", ["extra_function"]), ("no_call", ["no_call"])):
             rng = _rng(seed, bias, ex.id)
             rejected = pick(bias, _variants(ex, operators, rng), rng)
             if rejected is not None:
