@@ -284,8 +284,9 @@ def bench_training(steps: int) -> None:
                                    "train.eval_steps=null", "data.sources=[bfcl_sql]", "train.save_steps=100000"])
         metrics = train(cfg).metrics
     tokens, seconds = metrics.get("train_tokens", float("nan")), metrics["train"]["train_runtime"]
-    print(f"training   : {steps} steps x {cfg.train.per_device_train_batch_size} pairs in {seconds:.1f} s: "
-          f"{tokens / seconds:,.0f} tokens/s, {steps * cfg.train.per_device_train_batch_size / seconds:.1f} pairs/s")
+    rows = cfg.train.trl["per_device_train_batch_size"]  # the recipe sets it
+    print(f"training   : {steps} steps x {rows} pairs in {seconds:.1f} s: "
+          f"{tokens / seconds:,.0f} tokens/s, {steps * rows / seconds:.1f} pairs/s")
 
 
 if __name__ == "__main__":

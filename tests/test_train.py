@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from toolrm_rl.data.records import PairRecord, save_pairs
 from toolrm_rl.model import ToolRM
 from toolrm_rl.data.backbones import minilm_dir, qwen3_tokenizer_dir
 from toolrm_rl.model.train import (build_pairs, checkpoint_problem, last_complete_checkpoint, load_config,
-                                   query_key, tokenize_pairs, train)
+                                   query_key, reward_config, tokenize_pairs, train)
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "rm"
 
@@ -256,7 +257,7 @@ def test_config_defaults_recipe_and_overrides():
     cfg = load_config(RECIPES / "minilm_cpu.yaml", ["train.max_minutes=3", "data.negatives_per_example=2"])
     assert cfg.model.name_or_path == "embedded:minilm" and cfg.model.render["mode"] == "plain"
     assert cfg.train.max_minutes == 3 and cfg.data.negatives_per_example == 2
-    assert cfg.train.center_rewards_coefficient == 0.01
+    assert cfg.train.trl["center_rewards_coefficient"] == 0.01
     with pytest.raises(Exception, match="nonexistent"):
         load_config(RECIPES / "minilm_cpu.yaml", ["train.nonexistent=1"])
     for recipe in RECIPES.glob("*.yaml"):
@@ -264,6 +265,34 @@ def test_config_defaults_recipe_and_overrides():
         assert first.startswith("#"), recipe
         assert "toolrm_rl.cli train" in recipe.read_text() or "toolrm train" in recipe.read_text(), recipe
         load_config(recipe)  # every shipped recipe resolves against the config dataclasses
+
+
+def test_train_keys_that_are_trl_fields_pass_through_to_reward_config(tmp_path):
+    cfg = load_config(RECIPES / "qwen3_8b.yaml", [f"train.output_dir={tmp_path}", "train.lr_scheduler_type=cosine",
+                                                  "train.seed=7", "train.eval_steps=null", "train.logging_steps=3"])
+    args = reward_config(cfg.train, bf16=False, evaluate=True, report_to=[])
+    # the recipe's and the override's TRL keys as given, TRL_DEFAULTS where unset, TRL's own default otherwise
+    assert (args.learning_rate, args.gradient_accumulation_steps, args.save_total_limit) == (5e-6, 8, 3)
+    assert (args.lr_scheduler_type.value, args.logging_steps, args.seed) == ("cosine", 3, 7)
+    assert args.fsdp_config["transformer_layer_cls_to_wrap"] == ["Qwen3DecoderLayer"]
+    assert args.num_train_epochs == 1 and args.per_device_eval_batch_size == 8 and args.max_grad_norm == 1.0
+    assert args.eval_strategy.value == "no" and args.max_length is None and args.output_dir == str(tmp_path)
+    default = reward_config(load_config(None).train, bf16=False, evaluate=True, report_to=[])
+    assert (default.learning_rate, default.save_steps, default.gradient_checkpointing) == (5e-5, 200, False)
+    assert default.eval_strategy.value == "steps" and default.eval_steps == 100
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.learnin_rate=0.1", "train.learnin_rate: neither a ToolRM training setting nor a field of TRL's "
+                               "RewardConfig (did you mean learning_rate?)"),
+    ("train.learning_rate=fast", "train.learning_rate: expected float, got 'fast'"),
+    ("train.max_steps=1.5", "train.max_steps: expected int, got 1.5"),
+    ("train.eval_strategy=steps", "train.eval_strategy: set by ToolRM from train.eval_steps"),
+    ("train.trl.seed=1", "train.trl.seed: a ToolRM setting; set train.seed"),
+])
+def test_a_bad_train_key_is_an_error_naming_it(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(RECIPES / "minilm_cpu.yaml", [override])
 
 
 def test_wandb_goes_offline_without_credentials_and_push_to_hub_is_called(pair_files, tmp_path, monkeypatch):

@@ -4,7 +4,8 @@ by default: a query's chosen answer and all its negatives in one forward pass).
 
     toolrm train recipes/rm/minilm_cpu.yaml [key=value ...]
 
-The recipe is an OmegaConf YAML whose keys mirror :class:`RMTrainConfig` (defaults live there).
+The recipe is an OmegaConf YAML whose keys mirror :class:`RMTrainConfig` (defaults live there); under
+``train:`` any field of TRL's ``RewardConfig`` is passed through (:class:`TrainSettings`).
 Pairs come from offline sources (mutation negatives, verified) and/or pair files (FC-RewardBench or
 ToolRM-train-data schema). Inputs are rendered by the core renderer within the token budget and
 tokenized here, so TRL's silent ``max_length`` filter never applies and no pair is dropped: an input
@@ -25,13 +26,15 @@ from typing import Any, Sequence
 
 from toolrm_rl.config import option as _f
 from toolrm_rl.config import wandb_offline_without_credentials
+from toolrm_rl.core.io import write_json
 from toolrm_rl.core.render import RenderSpec, render_example
 from toolrm_rl.data.records import PairRecord
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelConfig", "DataConfig", "LoraSettings", "TrainSettings", "RMTrainConfig", "load_config",
-           "build_pairs", "tokenize_pairs", "train", "TrainResult", "checkpoint_problem", "last_complete_checkpoint"]
+__all__ = ["ModelConfig", "DataConfig", "LoraSettings", "TrainSettings", "TRL_DEFAULTS", "RMTrainConfig",
+           "load_config", "build_pairs", "tokenize_pairs", "reward_config", "train", "TrainResult", "checkpoint_problem",
+           "last_complete_checkpoint"]
 
 
 @dataclass
@@ -68,45 +71,94 @@ class LoraSettings:
     merge: bool = _f(True, "Also save a merged plain-HF checkpoint at the end (what transformers/vLLM load).")
 
 
+# The project's defaults for TRL RewardConfig fields where they differ from TRL's; every other field keeps
+# TRL's (and transformers') default.
+TRL_DEFAULTS: dict[str, Any] = {
+    "num_train_epochs": 1.0,             # one epoch; on a CPU the time budget (max_minutes) usually ends it first
+    "learning_rate": 5e-5,
+    "warmup_ratio": 0.05,
+    "per_device_eval_batch_size": 16,
+    "center_rewards_coefficient": 0.01,  # eta in eta*(r+ + r-)^2: keeps rewards near 0 for RL use
+    "gradient_checkpointing": False,     # TRL turns it on; small backbones train faster without
+    "save_steps": 200,
+    "save_total_limit": 2,
+}
+# RewardConfig fields that train() sets itself, and what decides them.
+_SET_BY_TRAIN = {"eval_strategy": "train.eval_steps", "train_sampling_strategy": "train.group_by_length",
+                 "max_length": "model.render (inputs are rendered within the model's budget, never filtered)",
+                 "disable_dropout": "reward training (always on)", "use_cpu": "whether CUDA is available",
+                 "dataloader_pin_memory": "whether CUDA is available"}
+
+
 @dataclass
 class TrainSettings:
+    """ToolRM's own training settings. Every other key under ``train:`` is a field of TRL's ``RewardConfig``
+    (transformers' ``TrainingArguments`` plus TRL's reward options), gathered into ``trl`` and given to
+    ``RewardConfig`` as it is: ``train.learning_rate``, ``train.per_device_train_batch_size``, ...
+    """
+
     output_dir: str = _f("runs/toolrm", "Where checkpoints, the final model (final/) and metrics.json go.")
-    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: use num_train_epochs).")
-    num_train_epochs: float = _f(1.0, "Epochs over the training pairs.")
     max_minutes: float | None = _f(None, "Wall-clock budget for the training loop; stops cleanly and saves when reached.")
-    learning_rate: float = _f(5e-5, "Peak learning rate (AdamW).")
-    warmup_ratio: float = _f(0.05, "Linear warm-up share of the schedule.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
     loss: str = _f("group", "group: a query's chosen answer and all its negatives in one forward pass (the chosen "
                             "input once; toolrm_rl.model.group); pairwise: TRL's loss, one (chosen, rejected) pair per row. "
-                            "Both are the same Bradley-Terry loss with centering on a one-negative group.")
+                            "Both are the same Bradley-Terry loss with centering on a one-negative group. A batch "
+                            "row (per_device_train_batch_size) is a group or a pair accordingly.")
     head_learning_rate: float | None = _f(None, "Learning rate of the fresh score head (None: learning_rate); a "
                                                 "higher one leaves the ln 2 plateau sooner.")
-    per_device_train_batch_size: int = _f(8, "Rows per device per step: pairs (loss=pairwise, two sequences each) or "
-                                             "groups (loss=group, 1 + negatives sequences each).")
-    per_device_eval_batch_size: int = _f(16, "Rows (pairs or groups) per device per eval step.")
+    margin: float | None = _f(None, "Optional constant margin m in -log sigmoid(r+ - r- - m).")
     group_by_length: bool = _f(True, "Batch rows of similar length together (transformers' LengthGroupedSampler over "
                                      "megabatches of 50 batches): less padding, more pairs per minute on a CPU.")
-    gradient_accumulation_steps: int = _f(1, "Steps to accumulate before an optimizer step.")
-    center_rewards_coefficient: float | None = _f(0.01, "eta in eta*(r+ + r-)^2: keeps rewards near 0 for RL use.")
-    margin: float | None = _f(None, "Optional constant margin m in -log sigmoid(r+ - r- - m).")
-    gradient_checkpointing: bool = _f(False, "Trade compute for memory (large backbones).")
     bf16: bool | None = _f(None, "bf16 mixed precision (None: on when a CUDA GPU supports it).")
-    logging_steps: int = _f(10, "Log every N steps.")
     eval_steps: int | None = _f(100, "Evaluate held-out pairs every N steps (None: only at the end).")
-    save_steps: int = _f(200, "Checkpoint every N steps (resume picks up the newest complete one).")
-    save_total_limit: int = _f(2, "Keep at most this many intermediate checkpoints.")
     resume: bool = _f(True, "Resume from the newest complete checkpoint in output_dir when there is one "
                             "(metrics.json then counts the whole run).")
     report_to: str = _f("wandb", "wandb (offline automatically without credentials), tensorboard, or none.")
-    run_name: str | None = _f(None, "Experiment name for the logger.")
-    push_to_hub: bool = _f(False, "Push the final model to hub_model_id.")
+    push_to_hub: bool = _f(False, "Push the final model to hub_model_id once, at the end.")
     hub_model_id: str | None = _f(None, "Hub repo id for push_to_hub.")
-    seed: int = _f(42, "Training seed.")
-    dataloader_num_workers: int = _f(0, "Data loader workers.")
-    deepspeed: str | None = _f(None, "DeepSpeed config file (multi-GPU), e.g. recipes/rm/accelerate/ds_zero3.json.")
-    fsdp: str = _f("", "FSDP options for TrainingArguments (multi-GPU), e.g. 'full_shard auto_wrap'.")
-    fsdp_config: dict | None = _f(None, "FSDP config dict for TrainingArguments.")
+    seed: int = _f(42, "Training seed: the fresh score head's initialisation and the Trainer's.")
+    trl: dict = _f(TRL_DEFAULTS, "Fields of TRL's RewardConfig, passed through: every key under train: that is not "
+                                 "a setting above lands here (learning_rate, num_train_epochs, max_steps, "
+                                 "warmup_ratio, weight_decay, per_device_train_batch_size, "
+                                 "gradient_accumulation_steps, center_rewards_coefficient, logging_steps, save_steps, "
+                                 "run_name, deepspeed, fsdp, ...; help: trl.RewardConfig). Defaults: TRL's, except "
+                                 "TRL_DEFAULTS.", passthrough=True)
+
+    def __post_init__(self) -> None:
+        _check_trl_fields(self.trl)
+
+
+def _check_trl_fields(settings: dict[str, Any]) -> None:
+    """Every key a field of TRL's ``RewardConfig`` that :func:`train` does not set itself, and every scalar
+    value of its field's type; the ``ValueError`` names ``train.<key>``."""
+    import dataclasses
+    import difflib
+    import types
+    import typing
+
+    from trl import RewardConfig
+
+    fields = {f.name: f for f in dataclasses.fields(RewardConfig)}
+    own = [f.name for f in dataclasses.fields(TrainSettings) if f.name != "trl"]
+    for key, value in settings.items():
+        if key in own:
+            raise ValueError(f"train.trl.{key}: a ToolRM setting; set train.{key}")
+        if key in _SET_BY_TRAIN:
+            raise ValueError(f"train.{key}: set by ToolRM from {_SET_BY_TRAIN[key]}")
+        if key not in fields:
+            close = difflib.get_close_matches(key, [*own, *fields], n=1)
+            raise ValueError(f"train.{key}: neither a ToolRM training setting nor a field of TRL's RewardConfig"
+                             + (f" (did you mean {close[0]}?)" if close else ""))
+        hint = fields[key].type
+        allowed = (typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+                   else (hint,))
+        if not all(t in (int, float, bool, str, type(None)) for t in allowed):
+            continue  # dicts, lists, enums: RewardConfig checks them itself
+        ok = (value is None and type(None) in allowed) or (isinstance(value, bool) and bool in allowed) or (
+            not isinstance(value, bool) and (isinstance(value, tuple(t for t in allowed if t is not bool))
+                                             or (isinstance(value, int) and float in allowed)))
+        if not ok:
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise ValueError(f"train.{key}: expected {names}, got {value!r}")
 
 
 @dataclass
@@ -276,6 +328,22 @@ def _setup_reporting(settings: TrainSettings) -> list[str]:
         os.environ.setdefault("WANDB_DIR", settings.output_dir)
         os.environ.setdefault("WANDB_PROJECT", "toolrm-rl")
     return [settings.report_to]
+
+
+def reward_config(t: TrainSettings, *, bf16: bool, evaluate: bool, report_to: list[str]) -> Any:
+    """TRL's ``RewardConfig`` for a run: ``t.trl`` as it is, plus the fields ToolRM decides (output_dir, seed,
+    ``bf16``, ``report_to``, evaluation every ``t.eval_steps`` when ``evaluate``, the length-grouped sampler,
+    no max_length filter, no dropout, no hub pushes by the Trainer, the CPU without CUDA)."""
+    import torch
+    from trl import RewardConfig
+
+    cuda = torch.cuda.is_available()
+    return RewardConfig(
+        **t.trl, output_dir=str(Path(t.output_dir)), seed=t.seed, bf16=bf16, report_to=report_to,
+        eval_strategy="steps" if (evaluate and t.eval_steps) else "no", eval_steps=t.eval_steps,
+        push_to_hub=False, max_length=None,  # we render within budget ourselves
+        disable_dropout=True, dataloader_pin_memory=cuda, use_cpu=not cuda,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random")
 
 
 def _time_budget_callback(minutes: float):
@@ -481,7 +549,6 @@ def _run_metrics(trainer: Any, totals: Any, train_output: Any, resume: str | Non
 def train(cfg: RMTrainConfig) -> TrainResult:
     """Run one training job described by ``cfg``; returns the final model directory and metrics."""
     import torch
-    from trl import RewardConfig
 
     from toolrm_rl.model.group import GroupCollator, GroupRewardTrainer
 
@@ -521,18 +588,7 @@ def train(cfg: RMTrainConfig) -> TrainResult:
         peft_config = LoraConfig(task_type="SEQ_CLS", r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
                                  lora_dropout=cfg.lora.dropout, target_modules=cfg.lora.target_modules,
                                  modules_to_save=lora_head_modules(rm.model))
-    args = RewardConfig(
-        output_dir=str(out), max_steps=t.max_steps, num_train_epochs=t.num_train_epochs, learning_rate=t.learning_rate,
-        warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_eval_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
-        center_rewards_coefficient=t.center_rewards_coefficient, gradient_checkpointing=t.gradient_checkpointing,
-        bf16=use_bf16, logging_steps=t.logging_steps, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-        eval_strategy="steps" if (eval_ds is not None and t.eval_steps) else "no", eval_steps=t.eval_steps,
-        report_to=_setup_reporting(t), run_name=t.run_name, seed=t.seed, push_to_hub=False,
-        dataloader_num_workers=t.dataloader_num_workers, max_length=None,  # we render within budget ourselves
-        deepspeed=t.deepspeed, fsdp=t.fsdp, fsdp_config=t.fsdp_config, disable_dropout=True,
-        dataloader_pin_memory=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random")
+    args = reward_config(t, bf16=use_bf16, evaluate=eval_ds is not None, report_to=_setup_reporting(t))
     totals = _run_totals_callback()
     callbacks = [totals] + ([_time_budget_callback(t.max_minutes)] if t.max_minutes else [])
     pad_id = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else rm.tokenizer.eos_token_id
@@ -560,7 +616,7 @@ def train(cfg: RMTrainConfig) -> TrainResult:
         model.save_pretrained(final, safe_serialization=True)
         rm.tokenizer.save_pretrained(final)
         write_toolrm_json(final, spec, rm.backbone)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    write_json(out / "metrics.json", metrics, indent=2, default=str)
     if t.push_to_hub and model is not None:
         if not t.hub_model_id:
             raise ValueError("train.push_to_hub needs train.hub_model_id")
