@@ -59,8 +59,8 @@ def _remote(**options: Any) -> Scorer:
 
 #: Backend name -> constructor taking the scorer's options as keywords.
 SCORERS: dict[str, Callable[..., Scorer]] = {
-    "rules": lambda **kw: RulesScorer(**kw),
-    "rm": lambda **kw: RMScorer(**kw),
+    "rules": RulesScorer,
+    "rm": RMScorer,
     "hybrid": _hybrid,
     "judge": _judge,
     "hf-rm": _hf_rm,
