@@ -468,7 +468,8 @@ def eval_biases(
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
 ) -> None:
     """Bias suite: accuracy (ties are losses) on minimal pairs from held-out non-BFCL source examples: gold vs
-    one call dropped (fewer_calls), one call repeated or added (more_calls, more_calls_extra), no call
+    one call dropped (fewer_calls), one call repeated or added (more_calls, more_calls_extra,
+    more_calls_function: a call to another function), no call
     (no_call), an abstention vs a call when no tool fits (abstain, abstain_removed_tool), a near-miss value
     (near_miss). Extra arguments are key=value overrides (compose_parallel=false)."""
     from toolrm_rl.data.sources import SourceError

@@ -385,7 +385,8 @@ def _report(cfg: QuickstartConfig, out: Path, results: dict[str, Any]) -> str:
               md_table(["bias", "rm accuracy", "pairs"], [[b, _fmt(r.get("accuracy")), r.get("n")]
                                                           for b, r in results["biases"]["biases"].items()]), "",
               "fewer_calls: the gold vs one call dropped; more_calls: vs one call repeated (more_calls_extra: an "
-              "extra call); no_call: vs no call; abstain: no call is right vs a call to a remaining tool; "
+              "extra call of the same function; more_calls_function: an extra call to another function); "
+              "no_call: vs no call; abstain: no call is right vs a call to a remaining tool; "
               "near_miss: vs one near-miss value.", "",
               "## 5. The verl reward on one GRPO group", "", Path(results["reward"]["md"]).read_text(), ""]
     return "\n".join(lines)
