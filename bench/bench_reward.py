@@ -66,9 +66,9 @@ def build_samples(n: int, seed: int = 0) -> list[dict]:
 def clear_score_caches() -> None:
     """Forget the in-process scorer's cached scores (it caches by rendered text; every run here repeats
     the same texts, which would turn every measurement after the first into cache look-ups)."""
-    from toolrm_rl.verl import reward
+    from toolrm_rl.verl import scorers
 
-    for scorer in reward._SCORERS.values():
+    for scorer in scorers._SCORERS.values():
         cache = getattr(getattr(scorer, "scorer", None), "_cache", None)
         if cache is not None:
             cache.clear()

@@ -229,15 +229,16 @@ def test_gpu_check_runs_on_cpu_tiny(tmp_path):
 
 def test_inprocess_reward_options_reach_the_scorer(tiny_decoder, tmp_path, monkeypatch):
     """reward_kwargs rm_group / rm_quantize: validated, part of the scorer's cache key, passed to RMScorer."""
-    from toolrm_rl.verl import reward
+    from toolrm_rl.verl import scorers
+    from toolrm_rl.verl.config import ToolRewardConfig
 
     with pytest.raises(ValueError, match="rm_quantize"):
-        reward.ToolRewardConfig(rm_quantize="int4")
+        ToolRewardConfig(rm_quantize="int4")
     tiny_decoder.save_pretrained(tmp_path / "rm")
-    monkeypatch.setattr(reward, "_SCORERS", {})
-    grouped = reward.get_rm_scorer(reward.ToolRewardConfig(rm_source="inprocess", model_path=str(tmp_path / "rm")))
-    plain = reward.get_rm_scorer(reward.ToolRewardConfig(rm_source="inprocess", model_path=str(tmp_path / "rm"),
-                                                         rm_group=False))
+    monkeypatch.setattr(scorers, "_SCORERS", {})
+    grouped = scorers.get_rm_scorer(ToolRewardConfig(rm_source="inprocess", model_path=str(tmp_path / "rm")))
+    plain = scorers.get_rm_scorer(ToolRewardConfig(rm_source="inprocess", model_path=str(tmp_path / "rm"),
+                                                   rm_group=False))
     assert grouped is not plain and grouped.scorer.group and not plain.scorer.group
     before = dict(grouped.scorer.model.group_stats)
     scores = grouped.score(PARIS_GROUP)

@@ -52,19 +52,20 @@ def test_remote_scorer_and_verl_reward_read_the_spec_without_torch(tmp_path):
     write_toolrm_json(tmp_path, SPEC, "encoder")
     code = ("import sys\n"
             "from toolrm_rl.scoring import build_scorer\n"
-            "from toolrm_rl.verl.reward import ToolRewardConfig, _render_spec_for\n"
+            "from toolrm_rl.verl.config import ToolRewardConfig\nfrom toolrm_rl.verl.scorers import render_spec_for\n"
             "remote = build_scorer('remote', options={'url': 'http://127.0.0.1:1', 'api': 'vllm',\n"
             f"                                          'model': {str(tmp_path)!r}}})\n"
-            f"spec = _render_spec_for(ToolRewardConfig(model_path={str(tmp_path)!r}))\n"
+            f"spec = render_spec_for(ToolRewardConfig(model_path={str(tmp_path)!r}))\n"
             "print(remote.render_spec.max_tokens, spec.max_tokens, 'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["777", "777", "False"], out.stdout + out.stderr
 
 
 def test_verl_reward_refuses_a_newer_toolrm_json(tmp_path):
-    from toolrm_rl.verl.reward import ToolRewardConfig, _render_spec_for
+    from toolrm_rl.verl.config import ToolRewardConfig
+    from toolrm_rl.verl.scorers import render_spec_for
 
     path = write_toolrm_json(tmp_path, SPEC, "decoder")
     path.write_text(json.dumps({**json.loads(path.read_text()), "format_version": FORMAT_VERSION + 1}))
     with pytest.raises(ValueError, match="field format_version"):
-        _render_spec_for(ToolRewardConfig(model_path=str(tmp_path)))
+        render_spec_for(ToolRewardConfig(model_path=str(tmp_path)))

@@ -17,7 +17,11 @@ from loopback import LoopbackServer
 
 from toolrm_rl.core.calls import ToolCall
 from toolrm_rl.core.parse import to_hermes
+from toolrm_rl.verl import combine as C
+from toolrm_rl.verl import config as Cfg
 from toolrm_rl.verl import reward as R
+from toolrm_rl.verl import sample as S
+from toolrm_rl.verl import turns as T
 
 TOOLS = [{"name": "get_weather", "description": "Weather of a city",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
@@ -61,7 +65,7 @@ def fake(monkeypatch):
 
 
 def test_doctests_of_the_combination_rule():
-    result = doctest.testmod(R)
+    result = doctest.testmod(C)
     assert result.attempted >= 4 and result.failed == 0
 
 
@@ -194,7 +198,7 @@ def test_fake_observations_cannot_dilute_an_invalid_call(fake):
 def test_config_file_and_kwargs_precedence(tmp_path, monkeypatch):
     path = tmp_path / "reward.yaml"
     path.write_text("w_rm: 0.25\ninvalid_penalty: -3.0\n")
-    monkeypatch.setenv(R.CONFIG_ENV, str(path))
+    monkeypatch.setenv(Cfg.CONFIG_ENV, str(path))
     cfg = R.load_reward_config({"invalid_penalty": -5.0, "not_an_option": 1})
     assert (cfg.w_rm, cfg.invalid_penalty) == (0.25, -5.0)
     with pytest.raises(ValueError, match="turn_combine"):
@@ -300,9 +304,18 @@ def test_server_down_falls_back():
     assert out["fallback"] == 1.0 and out["score"] == 0.0 and tuple(out) == R.KEYS
 
 
-def test_rm_that_cannot_load_falls_back(tmp_path):
-    out = score(to_hermes([GOOD]), rm_source="inprocess", model_path=str(tmp_path / "missing"))
-    assert out["fallback"] == 1.0 and tuple(out) == R.KEYS
+def test_a_misconfigured_rm_fails_at_start_up_naming_the_key(tmp_path):
+    """Configuration errors raise on the first call, whatever the sample; they never become a silent
+    rules-only run."""
+    with pytest.raises(ValueError, match="reward_kwargs.model_path"):
+        score("no call at all", rm_source="inprocess", model_path=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="reward_kwargs.rm_source=router"):
+        score(to_hermes([GOOD]), rm_source="router")
+    (tmp_path / "rm").mkdir()
+    (tmp_path / "rm" / "toolrm.json").write_text("{not json")
+    with pytest.raises(ValueError, match="toolrm.json"):
+        score(to_hermes([GOOD]), rm_source="server", server_api="vllm", server_url="http://127.0.0.1:1",
+              model_path=str(tmp_path / "rm"))
 
 
 _json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -387,9 +400,9 @@ _OLD_RESPONSE_RE = re.compile(r"<tool_response>(.*?)(?:</tool_response>|$)", re.
 def _old_split_turns(text):
     turns, pos = [], 0
     for m in _OLD_OBS_RE.finditer(text):
-        turns.append((R._clean(text[pos:m.start()]), [r.strip() for r in _OLD_RESPONSE_RE.findall(m.group(1))]))
+        turns.append((T.clean_turn(text[pos:m.start()]), [r.strip() for r in _OLD_RESPONSE_RE.findall(m.group(1))]))
         pos = m.end()
-    last = R._clean(text[pos:])
+    last = T.clean_turn(text[pos:])
     if last or not turns:
         turns.append((last, []))
     return turns
@@ -434,7 +447,7 @@ def test_many_fake_turns_keep_the_rm_input_bounded(fake):
     out = score(text, max_turns=4, rm_transform="clip")
     assert out["n_turns"] == 1_000 and out["n_calls"] == 1_000 and out["valid"] == 1
     assert len(fake.batches[0]) == 4  # the last max_turns turns, each with a bounded history
-    assert all(len(ex.conversation) <= len(CONV) + R.RM_HISTORY for ex in fake.batches[0])
+    assert all(len(ex.conversation) <= len(CONV) + S.RM_HISTORY for ex in fake.batches[0])
 
 
 def test_an_invalid_turn_before_the_window_still_counts(fake):
@@ -472,8 +485,8 @@ RESPONSES_AGAINST_TOOLS = {
 def test_malformed_tools_are_marked_and_never_rewarded(fake, caplog, bad):
     scores = {}
     for name, text in RESPONSES_AGAINST_TOOLS.items():
-        with caplog.at_level("WARNING", logger=R.__name__):
-            R._NOTES.clear()  # the rate limit is per process: each case must log
+        with caplog.at_level("WARNING", logger=S.__name__):
+            S._NOTES.clear()  # the rate limit is per process: each case must log
             out = score(text, extra(tools=BAD_TOOLS[bad]), w_gt=1.0, abstain_reward=1.0, invalid_penalty=-1.5)
         assert tuple(out) == R.KEYS and all(math.isfinite(v) for v in out.values())
         assert out["tools_error"] == 1 and out["schema_ok"] == 0 and out["valid"] == 0 and out["fallback"] == 0
@@ -552,7 +565,7 @@ def test_tool_calls_in_the_conversation_never_force_a_fallback(tiny_rm, fake, to
     conv = [OPENAI_HISTORY[0], {**OPENAI_HISTORY[1], "tool_calls": tool_calls}, OPENAI_HISTORY[2]]
     out = score(to_hermes([GOOD]), extra(conversation=json.dumps(conv)), rm_source="inprocess", model_path=tiny_rm)
     assert out["fallback"] == 0 and out["valid"] == 1
-    shown = R._load_conversation({"conversation": conv})
+    shown = S.load_conversation({"conversation": conv})
     assert [m["role"] for m in shown] == ["user", "assistant", "tool"]
     kept = tool_calls is OPENAI_HISTORY[1]["tool_calls"]
     assert ("tool_calls" in shown[1]) == kept

@@ -1,16 +1,16 @@
 """The ``toolrm`` reward manager for verl 0.9.1: the ToolRM reward with RM requests batched across samples.
 
 verl's reward loop calls ``run_single`` for every sample of a chunk concurrently; this manager parses
-and checks each sample at once (:func:`toolrm_rl.verl.reward.prepare`), then collects the RM inputs
+and checks each sample at once (:func:`toolrm_rl.verl.sample.prepare`), then collects the RM inputs
 of the samples that arrive within ``batch_window_ms`` (or until ``max_batch`` inputs) into ONE scorer
 call (a remote batch or one in-process forward pass), instead of one request per sample. It decodes
 responses itself (``skip_special_tokens`` configurable; tool markers kept) and returns the same keys
-as ``compute_score`` (:data:`toolrm_rl.verl.reward.KEYS`).
+as ``compute_score`` (:data:`toolrm_rl.verl.combine.KEYS`).
 
 Use: ``reward.reward_manager.name=toolrm`` and ``reward.custom_reward_function.path=pkg://toolrm_rl.verl.reward``
 (the path must be set: without it, verl's worker sends the sample to its own RM router and never calls a
 manager when ``reward.reward_model.enable=True``). Options come from
-``reward.custom_reward_function.reward_kwargs`` (:class:`~toolrm_rl.verl.reward.ToolRewardConfig`).
+``reward.custom_reward_function.reward_kwargs`` (:class:`~toolrm_rl.verl.config.ToolRewardConfig`).
 
 Registered in every verl process by the ``verl.plugins`` entry point ``toolrm = "toolrm_rl.verl.manager"``:
 ``import verl`` imports this module, whose ``@register("toolrm")`` adds the class to verl's registry.
@@ -29,15 +29,10 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.scoring import ScorerUnavailable
-from toolrm_rl.verl.reward import (
-    _error_result,
-    _rm_failure,
-    finish,
-    get_rm_scorer,
-    load_reward_config,
-    prepare,
-    score_examples,
-)
+from toolrm_rl.verl.combine import error_result, finish
+from toolrm_rl.verl.config import load_reward_config
+from toolrm_rl.verl.sample import prepare
+from toolrm_rl.verl.scorers import get_rm_scorer, note_fallback, score_examples
 
 __all__ = ["RMBatcher", "ToolRMRewardManager", "reward_kwargs_of"]
 
@@ -146,9 +141,11 @@ class ToolRMRewardManager(RewardManagerBase):
         self._batchers: dict[int, RMBatcher] = {}  # per event loop
         strip = {getattr(tokenizer, name, None) for name in ("eos_token", "pad_token", "bos_token")}
         self._strip = [t for t in strip if isinstance(t, str) and t and "tool" not in t]
+        # built now (cached per process) so that a configuration error stops start-up, naming its key
+        get_rm_scorer(self.cfg, reward_router_address, reward_model_tokenizer)
 
     def batcher(self) -> RMBatcher | None:
-        """This event loop's batcher (None for rules only); raises when the RM cannot be set up."""
+        """This event loop's batcher (None for rules only)."""
         scorer = get_rm_scorer(self.cfg, self.reward_router_address, self.reward_model_tokenizer)
         if scorer is None:
             return None
@@ -179,23 +176,20 @@ class ToolRMRewardManager(RewardManagerBase):
             ground_truth = reward_model.get("ground_truth") if hasattr(reward_model, "get") else None
             p = prepare(text, ground_truth, nt.get("extra_info"), self.cfg)
             result = finish(p, None, False)
-            if p.examples or p.rm_skipped:
+            batcher = self.batcher() if p.examples or p.rm_skipped else None
+            if batcher is not None and not p.examples:  # a valid call the RM cannot be shown: the rules alone
+                result = finish(p, None, True)
+            elif batcher is not None:
                 try:
-                    batcher = self.batcher()
-                    if batcher is None:
-                        pass  # rules only
-                    elif not p.examples:  # a valid call the RM cannot be shown: the rules alone
-                        result = finish(p, None, True)
-                    else:
-                        result = finish(p, await batcher.submit(p.examples), False)
+                    result = finish(p, await batcher.submit(p.examples), False)
                 except asyncio.CancelledError:
                     raise
-                except Exception as err:
-                    _rm_failure(err)
+                except Exception as err:  # an outage (ScorerUnavailable) or an input the RM cannot take
+                    note_fallback(err)
                     result = finish(p, None, True)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # the guard: a malformed item must not stop training
             logger.warning("toolrm manager: could not score a sample (%s: %.200s)", type(err).__name__, err)
-            result = _error_result(self.cfg.invalid_penalty)
+            result = error_result(self.cfg.invalid_penalty)
         return {"reward_score": result["score"], "reward_extra_info": result}
