@@ -375,3 +375,19 @@ def test_doctests():
     result = doctest.testmod(importlib.import_module("toolrm_rl.core.calls"))
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_calls_from_any_one_rule_for_openai_bfcl_and_flat_lists():
+    from toolrm_rl.core.calls import calls_from_any
+
+    want = [ToolCall("f", {"a": 1}), ToolCall("g", {})]
+    openai = [{"id": "c0", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}},
+              {"function": {"name": "g", "arguments": {}}}]
+    assert calls_from_any(openai) == calls_from_any(json.dumps(openai)) == want
+    assert calls_from_any([{"f": {"a": 1}}, {"g": {}}]) == calls_from_any({"f": {"a": 1}, "g": {}}) == want
+    # the flat form goes with either style; the first item does not decide
+    assert calls_from_any([{"name": "f", "arguments": {"a": 1}}, openai[1]]) == want
+    assert calls_from_any([]) == calls_from_any(None) == []
+    for mixed, bad in (([openai[0], {"g": {}}], 1), ([{"g": {}}, openai[0]], 0)):
+        with pytest.raises(CatalogError, match=rf"calls\[{bad}\]: a BFCL-style call"):
+            calls_from_any(mixed)

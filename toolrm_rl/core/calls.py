@@ -26,6 +26,7 @@ __all__ = [
     "EmptyCatalogError",
     "MAX_SCHEMA_DEPTH",
     "BFCL_TO_JSON_TYPE",
+    "calls_from_any",
     "calls_from_bfcl",
     "calls_to_bfcl",
     "calls_from_openai",
@@ -425,6 +426,45 @@ def calls_from_openai(tool_calls: Any) -> list[ToolCall]:
             raise CatalogError(f"tool_calls[{i}].function.arguments: expected an object")
         calls.append(ToolCall(fn["name"], args))
     return calls
+
+
+def _is_openai_call(item: Any) -> bool:
+    """An OpenAI ``tool_calls`` item: an object whose ``function`` is an object with a string ``name``."""
+    fn = item.get("function") if isinstance(item, Mapping) else None
+    return isinstance(fn, Mapping) and isinstance(fn.get("name"), str)
+
+
+def _is_flat_call(item: Any) -> bool:
+    """``{"name": str, "arguments": ...}``: the form both readers take."""
+    return isinstance(item, Mapping) and isinstance(item.get("name"), str) and "arguments" in item
+
+
+def calls_from_any(value: Any) -> list[ToolCall]:
+    """Any call list a dataset or client writes -> calls; the one rule that tells the styles apart.
+
+    ``value`` (or its JSON text) is OpenAI ``tool_calls`` when any item is an OpenAI call (an object whose
+    ``function`` is an object with a string ``name``); then every item must be one, or the flat
+    ``{"name", "arguments"}`` form. Otherwise it is read as BFCL calls (``[{"f": {"a": 1}}]``, one dict
+    of several calls, or flat items). A list that mixes OpenAI and BFCL items, or a bad item, raises
+    :class:`CatalogError` naming the item. (A BFCL call of a function named ``function`` whose arguments
+    hold a string ``name`` reads as an OpenAI call: no rule can tell them apart.)
+
+    >>> calls_from_any('[{"f": {"a": 1}}]') == calls_from_any([{"type": "function", "function": {"name": "f",
+    ...     "arguments": '{"a": 1}'}}]) == calls_from_any([{"name": "f", "arguments": {"a": 1}}])
+    True
+    >>> calls_from_any([{"function": {"name": "f", "arguments": {}}}, {"g": {}}])
+    Traceback (most recent call last):
+    ...
+    toolrm_rl.core.calls.CatalogError: calls[1]: a BFCL-style call in a list of OpenAI tool calls, got {'g': {}}
+    """
+    value = load_json_field(value, "calls")
+    if isinstance(value, (list, tuple)) and any(_is_openai_call(item) for item in value):
+        for i, item in enumerate(value):
+            if not (_is_openai_call(item) or _is_flat_call(item)):
+                raise CatalogError(f"calls[{i}]: a BFCL-style call in a list of OpenAI tool calls, got "
+                                   f"{short_repr(item)}")
+        return calls_from_openai(list(value))
+    return calls_from_bfcl(value)
 
 
 def calls_to_openai(calls: Iterable[ToolCall]) -> list[dict[str, Any]]:

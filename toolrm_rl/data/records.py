@@ -50,7 +50,7 @@ from toolrm_rl.core.calls import (
     CatalogError,
     ToolCall,
     ToolCatalog,
-    calls_from_bfcl,
+    calls_from_any,
     calls_from_openai,
     calls_to_bfcl,
 )
@@ -290,10 +290,7 @@ def _parse_calls(row: dict[str, Any], name: str) -> list[ToolCall]:
     try:
         if isinstance(value, str):  # double-encoded JSON
             value = json.loads(value)
-        if (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
-                and all(v.get("type") == "function" and isinstance(v.get("function"), dict) for v in value)):
-            return calls_from_openai(value)
-        return calls_from_bfcl(value)
+        return calls_from_any(value)
     except json.JSONDecodeError as err:
         raise _FieldError(name, f"not valid JSON inside a JSON string ({err.msg} at char {err.pos})") from None
     except (CatalogError, TypeError, ValueError, AttributeError) as err:

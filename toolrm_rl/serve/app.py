@@ -66,8 +66,7 @@ from toolrm_rl.config import option
 from toolrm_rl.core.calls import (
     CatalogError,
     ToolCatalog,
-    calls_from_bfcl,
-    calls_from_openai,
+    calls_from_any,
     load_json_field,
 )
 from toolrm_rl.core.parse import parse
@@ -140,14 +139,6 @@ class ItemError(ValueError):
         super().__init__(f"{self.path}: {message}")
 
 
-def _calls_from_any(value: Any) -> list:
-    """``[{"name", "arguments"}]``, BFCL ``[{"f": {...}}]`` or OpenAI ``tool_calls`` (or their JSON) -> calls."""
-    value = load_json_field(value, "calls")
-    if isinstance(value, list) and any(isinstance(v, dict) and isinstance(v.get("function"), dict) for v in value):
-        return calls_from_openai(value)
-    return calls_from_bfcl(value)
-
-
 def examples_from_items(items: Any) -> list[RMExample]:
     """Decode ``/score`` items into :class:`RMExample` (format in the module docstring).
 
@@ -176,7 +167,7 @@ def examples_from_items(items: Any) -> list[RMExample]:
             raise ItemError(i, "text", f"expected a string, got {type(text).__name__}")
         if "calls" in item:
             try:
-                calls = _calls_from_any(item["calls"])
+                calls = calls_from_any(item["calls"])
             except (CatalogError, TypeError, ValueError, AttributeError, RecursionError) as err:
                 raise ItemError(i, "calls", str(err) or type(err).__name__) from None
         elif text is not None:

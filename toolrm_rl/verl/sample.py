@@ -39,7 +39,7 @@ from typing import Any
 from toolrm_rl.core.calls import (
     ToolCall,
     ToolCatalog,
-    calls_from_bfcl,
+    calls_from_any,
     calls_from_openai,
     calls_to_openai,
 )
@@ -240,10 +240,8 @@ def _gold_calls(extra: Mapping[str, Any], ground_truth: Any) -> list[ToolCall] |
             continue
         try:
             value = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
-            if isinstance(value, list) and value and isinstance(value[0], Mapping) and "function" in value[0]:
-                return calls_from_openai(value)
             if isinstance(value, (list, dict)):
-                return calls_from_bfcl(value)
+                return calls_from_any(value)
         except Exception:  # a ground truth that is not a call list (e.g. a math answer): no gold
             continue
     return None
