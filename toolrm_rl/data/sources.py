@@ -22,11 +22,11 @@ import json
 import logging
 import re
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from toolrm_rl.core.calls import CatalogError, ToolCall, ToolCatalog, calls_from_bfcl, calls_from_openai, load_json_field
+from toolrm_rl.core.example import ToolExample
 from toolrm_rl.core.parse import parse_pythonic
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.bfcl import SINGLE_TURN_CATEGORIES, _read_jsonl, bfcl_data_dir, concrete_calls
@@ -51,24 +51,6 @@ _MULTI_TURN_DOCS = {
 
 class SourceError(ValueError):
     """A source that cannot be used (unknown, or a benchmark's evaluation data)."""
-
-
-@dataclass
-class ToolExample:
-    """One query with its tools and gold calls (``[]``: no call is right).
-
-    ``answer`` is a BFCL possible answer when the source has one (it lists acceptable alternatives,
-    so negatives are verified with the BFCL matcher); otherwise negatives must differ from ``gold``.
-    """
-
-    id: str
-    source: str
-    conversation: list[dict[str, Any]]
-    tools: ToolCatalog
-    gold: list[ToolCall]
-    answer: list[dict] | None = None
-    category: str = "parallel"
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def bind_positional(call_text: str, catalog: ToolCatalog) -> ToolCall | None:
