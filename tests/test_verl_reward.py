@@ -565,7 +565,7 @@ def test_tool_calls_in_the_conversation_never_force_a_fallback(tiny_rm, fake, to
     conv = [OPENAI_HISTORY[0], {**OPENAI_HISTORY[1], "tool_calls": tool_calls}, OPENAI_HISTORY[2]]
     out = score(to_hermes([GOOD]), extra(conversation=json.dumps(conv)), rm_source="inprocess", model_path=tiny_rm)
     assert out["fallback"] == 0 and out["valid"] == 1
-    shown = S.load_conversation({"conversation": conv})
+    shown = S.load_conversation(conv)
     assert [m["role"] for m in shown] == ["user", "assistant", "tool"]
     kept = tool_calls is OPENAI_HISTORY[1]["tool_calls"]
     assert ("tool_calls" in shown[1]) == kept

@@ -12,8 +12,8 @@ Output: ``train.parquet`` and ``val.parquet`` (written atomically) with one row 
                   (--tools-in system) or not (--tools-in template: verl's tool config supplies them)
     ability       "tool_calling"
     reward_model  {"style": "model" | "rule", "ground_truth": gold calls as JSON ("[]": no call is right)}
-    extra_info    {"split", "index", "id", "tools", "conversation", "gold", "answer", "category"}
-                  (tools/conversation/gold/answer as JSON strings, read by toolrm_rl.verl.reward)
+    extra_info    {"format_version", "split", "index", "id", "tools", "conversation", "gold", "answer", "category"}
+                  (tools/conversation/gold/answer as JSON strings: toolrm_rl.core.extra_info, read by the reward)
     agent_name    optional, e.g. "tool_agent" for verl's multi-turn tool loop
 
 Earlier assistant calls in a conversation are written as text in the policy's call format, and tool
@@ -35,8 +35,10 @@ from toolrm_rl.core.calls import (
     ToolCatalog,
     calls_from_bfcl,
     calls_from_openai,
-    calls_to_bfcl,
 )
+from toolrm_rl.core.example import ToolExample
+from toolrm_rl.core.extra_info import decode as decode_extra_info
+from toolrm_rl.core.extra_info import encode as encode_extra_info
 from toolrm_rl.core.io import atomic_write
 from toolrm_rl.core.parse import serialize
 
@@ -88,9 +90,9 @@ def _prompt_messages(conversation: Sequence[dict[str, Any]], fmt: str) -> list[d
     return out
 
 
-def example_to_row(example: Any, index: int, split: str, *, tools_in: str = "system", fmt: str = "hermes",
+def example_to_row(example: ToolExample, index: int, split: str, *, tools_in: str = "system", fmt: str = "hermes",
                    style: str = "model", agent_name: str | None = None) -> dict[str, Any]:
-    """One :class:`~toolrm_rl.data.sources.ToolExample` as a verl parquet row (see the module docstring)."""
+    """One :class:`~toolrm_rl.core.example.ToolExample` as a verl parquet row (see the module docstring)."""
     if tools_in not in TOOLS_IN:
         raise ValueError(f"tools_in: expected one of {TOOLS_IN}, got {tools_in!r}")
     if style not in ("model", "rule"):
@@ -103,20 +105,13 @@ def example_to_row(example: Any, index: int, split: str, *, tools_in: str = "sys
             messages[0] = {"role": "system", "content": messages[0]["content"].rstrip() + "\n\n" + text}
         else:
             messages.insert(0, {"role": "system", "content": text})
-    gold = json.dumps(calls_to_bfcl(example.gold), ensure_ascii=False)
+    extra_info = encode_extra_info(example, split=split, index=index)
     row = {
         "data_source": f"toolrm/{example.source}",
         "prompt": messages,
         "ability": "tool_calling",
-        "reward_model": {"style": style, "ground_truth": gold},
-        "extra_info": {
-            "split": split, "index": int(index), "id": str(example.id),
-            "tools": json.dumps(catalog.to_dicts(), ensure_ascii=False),
-            "conversation": json.dumps(list(example.conversation), ensure_ascii=False, default=str),
-            "gold": gold,
-            "answer": json.dumps(example.answer, ensure_ascii=False) if example.answer is not None else "",
-            "category": str(example.category or ""),
-        },
+        "reward_model": {"style": style, "ground_truth": extra_info["gold"]},
+        "extra_info": extra_info,
     }
     if agent_name:
         row["agent_name"] = agent_name
@@ -133,7 +128,7 @@ def prompt_token_count(row: dict[str, Any], tokenizer: Any, *, tools_in: str = "
     """
     kwargs: dict[str, Any] = {}
     if tools_in == "template":
-        kwargs["tools"] = ToolCatalog.load(row["extra_info"]["tools"]).to_openai()
+        kwargs["tools"] = ToolCatalog.load(decode_extra_info(row["extra_info"]).tools).to_openai()
     ids = tokenizer.apply_chat_template(list(row["prompt"]), add_generation_prompt=True, tokenize=True, **kwargs)
     if hasattr(ids, "keys"):  # transformers 5 returns a BatchEncoding
         ids = ids["input_ids"]
@@ -190,7 +185,6 @@ def _rows(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
 def _bfcl_examples(path: Path) -> list[Any]:
     """BFCL-format question rows; gold from the row's ``ground_truth`` or ``possible_answer/<same name>``."""
     from toolrm_rl.data.bfcl import concrete_calls
-    from toolrm_rl.data.sources import ToolExample
 
     answers: dict[str, Any] = {}
     answer_file = path.parent / "possible_answer" / path.name
@@ -223,8 +217,6 @@ def _bfcl_examples(path: Path) -> list[Any]:
 
 
 def _canonical_examples(path: Path) -> list[Any]:
-    from toolrm_rl.data.sources import ToolExample
-
     out = []
     for n, row in _rows(path):
         try:
@@ -293,7 +285,7 @@ def write_verl_data(examples: Sequence[Any], out_dir: str | Path, *, val_fractio
                     max_rows: int | None = None) -> VerlDataReport:
     """Shuffle (seeded), split and write ``train.parquet`` / ``val.parquet`` in ``out_dir``.
 
-    :param examples: :class:`~toolrm_rl.data.sources.ToolExample` objects.
+    :param examples: :class:`~toolrm_rl.core.example.ToolExample` objects.
     :param val_fraction: share of examples in ``val.parquet`` (at least one when there are two or more).
     :param max_rows: keep at most this many examples (after the shuffle) before splitting.
     """

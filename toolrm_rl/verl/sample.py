@@ -43,6 +43,8 @@ from toolrm_rl.core.calls import (
     calls_from_openai,
     calls_to_openai,
 )
+from toolrm_rl.core.extra_info import ExtraInfo
+from toolrm_rl.core.extra_info import decode as decode_extra_info
 from toolrm_rl.core.match import GroundTruth, calls_equal
 from toolrm_rl.core.parse import parse
 from toolrm_rl.core.render import RMExample
@@ -157,38 +159,24 @@ class Prepared:
     start: float = field(default_factory=time.perf_counter)
 
 
-def _json_field(info: Mapping[str, Any], name: str) -> Any:
-    value = info.get(name)
-    if isinstance(value, (str, bytes)):
-        try:
-            return json.loads(value) if value.strip() else None
-        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-            return None
-    return value
-
-
-def _load_tools(extra: Mapping[str, Any]) -> tuple[ToolCatalog, bool, str]:
+def _load_tools(info: ExtraInfo) -> tuple[ToolCatalog, bool, str]:
     """``(catalog, present, error)`` of ``extra_info["tools"]``: ``present`` is False for a row without
     tools (no key, or None); ``error`` says why a present field is unusable for the gate ("" when it
     is fine): anything :meth:`ToolCatalog.load` rejects with ``strict=True`` (an empty list, duplicate
     names, ...), invalid UTF-8 or JSON, nesting beyond the limit."""
-    raw = extra.get("tools")
-    if raw is None:
+    if not info.has_tools:
         return ToolCatalog(), False, ""
+    if "tools" in info.errors:
+        return ToolCatalog(), True, info.errors["tools"]
     try:
-        if isinstance(raw, (bytes, bytearray)):
-            raw = bytes(raw).decode("utf-8")
-        if isinstance(raw, str):
-            raw = json.loads(raw)
-        return ToolCatalog.load(_scrub(raw, limit=_TOOLS_DEPTH), strict=True), True, ""
-    except Exception as err:  # CatalogError, bad JSON or UTF-8, too deep, anything: the gate cannot check
+        return ToolCatalog.load(_scrub(info.tools, limit=_TOOLS_DEPTH), strict=True), True, ""
+    except Exception as err:  # CatalogError, too deep, anything: the gate cannot check
         return ToolCatalog(), True, f"{type(err).__name__}: {err}"
 
 
-def load_conversation(extra: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The row's conversation as RM-safe messages; unreadable messages (and unreadable ``tool_calls``
-    of a readable one) are left out with a logged reason."""
-    value = _json_field(extra, "conversation")
+def load_conversation(value: Any) -> list[dict[str, Any]]:
+    """The row's conversation (decoded ``extra_info["conversation"]``) as RM-safe messages; unreadable
+    messages (and unreadable ``tool_calls`` of a readable one) are left out with a logged reason."""
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         value = value.tolist()
     if isinstance(value, Mapping):
@@ -233,25 +221,21 @@ def _message(m: Mapping[str, Any], index: int) -> dict[str, Any]:
     return msg
 
 
-def _gold_calls(extra: Mapping[str, Any], ground_truth: Any) -> list[ToolCall] | None:
+def _gold_calls(info: ExtraInfo, ground_truth: Any) -> list[ToolCall] | None:
     """Gold calls from extra_info["gold"] (or ground_truth when it is a JSON call list); None: no gold."""
-    for raw in (extra.get("gold"), ground_truth):
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            continue
-        try:
-            value = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
-            if isinstance(value, (list, dict)):
-                return calls_from_any(value)
-        except Exception:  # a ground truth that is not a call list (e.g. a math answer): no gold
-            continue
-    return None
+    if info.gold is not None:
+        return info.gold
+    try:
+        value = json.loads(ground_truth) if isinstance(ground_truth, (str, bytes)) else ground_truth
+        return calls_from_any(value) if isinstance(value, (list, dict)) else None
+    except (ValueError, TypeError, RecursionError):  # not a call list (e.g. a math answer): no gold
+        return None
 
 
-def _ground_truth(extra: Mapping[str, Any], catalog: ToolCatalog, cfg: ToolRewardConfig) -> GroundTruth | None:
+def _ground_truth(info: ExtraInfo, catalog: ToolCatalog, cfg: ToolRewardConfig) -> GroundTruth | None:
     """BFCL's checker for extra_info["answer"] (a possible answer) when the row has one for a single-turn
     category (simple, parallel, multiple; "parallel" when no category is given); None otherwise."""
-    answer = _json_field(extra, "answer")
-    category = str(extra.get("category") or "parallel")
+    answer, category = info.answer, info.category or "parallel"
     if not answer or not len(catalog) or not any(c in category for c in ("simple", "parallel", "multiple")):
         return None
     try:
@@ -290,13 +274,13 @@ def _prepare(solution_str: Any, ground_truth: Any, extra_info: Any, cfg: ToolRew
     if len(text) > cfg.max_chars:
         text = text[-cfg.max_chars:]
     text = clean_text(text)
-    extra = dict(extra_info) if isinstance(extra_info, Mapping) else {}  # a copy: verl mutates its dict
-    catalog, has_tools, tools_error = _load_tools(extra)
+    info = decode_extra_info(extra_info)  # reads, never changes it (verl mutates its dict)
+    catalog, has_tools, tools_error = _load_tools(info)
     if tools_error:
         note("tools_error", f"extra_info.tools is unreadable ({tools_error:.200}): the calls cannot be checked, "
                              f"the sample scores invalid_penalty with tools_error=1")
-    gold = _gold_calls(extra, ground_truth)
-    truth = None if tools_error or not has_tools else _ground_truth(extra, catalog, cfg)
+    gold = _gold_calls(info, ground_truth)
+    truth = None if tools_error or not has_tools else _ground_truth(info, catalog, cfg)
 
     turns = split_turns(text)
     p = Prepared(cfg, [], [], n_turns=len(turns), tools_error=bool(tools_error))
@@ -322,7 +306,7 @@ def _prepare(solution_str: Any, ground_truth: Any, extra_info: Any, cfg: ToolRew
         p.valid.insert(0, False)  # an invalid turn before the window still counts once
     if not tools_error and any(p.valid):
         p.examples, p.rm_skipped = _rm_examples(turns, checked, [k for k in window if checked[k][1]], catalog,
-                                                load_conversation(extra))
+                                                load_conversation(info.conversation))
     p.n_calls = len(all_calls)
     p.abstained = not all_calls and p.format_ok
     if gold is not None:
