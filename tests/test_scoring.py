@@ -246,7 +246,7 @@ def test_hf_rm_renders_with_the_models_template_in_each_layout(tiny_rm_dirs):
     text = rm.model.render(adapt_example(HF_EXAMPLES[0])).text
     assert "<tools>" in text and '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}' in text
     system = adapt_example(HF_EXAMPLES[2], tools_in="system")
-    assert system.tools == [] and system.conversation[0]["content"].startswith("Be brief.\n\nYou can call these functions")
+    assert len(system.tools) == 0 and system.conversation[0]["content"].startswith("Be brief.\n\nYou can call these functions")
     text = rm.model.render(adapt_example(HF_EXAMPLES[1], tools_in="system", candidate_as="text")).text
     assert "<tools>" not in text and "<tool_call>" not in text
     assert '"name": "get_weather"' in text.split("<|im_start|>system")[1].split("<|im_end|>")[0]

@@ -114,7 +114,7 @@ def _client(app, raise_server_exceptions=True):
 
 
 def _items(examples):
-    return [{"tools": ex.tools, "conversation": ex.conversation,
+    return [{"tools": ex.tools.to_dicts(), "conversation": ex.conversation,
              "calls": [{"name": c.name, "arguments": c.arguments} for c in ex.calls],
              **({"text": ex.text} if ex.text is not None else {})} for ex in examples]
 

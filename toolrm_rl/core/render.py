@@ -264,12 +264,19 @@ def _leaves(value: Any, limit: int) -> list[Any]:
 @dataclass
 class RMExample:
     """What a reward model scores: the tool catalog, the conversation so far, and one candidate answer
-    (its calls; an empty list is an abstention, whose answer text goes in ``text``)."""
+    (its calls; an empty list is an abstention, whose answer text goes in ``text``).
 
-    tools: Any
+    ``tools`` may be given as anything :meth:`ToolCatalog.load` accepts; it is loaded once, here (a bad
+    catalog raises ``CatalogError`` at construction), so every scorer reuses one catalog."""
+
+    tools: ToolCatalog
     conversation: Any
     calls: list[ToolCall]
     text: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tools, ToolCatalog):
+            self.tools = ToolCatalog.load(self.tools)
 
 
 def render_example(example: RMExample, *, spec: RenderSpec | None = None, tokenizer: Any = None) -> RenderedInput:

@@ -73,7 +73,7 @@ def adapt_example(example: RMExample, *, tools_in: str = "template", candidate_a
             msgs[0] = {**msgs[0], "content": f"{msgs[0].get('content') or ''}\n\n{block}".lstrip()}
         else:
             msgs = [{"role": "system", "content": block}] + msgs
-        tools, conversation = [], msgs
+        tools, conversation = ToolCatalog(), msgs
     if candidate_as == "text" and calls:
         text = json.dumps([{"name": c.name, "arguments": c.arguments} for c in calls], ensure_ascii=False)
         calls = []

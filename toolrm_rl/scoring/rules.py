@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from toolrm_rl.core.calls import ToolCatalog
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.core.schema import check_calls
 
@@ -34,7 +33,7 @@ class RulesScorer:
 
     def violations(self, example: RMExample):
         """The schema report of one example (catalogs are compiled once per catalog object)."""
-        return check_calls(example.calls, _catalog(example), language=self.language)
+        return check_calls(example.calls, example.tools, language=self.language)
 
     def score(self, examples: Sequence[RMExample]) -> list[float]:
         """Rule scores, in input order."""
@@ -43,10 +42,3 @@ class RulesScorer:
             report = self.violations(ex)
             out.append(-float(sum(self.weights.get(v.category, 1.0) for v in report.violations)) if report.violations else 0.0)
         return out
-
-
-def _catalog(example: RMExample) -> ToolCatalog:
-    # Keep the loaded catalog on the example so repeated scoring reuses its compiled checks.
-    if not isinstance(example.tools, ToolCatalog):
-        example.tools = ToolCatalog.load(example.tools)
-    return example.tools
