@@ -15,24 +15,24 @@ import argparse
 import time
 
 from toolrm_rl.core.calls import calls_to_bfcl
-from toolrm_rl.core.match import GroundTruth, standardize_string
+from toolrm_rl.core.match import GroundTruth, _standardize_cached
 from toolrm_rl.core.parse import parse_hermes, to_hermes
 from toolrm_rl.core.schema import check_calls
-from toolrm_rl.data.bfcl import ground_truth_calls, load_bfcl, load_bfcl_checker
+from toolrm_rl.data.bfcl import load_bfcl, load_bfcl_checker
 from toolrm_rl.data.mutate import mutate
 
 
 def build_inputs(limit: int | None):
     groups = []
     for k, rec in enumerate(load_bfcl()[:limit]):
-        outputs = [ground_truth_calls(rec)]
-        outputs += [calls for _, calls in mutate(outputs[0], rec.catalog, seed=k, literal_values=rec.language != "python")]
+        outputs = [rec.gold]
+        outputs += [calls for _, calls in mutate(outputs[0], rec.tools, seed=k, literal_values=rec.language != "python")]
         groups.append((rec, [to_hermes(c) for c in outputs], [calls_to_bfcl(c) for c in outputs]))
     return groups
 
 
 def run_ours(rec, texts) -> None:
-    truth = GroundTruth(rec.catalog, rec.answer, rec.category)
+    truth = GroundTruth(rec.tools, rec.answer, rec.category)
     for text in texts:
         calls = parse_hermes(text).calls
         check_calls(calls, truth.catalog, language=rec.language)
@@ -42,7 +42,7 @@ def run_ours(rec, texts) -> None:
 def run_oracle(rec, decoded, oracle) -> None:
     for out in decoded:
         try:
-            oracle(rec.functions, out, rec.answer, rec.category)
+            oracle(rec.meta["functions"], out, rec.answer, rec.category)
         except Exception:  # bfcl-eval raises on some malformed outputs; counted as checked
             pass
 
@@ -59,7 +59,7 @@ def main() -> None:
     best = {"ours": float("inf"), "oracle": float("inf")}
     clock = time.perf_counter
     for _ in range(args.repeat):
-        standardize_string.cache_clear()  # no warm cache carried over from an earlier round
+        _standardize_cached.cache_clear()  # no warm cache carried over from an earlier round
         spent = {"ours": 0.0, "oracle": 0.0}
         for rec, texts, decoded in groups:
             t0 = clock()

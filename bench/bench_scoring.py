@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from toolrm_rl.core.render import RMExample
-from toolrm_rl.data.bfcl import ground_truth_calls, load_bfcl
+from toolrm_rl.data.bfcl import load_bfcl
 from toolrm_rl.data.mutate import mutate
 from toolrm_rl.model import ToolRM
 from toolrm_rl.data.backbones import minilm_dir
@@ -55,11 +55,11 @@ def build_pairs(n: int, seed: int = 0) -> list[tuple[RMExample, RMExample]]:
     for k, rec in enumerate(records):
         if 2 * len(pairs) >= n:
             break
-        gold = ground_truth_calls(rec)
-        wrong = next(iter(mutate(gold, rec.catalog, seed=k, literal_values=rec.language != "python")), None)
+        gold = rec.gold
+        wrong = next(iter(mutate(gold, rec.tools, seed=k, literal_values=rec.language != "python")), None)
         if wrong is not None:
-            pairs.append((RMExample(rec.catalog, rec.conversation, gold),
-                          RMExample(rec.catalog, rec.conversation, wrong[1])))
+            pairs.append((RMExample(rec.tools, rec.conversation, gold),
+                          RMExample(rec.tools, rec.conversation, wrong[1])))
     return pairs
 
 
@@ -169,13 +169,13 @@ def build_groups(prompts: int, n: int, seed: int = 0) -> list[list[RMExample]]:
     random.Random(seed).shuffle(records)
     groups = []
     for k, rec in enumerate(records):
-        gold = ground_truth_calls(rec)
+        gold = rec.gold
         seen = {repr(gold): gold}
         for s in range(8):
-            for _, calls in mutate(gold, rec.catalog, seed=k * 100 + s, literal_values=rec.language != "python"):
+            for _, calls in mutate(gold, rec.tools, seed=k * 100 + s, literal_values=rec.language != "python"):
                 seen.setdefault(repr(calls), calls)
         if len(seen) >= n:
-            groups.append([RMExample(rec.catalog, rec.conversation, calls) for calls in list(seen.values())[:n]])
+            groups.append([RMExample(rec.tools, rec.conversation, calls) for calls in list(seen.values())[:n]])
         if len(groups) == prompts:
             break
     return groups

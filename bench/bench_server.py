@@ -40,7 +40,7 @@ DEFAULT_MODEL = ROOT / "runs" / "toolrm-minilm" / "final"
 
 def build_items(n: int, seed: int = 0) -> list[dict]:
     """``n`` /score items from BFCL single-turn records (gold calls, or a mutation of them)."""
-    from toolrm_rl.data.bfcl import ground_truth_calls, load_bfcl
+    from toolrm_rl.data.bfcl import load_bfcl
     from toolrm_rl.data.mutate import mutate
 
     records = load_bfcl()
@@ -49,11 +49,11 @@ def build_items(n: int, seed: int = 0) -> list[dict]:
     for k, rec in enumerate(records):
         if len(items) >= n:
             break
-        calls = ground_truth_calls(rec)
+        calls = rec.gold
         if k % 2:
-            wrong = next(iter(mutate(calls, rec.catalog, seed=k, literal_values=rec.language != "python")), None)
+            wrong = next(iter(mutate(calls, rec.tools, seed=k, literal_values=rec.language != "python")), None)
             calls = wrong[1] if wrong is not None else calls
-        items.append({"tools": rec.catalog.to_dicts(), "conversation": rec.conversation,
+        items.append({"tools": rec.tools.to_dicts(), "conversation": rec.conversation,
                       "calls": [{"name": c.name, "arguments": c.arguments} for c in calls]})
     return items
 

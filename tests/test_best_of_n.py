@@ -8,8 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from toolrm_rl.cli import app
-from toolrm_rl.core.calls import ToolCatalog
-from toolrm_rl.eval.best_of_n import (STRATEGIES, BestOfNConfig, Question, best_of_n, load_candidates, n_values,
+from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.example import ToolExample
+from toolrm_rl.eval.best_of_n import (STRATEGIES, BestOfNConfig, best_of_n, load_candidates, n_values,
                                       questions_from_file, run_best_of_n, sample_candidates)
 
 TOOLS = [{"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}]
@@ -69,8 +70,8 @@ class FakePolicy:
 
 
 def questions():
-    return [Question("q1", "simple", CONV, ToolCatalog.load(TOOLS), [{"f": {"x": [1]}}]),
-            Question("q2", "simple", CONV, ToolCatalog.load(TOOLS), [{"f": {"x": [5]}}])]
+    return [ToolExample(q, "test", CONV, ToolCatalog.load(TOOLS), [ToolCall("f", {"x": x})], [{"f": {"x": [x]}}], "simple")
+            for q, x in (("q1", 1), ("q2", 5))]
 
 
 def test_n_values():
@@ -119,7 +120,8 @@ def test_recipe_run_with_a_candidates_file_and_examples_file(tmp_path):
                                         "possible_answer": [{"f": {"x": [x]}}]}) + "\n" for q, x in (("q1", 1), ("q2", 5))))
     cands = tmp_path / "cands.jsonl"
     cands.write_text("".join(json.dumps({"id": k, **v}) + "\n" for k, v in CANDIDATES.items()))
-    assert [q.answer for q in questions_from_file(data)] == [q.answer for q in questions()]
+    from_file = questions_from_file(data)
+    assert [(q.answer, q.gold, q.category) for q in from_file] == [(q.answer, q.gold, q.category) for q in questions()]
     cfg = BestOfNConfig(data=str(data), candidates=str(cands), n=4, out=str(tmp_path / "out"))
     result = run_best_of_n(cfg, scorer=LargestX())
     assert result.accuracy == EXPECTED_ACCURACY

@@ -9,13 +9,13 @@ import collections
 
 from toolrm_rl.core.calls import calls_to_bfcl
 from toolrm_rl.core.match import GroundTruth
-from toolrm_rl.data.bfcl import SINGLE_TURN_CATEGORIES, ground_truth_calls
+from toolrm_rl.data.bfcl import SINGLE_TURN_CATEGORIES
 from toolrm_rl.data.mutate import mutate
 
 
 def _oracle_verdict(oracle, rec, calls):
     try:
-        out = oracle(rec.functions, calls_to_bfcl(calls), rec.answer, rec.category)
+        out = oracle(rec.meta["functions"], calls_to_bfcl(calls), rec.answer, rec.category)
     except Exception as err:  # noqa: BLE001 - the oracle crashes on some malformed outputs
         return None, f"crash:{type(err).__name__}"
     return bool(out["valid"]), "" if out["valid"] else out["error_type"]
@@ -30,8 +30,8 @@ def test_every_record_covered(bfcl_records):
 def test_ground_truth_passes_in_both_checkers(bfcl_records, bfcl_oracle):
     disagreements, both_reject = [], []
     for rec in bfcl_records:
-        calls = ground_truth_calls(rec)
-        ours = GroundTruth(rec.catalog, rec.answer, rec.category).check(calls)
+        calls = rec.gold
+        ours = GroundTruth(rec.tools, rec.answer, rec.category).check(calls)
         valid, error_type = _oracle_verdict(bfcl_oracle, rec, calls)
         if (ours.valid, ours.error_type) != (valid, error_type):
             disagreements.append((rec.id, ours, valid, error_type))
@@ -50,8 +50,8 @@ def test_mutated_outputs_agree_with_oracle(bfcl_records, bfcl_oracle):
     kinds: collections.Counter = collections.Counter()
     error_types: collections.Counter = collections.Counter()
     for k, rec in enumerate(bfcl_records):
-        truth = GroundTruth(rec.catalog, rec.answer, rec.category)
-        for operator, calls in mutate(ground_truth_calls(rec), rec.catalog, seed=k,
+        truth = GroundTruth(rec.tools, rec.answer, rec.category)
+        for operator, calls in mutate(rec.gold, rec.tools, seed=k,
                                       literal_values=rec.language != "python"):
             valid, error_type = _oracle_verdict(bfcl_oracle, rec, calls)
             if valid is None:

@@ -30,7 +30,6 @@ import collections
 from toolrm_rl.core.calls import calls_to_bfcl
 from toolrm_rl.core.match import GroundTruth
 from toolrm_rl.core.schema import check_calls
-from toolrm_rl.data.bfcl import ground_truth_calls
 from toolrm_rl.data.mutate import mutate
 
 BFCL_REJECTS_ITS_OWN_ANSWER = {"live_simple_106-63-0", "live_simple_112-68-0", "live_multiple_507-149-4",
@@ -40,7 +39,7 @@ BFCL_REJECTS_ITS_OWN_ANSWER = {"live_simple_106-63-0", "live_simple_112-68-0", "
 def _oracle_error(oracle, rec, calls) -> str | None:
     """BFCL's error_type ("" when valid), None when its checker crashes."""
     try:
-        verdict = oracle(rec.functions, calls_to_bfcl(calls), rec.answer, rec.category)
+        verdict = oracle(rec.meta["functions"], calls_to_bfcl(calls), rec.answer, rec.category)
     except Exception:  # noqa: BLE001 - BFCL's checker crashes on some outputs
         return None
     return "" if verdict["valid"] else verdict["error_type"]
@@ -49,9 +48,9 @@ def _oracle_error(oracle, rec, calls) -> str | None:
 def test_every_gold_answer_bfcl_accepts_passes_the_gate(bfcl_records, bfcl_oracle):
     gate_rejects, oracle_rejects = set(), {}
     for rec in bfcl_records:
-        calls = ground_truth_calls(rec)
-        truth = GroundTruth(rec.catalog, rec.answer, rec.category)
-        report = check_calls(calls, rec.catalog, language=rec.language, answer=truth)
+        calls = rec.gold
+        truth = GroundTruth(rec.tools, rec.answer, rec.category)
+        report = check_calls(calls, rec.tools, language=rec.language, answer=truth)
         if not report.ok:
             gate_rejects.add(rec.id)
         error = _oracle_error(bfcl_oracle, rec, calls)
@@ -71,11 +70,11 @@ def test_without_the_answer_every_rejection_is_a_value_the_answer_holds(bfcl_rec
     those whose offending values BFCL's answer vouches for (or that BFCL rejects as well)."""
     rejected = collections.Counter()
     for rec in bfcl_records:
-        calls = ground_truth_calls(rec)
-        report = check_calls(calls, rec.catalog, language=rec.language)
+        calls = rec.gold
+        report = check_calls(calls, rec.tools, language=rec.language)
         if report.ok or rec.id in BFCL_REJECTS_ITS_OWN_ANSWER:
             continue
-        truth = GroundTruth(rec.catalog, rec.answer, rec.category)
+        truth = GroundTruth(rec.tools, rec.answer, rec.category)
         for v in report.violations:
             assert v.category in ("type", "nested_type", "enum"), (rec.id, v)
             param = v.param.split("[")[0].split(".")[0]
@@ -92,15 +91,15 @@ def test_mutated_outputs_bfcl_accepts_pass_the_gate(bfcl_records, bfcl_oracle):
     schema_families = ("type_error:java", "type_error:js", "type_error:nested", "simple_function_checker:missing_required")
     missed = collections.Counter()
     for k, rec in enumerate(bfcl_records):
-        truth = GroundTruth(rec.catalog, rec.answer, rec.category)
-        for operator, calls in mutate(ground_truth_calls(rec), rec.catalog, seed=k,
+        truth = GroundTruth(rec.tools, rec.answer, rec.category)
+        for operator, calls in mutate(rec.gold, rec.tools, seed=k,
                                       literal_values=rec.language != "python"):
             try:
-                verdict = bfcl_oracle(rec.functions, calls_to_bfcl(calls), rec.answer, rec.category)
+                verdict = bfcl_oracle(rec.meta["functions"], calls_to_bfcl(calls), rec.answer, rec.category)
             except Exception:  # noqa: BLE001 - BFCL's checker crashes on some outputs
                 continue
             n += 1
-            ok = check_calls(calls, rec.catalog, language=rec.language, answer=truth).ok
+            ok = check_calls(calls, rec.tools, language=rec.language, answer=truth).ok
             if verdict["valid"]:
                 valid += 1
                 assert ok, (rec.id, operator, calls)

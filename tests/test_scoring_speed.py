@@ -33,11 +33,9 @@ def _spearman(a: list[float], b: list[float]) -> float:
 @pytest.fixture(scope="module")
 def bfcl_examples(bfcl_records) -> list[RMExample]:
     """40 different inputs: the ground truth of 40 random BFCL records (a test input, not training data)."""
-    from toolrm_rl.data.bfcl import ground_truth_calls
-
     records = list(bfcl_records)
     random.Random(0).shuffle(records)
-    return [RMExample(rec.catalog, rec.conversation, ground_truth_calls(rec)) for rec in records[:40]]
+    return [RMExample(rec.tools, rec.conversation, rec.gold) for rec in records[:40]]
 
 
 def _minilm() -> ToolRM:

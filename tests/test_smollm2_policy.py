@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from toolrm_rl.config import load_structured
-from toolrm_rl.core.calls import ToolCatalog
+from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.example import ToolExample
 from toolrm_rl.data.generate import (
     GenerationRequest,
     GeneratorError,
@@ -27,7 +28,6 @@ from toolrm_rl.data.generate import (
 )
 from toolrm_rl.eval.best_of_n import (
     BestOfNConfig,
-    Question,
     best_of_n,
     candidates_meta,
     load_candidates,
@@ -190,10 +190,11 @@ class Constant:
         return [self.by_x.get(e.calls[0].arguments.get("x"), 0.0) if e.calls else -9.0 for e in examples]
 
 
-def _questions(k=3):
+def _questions():
     cats = ["simple", "parallel", "simple"]
-    return [Question(f"q{i}", cats[i % 3], [{"role": "user", "content": "f"}], ToolCatalog.load(TOOLS),
-                     [{"f": {"x": [1 if i != 1 else 2]}}]) for i in range(k)]
+    return [ToolExample(f"q{i}", "test", [{"role": "user", "content": "f"}], ToolCatalog.load(TOOLS),
+                        [ToolCall("f", {"x": x})], [{"f": {"x": [x]}}], cats[i % 3])
+            for i, x in enumerate([1, 2, 1])]
 
 
 def test_several_scorers_are_columns_with_intervals_categories_and_pick_differences():
@@ -237,10 +238,8 @@ def test_per_category_sampling_takes_the_same_count_of_each_category():
 
 # ------------------------------------------------------------------------ synthesis with a prompted generator
 def test_synth_summary_gives_failures_per_cpu_minute_the_error_mix_and_the_prompt(tmp_path):
-    from toolrm_rl.core.calls import ToolCall
     from toolrm_rl.data import synth
     from toolrm_rl.data.generate import ReplayGenerator
-    from toolrm_rl.data.sources import ToolExample
 
     catalog = ToolCatalog.load([WEATHER["function"], {"name": "news.top", "parameters": {"type": "object",
                                                                                          "properties": {}}}])

@@ -145,7 +145,7 @@ def core_demo(
     from toolrm_rl.core.match import GroundTruth
     from toolrm_rl.core.parse import parse_hermes, to_hermes
     from toolrm_rl.core.schema import check_calls
-    from toolrm_rl.data.bfcl import ground_truth_calls, load_bfcl
+    from toolrm_rl.data.bfcl import load_bfcl
     from toolrm_rl.data.mutate import mutate
 
     console = Console()
@@ -158,12 +158,12 @@ def core_demo(
     by_op: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     error_types: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for k, rec in enumerate(sample):
-        truth = GroundTruth(rec.catalog, rec.answer, rec.category)
-        gold = ground_truth_calls(rec)
-        variants = [("ground_truth", gold)] + mutate(gold, rec.catalog, seed=seed + k, literal_values=rec.language != "python")
+        truth = GroundTruth(rec.tools, rec.answer, rec.category)
+        variants = [("ground_truth", rec.gold)] + mutate(rec.gold, rec.tools, seed=seed + k,
+                                                          literal_values=rec.language != "python")
         for op, calls in variants:
             parsed = parse_hermes(to_hermes(calls))  # through text, as a policy's output would arrive
-            report = check_calls(parsed.calls, rec.catalog, language=rec.language, answer=truth)  # as the reward gates
+            report = check_calls(parsed.calls, rec.tools, language=rec.language, answer=truth)  # as the reward gates
             verdict = truth.check(parsed.calls)
             stats = by_op[op]
             stats["n"] += 1
@@ -187,10 +187,10 @@ def core_demo(
     if show_render:
         from toolrm_rl.core.render import RenderSpec, render
 
-        rec = max(sample, key=lambda r: len(json.dumps(r.functions)))
-        rendered = render(rec.catalog, rec.conversation, ground_truth_calls(rec),
+        rec = max(sample, key=lambda r: len(json.dumps(r.meta["functions"])))
+        rendered = render(rec.tools, rec.conversation, rec.gold,
                           spec=RenderSpec(mode="plain", max_tokens=512, sep="\n[SEP]\n"))
-        console.rule(f"Reward-model input for {rec.id} ({len(rec.catalog)} functions, plain mode, 512-token budget)")
+        console.rule(f"Reward-model input for {rec.id} ({len(rec.tools)} functions, plain mode, 512-token budget)")
         console.print(rendered.text, markup=False, highlight=False)
         console.print(f"[dim]~{rendered.n_tokens} tokens (estimate without a tokenizer); "
                       f"truncation: {rendered.truncation}[/dim]")

@@ -200,14 +200,11 @@ def bfcl_mutation_bench(n: int, seed: int = 0, categories: tuple[str, ...] = BEN
 
     For evaluation only: BFCL single-turn questions never enter training data.
     """
-    from toolrm_rl.data.bfcl import ground_truth_calls, load_bfcl
+    from toolrm_rl.data.bfcl import load_bfcl
     from toolrm_rl.data.pairs import mutation_pairs
-    from toolrm_rl.data.sources import ToolExample
 
-    records = load_bfcl(categories)
-    random.Random(seed).shuffle(records)
-    examples = [ToolExample(id=r.id, source=r.category, conversation=r.conversation, tools=r.catalog,
-                            gold=ground_truth_calls(r), answer=r.answer, category=r.category) for r in records]
+    examples = load_bfcl(categories)  # source = category: the pairs' test_category
+    random.Random(seed).shuffle(examples)
     pairs, _ = mutation_pairs(examples, negatives_per_example=1, schema_valid_share=0.7, seed=seed)
     return pairs[:n]
 

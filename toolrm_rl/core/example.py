@@ -22,6 +22,7 @@ class ToolExample:
     ``answer`` is a BFCL possible answer when the source has one (it lists acceptable alternatives,
     so negatives are verified with the BFCL matcher); otherwise negatives must differ from ``gold``.
     ``category`` is BFCL's test category (it sets the checker's language and parallel rules).
+    ``meta`` holds what one source adds (BFCL's own function docs under ``functions``, an obfuscation map).
 
     >>> ex = ToolExample("java_1", "bfcl", [{"role": "user", "content": "..."}], ToolCatalog(), [], category="java")
     >>> ex.language, ex.answer

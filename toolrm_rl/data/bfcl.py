@@ -1,10 +1,10 @@
 """BFCL data and checker shipped offline by the ``bfcl-eval`` wheel (installed ``--no-deps``).
 
 - :func:`load_bfcl` reads the single-turn records (question, functions, possible answer) of the
-  categories asked for. These are *evaluation* data: BFCL single-turn questions must never enter
-  training data (FC-RewardBench is built from them).
-- :func:`ground_truth_calls` writes a possible answer as one concrete model output (first
-  acceptable value per parameter; Java/JavaScript values as source literals, as BFCL decodes them).
+  categories asked for, each a ``ToolExample`` (``core.example``). These are *evaluation* data:
+  BFCL single-turn questions must never enter training data (FC-RewardBench is built from them).
+- :func:`concrete_calls` writes a possible answer as one concrete model output (first acceptable
+  value per parameter; Java/JavaScript values as source literals, as BFCL decodes them): a record's ``gold``.
 - :func:`load_bfcl_checker` returns BFCL's own ``ast_checker`` for differential tests and benchmarks,
   importing it with the standard library only (its model registry pulls every API client).
 """
@@ -13,41 +13,23 @@ from __future__ import annotations
 
 import sys
 import types
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from toolrm_rl.core.bfcl_types import encode_java, encode_js, language_of_category
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.example import ToolExample
 from toolrm_rl.core.match import normalize_answer
 from toolrm_rl.data.packages import package_dir
 from toolrm_rl.data.records import iter_jsonl
 
-__all__ = ["SINGLE_TURN_CATEGORIES", "BfclRecord", "bfcl_data_dir", "load_bfcl", "ground_truth_calls", "concrete_calls",
-           "load_bfcl_checker"]
+__all__ = ["SINGLE_TURN_CATEGORIES", "bfcl_data_dir", "load_bfcl", "concrete_calls", "load_bfcl_checker"]
 
 # The single-turn categories with possible answers (what FC-RewardBench and BFCL's AST track use).
 SINGLE_TURN_CATEGORIES = (
     "simple_python", "simple_java", "simple_javascript", "multiple", "parallel", "parallel_multiple",
     "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple",
 )
-
-
-@dataclass
-class BfclRecord:
-    """One BFCL single-turn question with its functions and possible answer."""
-
-    id: str
-    category: str
-    conversation: list[dict[str, Any]]
-    catalog: ToolCatalog
-    answer: list[dict[str, dict[str, list]]]
-    functions: list[dict[str, Any]]
-
-    @property
-    def language(self) -> str:
-        """``python``, ``java`` or ``javascript``."""
-        return language_of_category(self.category)
 
 
 def bfcl_data_dir() -> Path:
@@ -59,8 +41,14 @@ def _read_jsonl(path: Path) -> Iterator[dict]:
     return (row for _, row in iter_jsonl(path))
 
 
-def load_bfcl(categories: tuple[str, ...] | list[str] = SINGLE_TURN_CATEGORIES, data_dir: Path | None = None) -> list[BfclRecord]:
-    """Load BFCL v4 single-turn records (question + possible answer) for ``categories``."""
+def load_bfcl(categories: tuple[str, ...] | list[str] = SINGLE_TURN_CATEGORIES,
+              data_dir: Path | None = None) -> list[ToolExample]:
+    """Load BFCL v4 single-turn records (question + possible answer) for ``categories``.
+
+    Each is a ``ToolExample`` whose ``source`` and ``category`` are the test category (FC-RewardBench's
+    ``test_category``), ``answer`` the normalised possible answer, ``gold`` its :func:`concrete_calls`, and
+    ``meta["functions"]`` BFCL's own function docs (what its ``ast_checker`` takes).
+    """
     data_dir = Path(data_dir) if data_dir else bfcl_data_dir()
     records = []
     for category in categories:
@@ -73,8 +61,10 @@ def load_bfcl(categories: tuple[str, ...] | list[str] = SINGLE_TURN_CATEGORIES, 
             catalog = ToolCatalog.load(row["function"])
             turns = row["question"]
             conversation = [m for turn in turns for m in turn] if turns and isinstance(turns[0], list) else turns
-            records.append(BfclRecord(row["id"], category, conversation, catalog,
-                                      normalize_answer(answers[row["id"]], catalog), row["function"]))
+            answer = normalize_answer(answers[row["id"]], catalog)
+            records.append(ToolExample(row["id"], category, conversation, catalog,
+                                       concrete_calls(answer, catalog, language_of_category(category)), answer,
+                                       category, meta={"functions": row["function"]}))
     return records
 
 
@@ -96,11 +86,6 @@ def _concrete(option: Any, type_name: str | None, nested: str | None) -> Any:
     if nested in _DICT_TYPES and isinstance(option, list):
         return [_concrete(o, nested, None) for o in option]
     return option
-
-
-def ground_truth_calls(record: BfclRecord) -> list[ToolCall]:
-    """The record's possible answer as one concrete output (see :func:`concrete_calls`)."""
-    return concrete_calls(record.answer, record.catalog, record.language)
 
 
 def concrete_calls(answer: list[dict], catalog: ToolCatalog, language: str = "python") -> list[ToolCall]:

@@ -290,7 +290,7 @@ def _resolve(row: LogRow, bank: _QuestionBank) -> tuple[list, ToolCatalog, list]
     record = bank.get(row.id, row.test_category)
     if record is None:
         return None
-    return (row.conversation or record.conversation, record.catalog, record.answer)
+    return (row.conversation or record.conversation, record.tools, record.answer)
 
 
 def _logged_answer(answer: Any, catalog: ToolCatalog) -> list[dict]:

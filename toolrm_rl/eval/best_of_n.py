@@ -43,18 +43,20 @@ from typing import Any, Callable, Iterable, Sequence
 from toolrm_rl.config import option as _f
 from toolrm_rl.core.bfcl_types import language_of_category
 from toolrm_rl.core.calls import ToolCatalog
+from toolrm_rl.core.example import ToolExample
 from toolrm_rl.core.io import atomic_write, write_json, write_jsonl
 from toolrm_rl.core.match import GroundTruth, canonical_calls, normalize_answer
 from toolrm_rl.core.parse import parse, strip_thinking
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.core.subset import seeded_subset
+from toolrm_rl.data.bfcl import concrete_calls, load_bfcl
 from toolrm_rl.data.records import iter_jsonl, iter_rows
 from toolrm_rl.scoring import Scorer, build_scorers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STRATEGIES", "BestOfNConfig", "Question", "BestOfNResult", "questions_from_bfcl", "questions_from_file",
+__all__ = ["STRATEGIES", "BestOfNConfig", "BestOfNResult", "questions_from_bfcl", "questions_from_file",
            "load_candidates", "candidates_meta", "sample_candidates", "n_values", "best_of_n", "markdown", "run_best_of_n"]
 
 STRATEGIES = ("greedy", "reward", "oracle", "majority", "first_valid", "random")
@@ -89,22 +91,6 @@ class BestOfNConfig:
 
 
 
-@dataclass
-class Question:
-    """A question with ground truth: catalog, conversation, BFCL possible answer and category."""
-
-    id: str
-    category: str
-    conversation: list[dict[str, Any]]
-    catalog: ToolCatalog
-    answer: list[dict]
-
-    @property
-    def language(self) -> str:
-        """Checker language from the category."""
-        return language_of_category(self.category)
-
-
 def _sample_per_category(items: list, per_category: int | None, seed: int) -> list:
     """A seeded sample of ``per_category`` questions of each category, in the input order (None: all)."""
     if per_category is None:
@@ -118,19 +104,16 @@ def _sample_per_category(items: list, per_category: int | None, seed: int) -> li
 
 
 def questions_from_bfcl(categories: Iterable[str], *, limit: int | None = None, seed: int = 0,
-                        data_dir: str | Path | None = None, per_category: int | None = None) -> list[Question]:
+                        data_dir: str | Path | None = None, per_category: int | None = None) -> list[ToolExample]:
     """BFCL single-turn questions (evaluation data) of ``categories``, optionally a seeded sample
     (``per_category`` of each category, else ``limit`` in all)."""
-    from toolrm_rl.data.bfcl import load_bfcl
-
-    records = load_bfcl(list(categories), data_dir)
-    questions = [Question(r.id, r.category, r.conversation, r.catalog, r.answer) for r in records]
+    questions = load_bfcl(list(categories), data_dir)
     if per_category is not None:
         return _sample_per_category(questions, per_category, seed)
     return seeded_subset(questions, limit, seed)
 
 
-def questions_from_file(path: str | Path, *, limit: int | None = None, seed: int = 0) -> list[Question]:
+def questions_from_file(path: str | Path, *, limit: int | None = None, seed: int = 0) -> list[ToolExample]:
     """Examples with possible answers from JSON lines (or a JSON list): ``id``, ``tools`` (or BFCL
     ``function``), ``conversation`` (or BFCL ``question``), ``possible_answer`` (or ``ground_truth``),
     optional ``category`` (default ``parallel``: calls matched in any order, equal counts)."""
@@ -144,12 +127,14 @@ def questions_from_file(path: str | Path, *, limit: int | None = None, seed: int
             conversation = ([{"role": "user", "content": turns}] if isinstance(turns, str) else
                             [m for t in turns for m in (t if isinstance(t, list) else [t])])
             answer = normalize_answer(row.get("possible_answer", row.get("ground_truth")), catalog)
+            if not conversation or not answer:
+                raise ValueError("needs a conversation/question and a non-empty possible_answer/ground_truth")
+            category = str(row.get("category", "parallel"))
+            gold = concrete_calls(answer, catalog, language_of_category(category))
         except (ValueError, TypeError, AttributeError) as err:
             raise ValueError(f"{where}: {err}") from None
-        if not conversation or not answer:
-            raise ValueError(f"{where}: needs a conversation/question and a non-empty possible_answer/ground_truth")
-        out.append(Question(str(row.get("id", f"{Path(label).name}#{index}")), str(row.get("category", "parallel")),
-                            conversation, catalog, answer))
+        out.append(ToolExample(str(row.get("id", f"{Path(label).name}#{index}")), Path(label).name, conversation,
+                               catalog, gold, answer, category))
     return seeded_subset(out, limit, seed)
 
 
@@ -181,7 +166,7 @@ def _write_candidates(path: Path, done: dict[str, dict[str, Any]]) -> None:
     write_jsonl(path, ({"id": qid, **row} for qid, row in done.items()))
 
 
-def sample_candidates(generator: Any, questions: Sequence[Question], *, n: int, temperature: float = 0.7,
+def sample_candidates(generator: Any, questions: Sequence[ToolExample], *, n: int, temperature: float = 0.7,
                       max_tokens: int = 512, seed: int = 0, greedy_sample: bool = True, batch_size: int = 32,
                       save_to: str | Path | None = None, meta: dict[str, Any] | None = None,
                       progress: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
@@ -216,7 +201,7 @@ def sample_candidates(generator: Any, questions: Sequence[Question], *, n: int, 
                  f"{len(questions) - len(todo)} read from {save_to}")
     for start in tqdm(range(0, len(todo), batch_size), desc="sampling", disable=not todo):
         batch = todo[start:start + batch_size]
-        requests = [GenerationRequest(messages=q.conversation, tools=q.catalog.to_openai(), id=q.id) for q in batch]
+        requests = [GenerationRequest(messages=q.conversation, tools=q.tools.to_openai(), id=q.id) for q in batch]
         began = time.perf_counter()
         samples = generator.generate(requests, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
         greedy = (generator.generate(requests, n=1, temperature=0.0, max_tokens=max_tokens, seed=seed)
@@ -301,7 +286,7 @@ def _bootstrap_interval(values: Sequence[float], samples: int, seed: int) -> lis
     return [stats[int(0.025 * samples)], stats[min(samples - 1, int(0.975 * samples))]]
 
 
-def best_of_n(questions: Sequence[Question], candidates: dict[str, dict[str, Any]],
+def best_of_n(questions: Sequence[ToolExample], candidates: dict[str, dict[str, Any]],
               scorer: Scorer | dict[str, Scorer], *, max_n: int | None = None, bootstrap: int = 1000,
               seed: int = 0) -> BestOfNResult:
     """Evaluate every strategy of the module doc over N = 1, 2, 4, ... (see :func:`n_values`).
@@ -332,7 +317,7 @@ def best_of_n(questions: Sequence[Question], candidates: dict[str, dict[str, Any
     where: list[tuple[int, int]] = []
     parsed_ok = correct_total = 0
     for qi, q in enumerate(questions):
-        truth = GroundTruth(q.catalog, q.answer, q.category, q.language)
+        truth = GroundTruth(q.tools, q.answer, q.category, q.language)
         texts = list(candidates[q.id]["candidates"][:max_n])
         greedy_text = candidates[q.id].get("greedy")
         info = {"parsed": [], "correct": [], "canon": [], "valid": [], "greedy_correct": None}
@@ -342,12 +327,12 @@ def best_of_n(questions: Sequence[Question], candidates: dict[str, dict[str, Any
             info["parsed"].append(ok)
             info["correct"].append(ok and truth.check(result.calls).valid)
             info["canon"].append(canonical_calls(result.calls) if ok else None)
-            info["valid"].append(ok and bool(result.calls) and check_calls(result.calls, q.catalog, language=q.language).ok)
+            info["valid"].append(ok and bool(result.calls) and check_calls(result.calls, q.tools, language=q.language).ok)
             parsed_ok += ok
             correct_total += info["correct"][-1]
             if ok:
                 answer_text = None if result.calls else strip_thinking(text if isinstance(text, str) else "").strip()
-                to_score.append(RMExample(q.catalog, q.conversation, result.calls, answer_text or None))
+                to_score.append(RMExample(q.tools, q.conversation, result.calls, answer_text or None))
                 where.append((qi, ci))
         if greedy_text is not None:
             g = parse(greedy_text)
