@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 from toolrm_rl import scoring
 from toolrm_rl.cli import app
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.example import ToolExample
 from toolrm_rl.data.compose import join_questions, parallel_examples
 from toolrm_rl.data.pairs import NegativeJudge
-from toolrm_rl.data.sources import ToolExample, is_bias_holdout
+from toolrm_rl.data.sources import is_bias_holdout
 from toolrm_rl.eval.biases import (
     BIASES,
     BiasConfig,

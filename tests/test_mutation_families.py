@@ -11,10 +11,11 @@ import random
 import pytest
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.example import ToolExample
 from toolrm_rl.core.match import ERROR_CATEGORIES, error_category
 from toolrm_rl.data.mutate import INTENDED_CATEGORY, OPERATORS, mutate
 from toolrm_rl.data.pairs import WRONG_ORDER, NegativeJudge, mutation_pairs
-from toolrm_rl.data.sources import ToolExample, load_source
+from toolrm_rl.data.sources import load_source
 
 SOURCES = ("bfcl_exec", "bfcl_sql", "bfcl_rest", "bfcl_multi_turn", "nestful", "complexfuncbench")
 # operators that only apply to some examples: measured on a fixture below when the sample lacks them

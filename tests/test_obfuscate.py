@@ -10,11 +10,12 @@ import re
 import pytest
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.example import ToolExample
 from toolrm_rl.core.match import GroundTruth, calls_equal
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.obfuscate import ObfuscationMap, deobfuscate_calls, obfuscate
 from toolrm_rl.data.pairs import NegativeJudge
-from toolrm_rl.data.sources import OFFLINE_SOURCES, ToolExample, load_source
+from toolrm_rl.data.sources import OFFLINE_SOURCES, load_source
 
 IDENTIFIER = re.compile(r"[a-z]+(?:_[a-z]+)*")
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.example import ToolExample
 from toolrm_rl.core.match import GroundTruth, calls_equal
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.data.mutate import mutate, near_miss_string, query_values
 from toolrm_rl.data.pairs import mutation_pairs
-from toolrm_rl.data.sources import SourceError, ToolExample, bind_positional, load_source
+from toolrm_rl.data.sources import SourceError, bind_positional, load_source
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from toolrm_rl.core.parse import to_hermes
 from toolrm_rl.data import synth
 from toolrm_rl.data.generate import ReplayGenerator
 from toolrm_rl.data.records import load_pairs
-from toolrm_rl.data.sources import ToolExample
+from toolrm_rl.core.example import ToolExample
 from toolrm_rl.data.synth import GenerationSettings, generation_pairs, load_config, synthesize
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "synth"

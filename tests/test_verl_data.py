@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from toolrm_rl.cli import app
 from toolrm_rl.core.calls import ToolCall, calls_from_bfcl
+from toolrm_rl.core.example import ToolExample
 from toolrm_rl.core.parse import to_hermes
-from toolrm_rl.data.sources import ToolExample
 from toolrm_rl.verl.data import (
     example_to_row,
     load_examples,

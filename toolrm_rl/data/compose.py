@@ -15,8 +15,8 @@ import re
 from typing import Iterable
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.example import ToolExample
 from toolrm_rl.core.match import calls_equal
-from toolrm_rl.data.sources import ToolExample
 
 __all__ = ["parallel_examples", "merged_parallel_examples", "abstention_examples", "without_called_tools",
            "called_in_history", "join_questions", "composable"]

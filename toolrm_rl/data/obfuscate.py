@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog, ToolSpec
-from toolrm_rl.data.sources import ToolExample
+from toolrm_rl.core.example import ToolExample
 
 __all__ = ["ObfuscationMap", "obfuscate", "deobfuscate_calls", "random_identifier"]
 

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from toolrm_rl.config import option as _f
+from toolrm_rl.core.example import ToolExample
 from toolrm_rl.core.io import atomic_write, remove_stale_tmp, write_json
 from toolrm_rl.core.match import canonical_calls, error_category
 from toolrm_rl.core.parse import FORMATS, parse
@@ -54,7 +55,7 @@ from toolrm_rl.core.subset import seeded_subset
 from toolrm_rl.data.generate import GenerationRequest, Generator, get_generator
 from toolrm_rl.data.pairs import NegativeJudge
 from toolrm_rl.data.records import PairRecord, save_pairs
-from toolrm_rl.data.sources import ToolExample, is_bias_holdout, load_source
+from toolrm_rl.data.sources import is_bias_holdout, load_source
 
 __all__ = ["ObfuscationSettings", "GenerationSettings", "MutationSettings", "RaySettings", "SynthConfig",
            "SynthResult", "load_config", "load_examples", "generation_pairs", "run_shard", "synthesize",
