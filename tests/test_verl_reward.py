@@ -205,6 +205,19 @@ def test_config_file_and_kwargs_precedence(tmp_path, monkeypatch):
         R.load_reward_config({"turn_combine": "max"})
 
 
+def test_choice_options_take_their_yaml_strings_and_name_the_key_otherwise(tmp_path, monkeypatch):
+    path = tmp_path / "reward.yaml"
+    path.write_text("format: pythonic\nrm_source: none\nserver_api: vllm\nrm_quantize: int8-mixed\n"
+                    "rm_transform: tanh\nturn_combine: min\n")
+    monkeypatch.setenv(Cfg.CONFIG_ENV, str(path))
+    cfg = R.load_reward_config()
+    assert (cfg.format, cfg.rm_source, cfg.server_api, cfg.rm_quantize, cfg.rm_transform, cfg.turn_combine) == (
+        "pythonic", "none", "vllm", "int8-mixed", "tanh", "min")
+    for key in ("format", "rm_source", "server_api", "rm_quantize", "rm_transform", "turn_combine"):
+        with pytest.raises(ValueError, match=rf"reward_kwargs\.{key}: expected one of .*got 'bogus'"):
+            R.load_reward_config({key: "bogus"})
+
+
 def test_file_path_entry_is_the_same_function():
     from verl.utils.import_utils import load_extern_object
 

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from toolrm_rl.config import option as _help
 
@@ -20,21 +20,30 @@ __all__ = ["CONFIG_ENV", "ToolRewardConfig", "load_reward_config"]
 
 logger = logging.getLogger(__name__)
 
-RM_SOURCES = ("auto", "router", "server", "inprocess", "none")
-TURN_COMBINES = ("last", "mean", "min")
-RM_TRANSFORMS = ("sigmoid", "tanh", "clip")
 CONFIG_ENV = "TOOLRM_REWARD_CONFIG"
+
+# The choices of the string options (the one place each is listed; __post_init__ checks them).
+CallFormat = Literal["hermes", "json", "pythonic", "auto"]
+RMSource = Literal["auto", "router", "server", "inprocess", "none"]
+ServerAPI = Literal["toolrm", "vllm"]
+Quantize = Literal["none", "int8", "int8-mixed"]
+RMTransform = Literal["sigmoid", "tanh", "clip"]
+TurnCombine = Literal["last", "mean", "min"]
 
 
 @dataclass
 class ToolRewardConfig:
-    """Options of the ToolRM reward (``reward_kwargs`` keys); defaults are the GRPO recipe's."""
+    """Options of the ToolRM reward (``reward_kwargs`` keys); defaults are the GRPO recipe's.
 
-    format: str = _help("hermes", "Tool-call format of the policy: hermes (<tool_call> JSON), json, pythonic, auto.")
-    rm_source: str = _help("auto", "Where the RM score comes from: router, server, inprocess, none, or auto "
+    An option typed with a ``Literal`` alias takes one of its strings (as YAML writes them); any other
+    value raises ``ValueError`` naming the key.
+    """
+
+    format: CallFormat = _help("hermes", "Tool-call format of the policy: hermes (<tool_call> JSON), json, pythonic, auto.")
+    rm_source: RMSource = _help("auto", "Where the RM score comes from: router, server, inprocess, none, or auto "
                                    "(router if verl gives an address, else server_url, else model_path, else none).")
     server_url: str | None = _help(None, "rm_source=server: base URL of `toolrm serve` or `vllm serve`.")
-    server_api: str = _help("toolrm", "rm_source=server: 'toolrm' (native /score) or 'vllm' (/classify).")
+    server_api: ServerAPI = _help("toolrm", "rm_source=server: 'toolrm' (native /score) or 'vllm' (/classify).")
     server_model: str | None = _help(None, "Model name sent to /classify (router or vllm server); None: omitted.")
     server_token: str | None = _help(None, "Bearer token for the server; None: $TOOLRM_SERVE_TOKEN if set.")
     model_path: str | None = _help(None, "rm_source=inprocess: ToolRM checkpoint directory, loaded once per process "
@@ -42,7 +51,7 @@ class ToolRewardConfig:
     rm_group: bool = _help(True, "rm_source=inprocess with a decoder RM: the responses to one prompt in an RM call are "
                                  "scored against one forward pass of the shared prompt (KV cache); same scores "
                                  "within float tolerance.")
-    rm_quantize: str = _help("none", "rm_source=inprocess: 'int8' or 'int8-mixed' score with dynamic int8 linear layers "
+    rm_quantize: Quantize = _help("none", "rm_source=inprocess: 'int8' or 'int8-mixed' score with dynamic int8 linear layers "
                                      "on CPU (faster; scores differ slightly from float32), 'none' in float32.")
     render_max_tokens: int = _help(4096, "router/vllm without toolrm.json: token budget of the rendered RM input.")
     timeout_s: float = _help(10.0, "Per-request timeout of RM calls (seconds).")
@@ -50,7 +59,7 @@ class ToolRewardConfig:
     breaker_failures: int = _help(5, "Consecutive failed calls that open the circuit breaker.")
     breaker_reset_s: float = _help(30.0, "Seconds an open breaker waits before trying the RM again.")
     w_rm: float = _help(1.0, "Weight of the (clipped) RM score in a valid turn's score.")
-    rm_transform: str = _help("sigmoid", "How the RM score enters a valid turn: sigmoid (into (0, 1)) or tanh (into "
+    rm_transform: RMTransform = _help("sigmoid", "How the RM score enters a valid turn: sigmoid (into (0, 1)) or tanh (into "
                                          "(-1, 1)) keep every valid call above an invalid_penalty <= the range's floor, "
                                          "so the gate holds whatever the RM says; clip uses the raw score in "
                                          "[-rm_clip, rm_clip] (then the gate needs invalid_penalty < -rm_clip).")
@@ -59,7 +68,7 @@ class ToolRewardConfig:
     invalid_penalty: float = _help(-1.0, "Score of a turn whose calls do not parse or fail the schema (the gate).")
     w_gt: float = _help(0.0, "Weight of the gold-call match (1/0) when extra_info has gold calls.")
     abstain_reward: float = _help(0.0, "Added when the gold is 'no call' and the response makes no call.")
-    turn_combine: str = _help("mean", "Multi-turn rollouts: combine turn scores by last, mean or min.")
+    turn_combine: TurnCombine = _help("mean", "Multi-turn rollouts: combine turn scores by last, mean or min.")
     invalid_turn_gates: bool = _help(True, "Any invalid scored turn gives the whole sample invalid_penalty, so valid "
                                            "turns (or observations a policy writes itself) cannot dilute an invalid call; "
                                            "False: invalid turns enter turn_combine like the others.")
@@ -75,25 +84,19 @@ class ToolRewardConfig:
                                              "that some tokenizers mark special; role markers are stripped).")
 
     def __post_init__(self) -> None:
-        if self.rm_source not in RM_SOURCES:
-            raise ValueError(f"reward_kwargs.rm_source: expected one of {RM_SOURCES}, got {self.rm_source!r}")
-        if self.rm_transform not in RM_TRANSFORMS:
-            raise ValueError(f"reward_kwargs.rm_transform: expected one of {RM_TRANSFORMS}, got {self.rm_transform!r}")
-        if self.turn_combine not in TURN_COMBINES:
-            raise ValueError(f"reward_kwargs.turn_combine: expected one of {TURN_COMBINES}, got {self.turn_combine!r}")
-        if self.format not in ("hermes", "json", "pythonic", "auto"):
-            raise ValueError(f"reward_kwargs.format: expected hermes, json, pythonic or auto, got {self.format!r}")
-        if self.server_api not in ("toolrm", "vllm"):
-            raise ValueError(f"reward_kwargs.server_api: expected toolrm or vllm, got {self.server_api!r}")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"reward_kwargs.{name}: expected one of {', '.join(choices)}, "
+                                 f"got {getattr(self, name)!r}")
         if self.rm_source == "server" and not self.server_url:
             raise ValueError("reward_kwargs.server_url: required with rm_source=server")
-        if self.rm_quantize not in ("none", "int8", "int8-mixed"):
-            raise ValueError(f"reward_kwargs.rm_quantize: expected none, int8 or int8-mixed, got {self.rm_quantize!r}")
         if self.rm_source == "inprocess" and not self.model_path:
             raise ValueError("reward_kwargs.model_path: required with rm_source=inprocess")
 
 
 _FIELDS = {f.name for f in dataclasses.fields(ToolRewardConfig)}
+# The options typed with a Literal alias above, and their choices.
+_CHOICES = {name: get_args(kind) for name, kind in get_type_hints(ToolRewardConfig).items() if get_origin(kind) is Literal}
 _CONFIG_CACHE: dict[str, ToolRewardConfig] = {}
 _warned_unknown: set[str] = set()
 
