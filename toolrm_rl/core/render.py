@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog, calls_from_openai, load_json_field
-from toolrm_rl.core.match import standardize_string
+from toolrm_rl.core.match import canonical_calls, standardize_string
 
 __all__ = ["MODES", "RMExample", "RenderSpec", "RenderedInput", "TruncationReport", "format_calls", "render",
            "render_example"]
@@ -717,12 +717,13 @@ def _plain_turn(m: dict[str, Any]) -> str:
 
 
 def repeated_calls(calls: Sequence[ToolCall]) -> int:
-    """How many of ``calls`` repeat an earlier call exactly (same name, same arguments).
+    """How many of ``calls`` repeat an earlier call: the same call as the matcher sees it
+    (:func:`toolrm_rl.core.match.canonical_calls`: same name, same arguments after BFCL's normalisation).
 
     >>> repeated_calls([ToolCall("f", {"a": 1}), ToolCall("f", {"a": 1}), ToolCall("f", {"a": 2})])
     1
     """
-    keys = [json.dumps([c.name, c.arguments], sort_keys=True, default=str) for c in calls]
+    keys = canonical_calls(calls, ordered=True)
     return len(keys) - len(set(keys))
 
 

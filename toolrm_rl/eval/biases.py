@@ -156,8 +156,7 @@ def build_bias_pairs(examples: Iterable[ToolExample], *, seed: int = 0, compose_
             continue
         judge = NegativeJudge(ex)
         if not judge.usable:
-            for bias in ("more_calls", "more_calls_extra", "more_calls_function", "no_call", "near_miss", "abstain",
-                         "abstain_removed_tool"):
+            for bias in (b for b in BIASES if b != "fewer_calls"):  # fewer_calls comes from the multi-call loop above
                 dropped[bias]["gold_fails_matcher"] += 1
             continue
         for bias, operators in (("more_calls", ["duplicate_call"]), ("more_calls_extra", ["extra_call"]),
