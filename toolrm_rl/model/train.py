@@ -106,6 +106,9 @@ class TrainSettings:
     head_learning_rate: float | None = _f(None, "Learning rate of the fresh score head (None: learning_rate); a "
                                                 "higher one leaves the ln 2 plateau sooner.")
     margin: float | None = _f(None, "Optional constant margin m in -log sigmoid(r+ - r- - m).")
+    ema_decay: float | None = _f(None, "Save an exponential moving average of the weights (toolrm_rl.model.ema) "
+                                       "instead of the last step's: spans ~1/(1-decay) steps after warm-up; "
+                                       "None: the last step's weights.")
     group_by_length: bool = _f(True, "Batch rows of similar length together (transformers' LengthGroupedSampler over "
                                      "megabatches of 50 batches): less padding, more pairs per minute on a CPU.")
     bf16: bool | None = _f(None, "bf16 mixed precision (None: on when a CUDA GPU supports it).")
@@ -550,6 +553,7 @@ def train(cfg: RMTrainConfig) -> TrainResult:
     """Run one training job described by ``cfg``; returns the final model directory and metrics."""
     import torch
 
+    from toolrm_rl.model.ema import ema_callback
     from toolrm_rl.model.group import GroupCollator, GroupRewardTrainer
 
     from toolrm_rl.core.toolrm_json import write_toolrm_json
@@ -591,6 +595,8 @@ def train(cfg: RMTrainConfig) -> TrainResult:
     args = reward_config(t, bf16=use_bf16, evaluate=eval_ds is not None, report_to=_setup_reporting(t))
     totals = _run_totals_callback()
     callbacks = [totals] + ([_time_budget_callback(t.max_minutes)] if t.max_minutes else [])
+    ema = ema_callback(t.ema_decay) if t.ema_decay is not None else None
+    callbacks += [ema] if ema is not None else []
     pad_id = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else rm.tokenizer.eos_token_id
     trainer = GroupRewardTrainer(model=rm.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                  processing_class=rm.tokenizer, peft_config=peft_config, callbacks=callbacks,
@@ -603,6 +609,8 @@ def train(cfg: RMTrainConfig) -> TrainResult:
     train_output = trainer.train(resume_from_checkpoint=resume)
     metrics = _run_metrics(trainer, totals, train_output, resume)
     metrics["data"] = data_report
+    if ema is not None:
+        metrics["ema_steps"] = ema.apply(trainer.model)  # evaluated and saved below: the averaged weights
     if eval_ds is not None:
         metrics["eval"] = trainer.evaluate()
 
