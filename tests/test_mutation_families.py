@@ -242,3 +242,40 @@ def test_extra_function_adds_a_call_to_another_related_function():
     ex = ToolExample("q", "t", [{"role": "user", "content": query}], tools, gold)
     assert error_category(NegativeJudge(ex).error_type(variants[0])) == "wrong_count"
     assert mutate([], tools, operators=["extra_function"], query=query) == []  # nothing to add to
+
+
+def test_restatements_are_the_users_forms_of_canonical_values_and_raw_copy_finds_them():
+    from toolrm_rl.data.mutate import restatements
+
+    assert "July 4, 2025" in restatements("2025-07-04") and "2 PM" not in restatements("14:30")
+    assert restatements("14:30") == ["2:30 PM"] and restatements(0.125) == ["12.5%", "12.5 percent"]
+    assert restatements(0.12345) == [] and restatements(5) == [] and restatements("2025-13-01") == []
+    assert restatements("US dollars") == []  # only a canonical form is restated, not the words for it
+    tools = ToolCatalog.load([{"name": "convert", "parameters": {"type": "object", "properties": {
+        "to": {"type": "string"}, "rate": {"type": "number"}}}}])
+    gold = [ToolCall("convert", {"to": "USD", "rate": 0.05})]
+    query = "Convert it to US dollars and add a 5 percent fee"
+    variants = [calls[0].arguments for _, calls in mutate(gold, tools, operators=["raw_copy"], query=query)]
+    assert {"to": "US dollars", "rate": 0.05} in variants and {"to": "USD", "rate": 5.0} in variants
+
+
+def test_restated_examples_rewrite_one_value_in_the_last_user_turn_and_keep_the_gold():
+    from toolrm_rl.data.compose import restated_examples
+
+    tools = ToolCatalog.load([{"name": "book", "parameters": {"type": "object", "properties": {
+        "date": {"type": "string"}, "to": {"type": "string"}}}}])
+    gold = [ToolCall("book", {"date": "2025-07-04", "to": "USD"})]
+    conv = [{"role": "user", "content": "Pay in USD."}, {"role": "assistant", "content": "Sure."},
+            {"role": "user", "content": "Book it on 2025-07-04, paid in USD."}]
+    made = restated_examples([ToolExample("q", "src", conv, tools, gold)], seed=0)
+    assert len(made) == 1 and made[0].id == "q~restated" and made[0].source == "src_restated"
+    # USD also appears in an earlier turn, so only the date can be restated; the gold is the same
+    assert made[0].conversation[-1]["content"] in {f"Book it on {p}, paid in USD." for p in
+                                                    ("July 4, 2025", "4 July 2025", "July 4th, 2025")}
+    assert made[0].gold == gold and made[0].conversation[0] == conv[0] and conv[-1]["content"].count("2025-07-04") == 1
+    # deterministic for a seed; nothing restatable (or share 0) gives nothing
+    assert restated_examples([ToolExample("q", "src", conv, tools, gold)], seed=0) == made
+    assert restated_examples([ToolExample("q", "src", conv, tools, gold)], share=0.0) == []
+    plain = ToolExample("p", "src", [{"role": "user", "content": "Book it for next week"}], tools,
+                        [ToolCall("book", {"date": "next week"})])
+    assert restated_examples([plain]) == []

@@ -17,9 +17,10 @@ from typing import Iterable
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.example import ToolExample
 from toolrm_rl.core.match import calls_equal
+from toolrm_rl.data.mutate import restatements
 
 __all__ = ["parallel_examples", "merged_parallel_examples", "abstention_examples", "without_called_tools",
-           "called_in_history", "join_questions", "composable"]
+           "called_in_history", "join_questions", "composable", "restated_examples"]
 
 # First words that keep their capital after "Also, ": the pronoun I and its contractions.
 _KEEP_CASE = {"I", "I'd", "I'm", "I've", "I'll"}
@@ -176,4 +177,61 @@ def abstention_examples(examples: Iterable[ToolExample], seed: int = 0, share: f
         made, _ = without_called_tools(ex, f"{ex.id}~abstain")
         if made is not None:
             out.append(made)
+    return out
+
+
+def _last_user_index(conversation: list[dict]) -> int | None:
+    for i in range(len(conversation) - 1, -1, -1):
+        m = conversation[i]
+        if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
+            return i
+    return None
+
+
+def restated_examples(examples: Iterable[ToolExample], seed: int = 0, share: float = 1.0) -> list[ToolExample]:
+    """Questions that say a value in the user's words while the gold call keeps its canonical form: for a
+    seeded ``share`` of the examples whose last user turn contains a gold argument value verbatim (once,
+    and nowhere else in the conversation) that has a :func:`~toolrm_rl.data.mutate.restatements` form, that
+    value is rewritten in the turn ("2022-03-11" -> "March 11, 2022", 0.05 -> "5%", "USD" -> "US dollars");
+    the gold is unchanged (id ``<id>~restated``, source ``<source>_restated``). Real failures copy the
+    user's words where the answer converts them as often as they invent values, but the sources mostly
+    quote values as the calls write them, so the copy (the ``raw_copy`` mutation) is rare without these.
+
+    >>> from toolrm_rl.core.calls import ToolCatalog
+    >>> tools = ToolCatalog.load([{"name": "book", "parameters": {"type": "object", "properties": {
+    ...     "date": {"type": "string"}}}}])
+    >>> ex = ToolExample("q", "toy", [{"role": "user", "content": "Book a room on 2025-07-04."}], tools,
+    ...                  [ToolCall("book", {"date": "2025-07-04"})])
+    >>> [(r.id, r.conversation[0]["content"], r.gold[0].arguments) for r in restated_examples([ex])]
+    [('q~restated', 'Book a room on July 4, 2025.', {'date': '2025-07-04'})]
+    """
+    rng = random.Random(f"restate:{seed}")
+    out = []
+    for ex in examples:
+        if not ex.gold or rng.random() >= share:
+            continue
+        turn = _last_user_index(ex.conversation)
+        if turn is None:
+            continue
+        text = ex.conversation[turn]["content"]
+        others = " ".join(str(m.get("content") or "") for i, m in enumerate(ex.conversation)
+                          if i != turn and isinstance(m, dict))
+        options = []
+        for call in ex.gold:
+            for value in call.arguments.values():
+                written = value if isinstance(value, str) else repr(value) if type(value) is float else None
+                phrases = restatements(value)
+                if not written or not phrases or written in others:
+                    continue
+                hits = [m for m in re.finditer(rf"(?<![\w.]){re.escape(written)}(?![\w]|\.\d)", text)]
+                if len(hits) == 1:
+                    options.append((hits[0], phrases))
+        if not options:
+            continue
+        hit, phrases = rng.choice(options)
+        conversation = copy.deepcopy(ex.conversation)
+        conversation[turn]["content"] = text[:hit.start()] + rng.choice(phrases) + text[hit.end():]
+        out.append(ToolExample(f"{ex.id}~restated", f"{ex.source}_restated", conversation, ex.tools,
+                               [ToolCall(c.name, copy.deepcopy(c.arguments)) for c in ex.gold],
+                               answer=ex.answer, category=ex.category, meta={**(ex.meta or {}), "restated": True}))
     return out

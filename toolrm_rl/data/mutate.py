@@ -523,6 +523,9 @@ def raw_copy_string(value: str, query: str) -> str | None:
     >>> raw_copy_string("NYC", "What's the weather in New York City tomorrow")
     'New York City'
     """
+    known = _restated_in(value, query)
+    if known is not None:
+        return known
     target = standardize_string(value)
     value_tokens = set(_value_tokens(value))
     words = _query_words(query)
@@ -546,6 +549,58 @@ def raw_copy_string(value: str, query: str) -> str | None:
             if cover >= 0.5 and key > best_key:
                 best, best_key = span, key
     return best
+
+
+def _ordinal(day: int) -> str:
+    return f"{day}{'th' if 10 <= day % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(day % 10, 'th')}"
+
+
+def restatements(value: Any) -> list[str]:
+    """How a user writes a value that a call writes in a canonical form: an ISO date in words, a 24-hour
+    time on the 12-hour clock, a fraction as a percentage, a code or abbreviation spelled out (the synonym
+    table's other forms). Empty when the value has no such form.
+
+    >>> restatements("2022-03-11")
+    ['March 11, 2022', '11 March 2022', 'March 11th, 2022']
+    >>> restatements(0.05)
+    ['5%', '5 percent']
+    >>> restatements("USD")
+    ['US dollar', 'US dollars', 'dollars']
+    """
+    if type(value) is float and 0 < value < 1:
+        pct = round(value * 100, 6)
+        if abs(pct * 100 - round(pct * 100)) < 1e-6:  # at most two decimals as a percentage
+            return [f"{pct:g}%", f"{pct:g} percent"]
+        return []
+    if type(value) is not str:
+        return []
+    date = _DATE.fullmatch(value)
+    if date:
+        y, mo, d = (int(x) for x in date.groups())
+        if not (1 <= mo <= 12 and 1 <= d <= 31):
+            return []
+        month = _MONTHS[mo - 1]
+        return [f"{month} {d}, {y}", f"{d} {month} {y}", f"{month} {_ordinal(d)}, {y}"]
+    time = _TIME.fullmatch(value)
+    if time:
+        h, mi = int(time.group(1)), time.group(2)
+        if h >= 24 or int(mi) >= 60:
+            return []
+        half = "AM" if h < 12 else "PM"
+        return [f"{h % 12 or 12}:{mi} {half}"] + ([f"{h % 12 or 12} {half.lower()}"] if mi == "00" else [])
+    group = _SYNONYM_OF.get(value.lower())
+    if group and group[0] == value:  # only the canonical form is restated
+        return [w for w in group[1:] if len(w) >= 2]
+    return []
+
+
+def _restated_in(value: Any, query: str) -> str | None:
+    """The query's span (as written) that is one of :func:`restatements` of ``value``, if any."""
+    for phrase in restatements(value):
+        m = re.search(rf"(?<![\w]){re.escape(phrase)}(?![\w])", query, flags=re.I)
+        if m:
+            return m.group(0)
+    return None
 
 
 _CONVERSIONS = (10, 100, 1000, 60, 3600, 24, 7, 12, 365)

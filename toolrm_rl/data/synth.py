@@ -114,6 +114,10 @@ class ComposeSettings:
     abstain_share: float = _f(0.0, "Also this share of the examples with their called functions removed from the "
                                    "catalog, so no call is right (toolrm_rl.data.compose.abstention_examples): "
                                    "the sources have no such questions.")
+    restate_share: float = _f(0.0, "Also this share of the examples with a gold value rewritten in the user's words "
+                                   "('2022-03-11' -> 'March 11, 2022', 0.05 -> '5%'; the gold unchanged; "
+                                   "toolrm_rl.data.compose.restated_examples): real failures copy such words as "
+                                   "often as they invent values, the sources rarely need the conversion.")
 
 
 @dataclass
@@ -171,12 +175,14 @@ def load_examples(cfg: SynthConfig) -> list[ToolExample]:
         examples = [ex for ex in examples if not is_bias_holdout(ex.id)]
     examples = seeded_subset(examples, cfg.max_examples, cfg.seed)
     if cfg.compose.enabled:
-        from toolrm_rl.data.compose import abstention_examples, composable, merged_parallel_examples, parallel_examples
+        from toolrm_rl.data.compose import (abstention_examples, composable, merged_parallel_examples,
+                                            parallel_examples, restated_examples)
 
         n_single = sum(composable(ex) for ex in examples)
         examples = examples + parallel_examples(examples, cfg.seed) + merged_parallel_examples(
             examples, cfg.seed, limit=int(cfg.compose.merged_share * n_single)) + abstention_examples(
-            examples, cfg.seed, cfg.compose.abstain_share)
+            examples, cfg.seed, cfg.compose.abstain_share) + restated_examples(
+            examples, cfg.seed, cfg.compose.restate_share)
     dupes = [i for i, n in Counter(ex.id for ex in examples).items() if n > 1]
     if dupes:
         raise ValueError(f"sources: example ids must be unique, repeated: {dupes[:5]}")
