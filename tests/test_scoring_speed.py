@@ -189,6 +189,19 @@ def test_group_whose_prefixes_differ_falls_back(tiny_decoder):
     assert max(abs(a - b) for a, b in zip(scores, rm.score(mixed, show_progress=False))) <= 1e-4
 
 
+def test_score_rendered_groups_by_context_and_scores_a_none_context_alone(tiny_decoder):
+    rm = tiny_decoder
+    rendered = [rm.render(ex) for ex in PARIS_GROUP]
+    texts = [r.text for r in rendered]
+    before = dict(rm.group_stats)
+    got = rm.score_rendered(texts, [r.context for r in rendered[:4]] + [None, None], show_progress=False)
+    assert rm.group_stats["shared_inputs"] - before["shared_inputs"] == 4
+    assert rm.group_stats["independent_inputs"] - before["independent_inputs"] == 2
+    assert max(abs(a - b) for a, b in zip(got, rm.score_texts(texts, show_progress=False))) <= 1e-4
+    with pytest.raises(ValueError, match="6 texts but 1 contexts"):
+        rm.score_rendered(texts, [None])
+
+
 def test_group_scoring_keeps_the_cache_and_encoders_score_independently(tiny_decoder):
     cache: dict[str, float] = {}
     first = tiny_decoder.score(PARIS_GROUP, show_progress=False, group=True, cache=cache)

@@ -1,4 +1,5 @@
-"""The scoring server: /score equals in-process scoring, the vLLM /classify shape, auth, limits, health,
+"""The scoring server: /score equals in-process scoring (items, or one context with many candidates scored
+with a shared prefix), the vLLM /classify shape, auth, limits, health,
 every bad input a JSON 4xx naming its field, the exposure rule (no non-loopback bind without a token),
 dynamic batching (counted forwards), graceful drain, a real uvicorn loopback run with the client,
 slow and stalled clients cut off on time (raw sockets to 127.0.0.1), and the Ray Serve deployment.
@@ -155,6 +156,53 @@ def test_score_accepts_json_strings_raw_text_and_openai_calls(bert_rm):
     _close(res.json()["scores"], expected)
 
 
+def _group_body(examples, **extra):
+    """The one-context request: the first example's tools and conversation, every example's calls/text."""
+    first = examples[0]
+    return {"tools": first.tools.to_dicts(), "conversation": first.conversation,
+            "candidates": [{"calls": [{"name": c.name, "arguments": c.arguments} for c in ex.calls],
+                            **({"text": ex.text} if ex.text is not None else {})} for ex in examples], **extra}
+
+
+@pytest.mark.parametrize("which", ["bert", "qwen"])
+def test_group_request_scores_its_candidates_with_a_shared_prefix(which, request):
+    """One context, many candidates: the decoder scores them against one shared prefix (counted in
+    group_stats), the encoder independently; both equal in-process independent scoring and the items shape."""
+    from toolrm_rl.model import ToolRM
+
+    rm = request.getfixturevalue("bert_rm") if which == "bert" else ToolRM.from_pretrained(request.getfixturevalue("qwen_dir"))
+    group = EXAMPLES[:3] + [RMExample([WEATHER, TIME], PARIS, [], text="I need the unit first.")]
+    expected = rm.score(group)  # independent
+    assert len({round(x, 4) for x in expected}) > 1  # distinct scores: a real comparison
+    raw = {"text": to_hermes(group[1].calls)}  # raw model output is parsed as in the items shape
+    body = _group_body(group)
+    body["candidates"][1] = raw
+    before = dict(rm.group_stats)
+    with _client(create_app(rm, ServeConfig(model="tiny"))) as client:
+        res = client.post("/score", json=body)
+        assert res.status_code == 200, res.text
+        items = client.post("/score", json={"items": _items(group)}).json()["scores"]
+        json_strings = client.post("/score", json={**body, "tools": json.dumps(body["tools"]),
+                                                   "conversation": json.dumps(PARIS)}).json()["scores"]
+    got = res.json()
+    _close(got["scores"], expected, 1e-4)
+    _close(items, expected, 1e-4)
+    _close(json_strings, got["scores"], 1e-6)
+    assert got["usage"]["items"] == len(group) and got["usage"]["prompt_tokens"] > 0
+    shared = rm.group_stats["shared_inputs"] - before["shared_inputs"]
+    assert shared == (3 * len(group) if which == "qwen" else 0), rm.group_stats  # three requests, all grouped
+
+
+def test_group_scoring_can_be_switched_off(qwen_dir):
+    from toolrm_rl.model import ToolRM
+
+    rm = ToolRM.from_pretrained(qwen_dir)
+    with _client(create_app(rm, ServeConfig(group=False))) as client:
+        res = client.post("/score", json=_group_body(EXAMPLES[:3]))
+    assert res.status_code == 200 and rm.group_stats["shared_inputs"] == 0
+    _close(res.json()["scores"], rm.score(EXAMPLES[:3]))
+
+
 def test_classify_has_the_vllm_shape_and_raw_scores(bert_rm):
     texts = [bert_rm.render(ex).text for ex in EXAMPLES]
     expected = bert_rm.score_texts(texts)
@@ -249,6 +297,7 @@ def test_limits_and_bad_input_are_clear_4xx(bert_rm):
 
 _ITEM = {"tools": [WEATHER], "calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
 _DEEP = "[" * 5000 + "]" * 5000
+_CANDIDATE = {"calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
 # (route, body: JSON text or bytes, status, error type, field); JSON text so that "\ud800" reaches the server as sent
 BAD_INPUTS = [
     ("/classify", '{"input": []}', 422, "invalid_request", "input"),
@@ -291,6 +340,31 @@ BAD_INPUTS = [
     ("/score", json.dumps({"items": [{**_ITEM, "tools": [{**WEATHER, "description": "\udc00"}]}]}), 422,
      "invalid_text", "items[0].tools[0].description"),
     ("/score", json.dumps({"items": [_ITEM] * 4}), 413, "too_many_items", None),
+    # one context, many candidates: a bad candidate names its index and field
+    ("/score", json.dumps({"tools": [WEATHER], "candidates": [_CANDIDATE, {"calls": 5}]}), 422, "invalid_item",
+     "candidates[1].calls"),
+    ("/score", json.dumps({"tools": [WEATHER], "candidates": [_CANDIDATE, {"text": "<tool_call>{"}]}), 422,
+     "invalid_item", "candidates[1].text"),
+    ("/score", json.dumps({"tools": [WEATHER], "candidates": [{"text": "x", "format": "yaml"}]}), 422,
+     "invalid_item", "candidates[0].format"),
+    ("/score", json.dumps({"tools": [WEATHER], "candidates": [_CANDIDATE, _CANDIDATE, {}]}), 422, "invalid_item",
+     "candidates[2]"),
+    ("/score", json.dumps({"tools": [WEATHER], "candidates": [5]}), 422, "invalid_item", "candidates[0]"),
+    ("/score", json.dumps({"tools": [WEATHER], "candidates": [{**_CANDIDATE, "tools": []}]}), 422, "invalid_item",
+     "candidates[0].tools"),
+    ("/score", json.dumps({"tools": [WEATHER], "candidates": [{**_CANDIDATE, "text": 5}]}), 422, "invalid_item",
+     "candidates[0].text"),
+    ("/score", json.dumps({"tools": [{"description": "no name"}], "candidates": [_CANDIDATE]}), 422,
+     "invalid_request", "tools"),
+    ("/score", json.dumps({"tools": [WEATHER], "conversation": "{", "candidates": [_CANDIDATE]}), 422,
+     "invalid_request", "conversation"),
+    ("/score", json.dumps({"candidates": [_CANDIDATE]}), 422, "invalid_request", "tools"),
+    ("/score", json.dumps({"tools": [WEATHER], "candidates": "x"}), 422, "invalid_request", "candidates"),
+    ("/score", json.dumps({"items": [_ITEM], "tools": [WEATHER], "candidates": [_CANDIDATE]}), 422,
+     "invalid_request", "items"),
+    ("/score", json.dumps({"tools": [WEATHER], "candidates": [{"text": "\ud800"}]}), 422, "invalid_text",
+     "candidates[0].text"),
+    ("/score", json.dumps({"tools": [WEATHER], "candidates": [_CANDIDATE] * 4}), 413, "too_many_items", None),
     ("/score", "{nope", 400, "bad_json", None),
     ("/score", " " * 70_000, 413, "body_too_large", None),
 ]
@@ -686,6 +760,8 @@ def test_ray_serve_replica_options_and_app(bert_dir):
     replica = ToolRMReplica(cfg, token="t")
     with _client(replica.__serve_build_asgi_app__()) as client:
         assert client.get("/health", headers={"Authorization": "Bearer t"}).json()["backbone"] == "encoder"
+        group = client.post("/score", json=_group_body(EXAMPLES[:2]), headers={"Authorization": "Bearer t"})
+        assert group.status_code == 200 and len(group.json()["scores"]) == 2  # the same request models
         assert client.post("/classify", json={"input": "x"}).status_code == 401
         assert client.get("/openapi.json").status_code == 401
     assert http_options(ServeConfig(host="10.0.0.1", port=9, keep_alive_s=0.2)) == {

@@ -517,16 +517,33 @@ class ToolRM:
             pos += len(g)
         return out
 
-    def _score_grouped(self, texts: list[str], contexts: list[str], batch_tokens: int | None,
+    def score_rendered(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None, *,
+                       batch_tokens: int | None = None, show_progress: bool | None = None,
+                       cache: dict[str, float] | None = None) -> list[float]:
+        """Scores of texts rendered by :meth:`render`, in input order (the scoring server's entry point).
+
+        :param contexts: each text's ``RenderedInput.context``, or None for a text to score on its own
+            (e.g. a pre-rendered ``/classify`` input). A decoder scores the texts of one context against
+            their shared prefix, as :meth:`score` does with ``group=True``; encoders, or no contexts at
+            all, score every text independently (:meth:`score_texts`).
+        :param cache: as in :meth:`score_texts`."""
+        if len(texts) != len(contexts if contexts is not None else texts):
+            raise ValueError(f"score_rendered: {len(texts)} texts but {len(contexts)} contexts")
+        if self.backbone != "decoder" or contexts is None or all(c is None for c in contexts):
+            return self.score_texts(texts, batch_tokens=batch_tokens, show_progress=show_progress, cache=cache)
+        return self._score_grouped(list(texts), list(contexts), batch_tokens, show_progress, cache)
+
+    def _score_grouped(self, texts: list[str], contexts: list[str | None], batch_tokens: int | None,
                        show_progress: bool | None, cache: dict[str, float] | None) -> list[float]:
-        """:meth:`score` with ``group=True``: texts bucketed by their rendered context; buckets of two or
-        more scored against their shared prefix, the rest (and fallbacks) by :meth:`score_texts`."""
+        """:meth:`score` with ``group=True``: texts bucketed by their rendered context (a None context is a
+        bucket of its own); buckets of two or more scored against their shared prefix, the rest (and
+        fallbacks) by :meth:`score_texts`."""
         if batch_tokens is None:
             batch_tokens = BATCH_TOKENS["cpu" if self.device.type == "cpu" else "other"]
-        buckets: dict[str, dict[str, None]] = {}
+        buckets: dict[Any, dict[str, None]] = {}
         for text, context in zip(texts, contexts):
-            if cache is None or text not in cache:
-                buckets.setdefault(context, {})[text] = None  # ordered set: identical texts scored once
+            if cache is None or text not in cache:  # ordered set: identical texts scored once
+                buckets.setdefault(context if context is not None else (None, text), {})[text] = None
         groups = [list(members) for members in buckets.values() if len(members) > 1]
         rest = [t for members in buckets.values() if len(members) == 1 for t in members]
         scores: dict[str, float] = {}

@@ -11,6 +11,10 @@ with a 4xx/5xx status; a bad field adds ``"field"``, its JSON path such as ``inp
   parser. Calls are ``[{"name", "arguments"}]``, BFCL ``[{"f": {...}}]`` or OpenAI ``tool_calls``.
   Items are rendered with the checkpoint's own :class:`RenderSpec` (its ``toolrm.json``) by the core
   renderer, exactly as :meth:`ToolRM.score` renders them in process.
+- ``POST /score`` (one context, many candidates: a GRPO group, a Best-of-N set): ``{"tools": ...,
+  "conversation": ..., "candidates": [{"calls": ...} | {"text": ..., "format": ...}, ...]}`` -> the same
+  response, one score per candidate. Validated by a pydantic model: a bad candidate is a 422 with its
+  ``"index"`` and ``"field"`` (``candidates[2].calls``).
 - ``POST /classify`` (vLLM-compatible): ``{"model": ..., "input": text | [texts]}`` with texts already
   rendered -> vLLM's classification response ``{"id", "object": "list", "created", "model",
   "data": [{"index", "label", "probs", "num_classes"}], "usage"}``. A ToolRM has one label, so
@@ -25,7 +29,11 @@ with a 4xx/5xx status; a bad field adds ``"field"``, its JSON path such as ``inp
 Dynamic batching (:class:`Batcher`): every request's texts join one queue, in chunks of at most
 ``max_batch``; a background task takes the first waiting chunk, adds more until ``max_batch`` texts
 or ``max_wait_ms`` have passed, and runs ONE scoring call in a worker thread (the event loop stays
-responsive); each request's future gets its own scores back.
+responsive); each request's future gets its own scores back. With ``group`` (the default) and a decoder
+backbone, ``/score`` texts travel with their rendered context, and the texts of one context in a batch
+(the candidates of one request, or of several requests for the same prompt) are scored against one shared
+prefix (:meth:`ToolRM.score_rendered`; equal to independent scoring within float tolerance). Encoders,
+and ``/classify`` texts, are scored independently.
 
 Bad input is a JSON 4xx, never a 500: a body over ``max_body_mb`` or more than ``max_items`` items
 413; a body that is not UTF-8 JSON 400; a wrong or missing field, a wrong type, an empty input or a
@@ -69,7 +77,7 @@ from toolrm_rl.core.calls import (
     calls_from_any,
     load_json_field,
 )
-from toolrm_rl.core.parse import parse
+from toolrm_rl.core.parse import FORMATS, parse
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.scoring.factory import build_scorer
 from toolrm_rl.scoring.remote import TOKEN_ENV
@@ -92,6 +100,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+PARSE_FORMATS = (*FORMATS, "auto")  # a candidate's raw-output formats (core.parse)
+
 
 @dataclass
 class ServeConfig:
@@ -110,6 +120,9 @@ class ServeConfig:
     torch_threads: int | None = option(None, "torch.set_num_threads for CPU forwards; None: torch's default. "
                                       "On a shared CPU 1 avoids OpenMP threads waiting for each other.")
     served_name: str | None = option(None, "Model name reported in responses; None: the checkpoint directory name.")
+    group: bool = option(True, "Decoder backbones: score /score candidates whose rendered context is identical "
+                         "against one shared prefix run once (KV cache); same scores within float tolerance, "
+                         "several times faster for groups of candidates. Encoders always score independently.")
     header_timeout_s: float = option(10.0, "Seconds a connection has to send a complete request head (from the "
                                      "connection, or a later request's first byte); then it is closed.")
     body_timeout_s: float = option(30.0, "Seconds to receive the whole request body once its head arrived (408 after).")
@@ -130,13 +143,69 @@ class ServeConfig:
 
 class ItemError(ValueError):
     """A request item that cannot be scored (-> 422): carries its ``index``, the offending ``field``
-    ("" for the item itself) and ``path``, where both are in the request (``items[1].calls``)."""
+    ("" for the item itself) and ``path``, where both are in the request (``items[1].calls``; ``where``
+    names the request's list: ``items``, or ``candidates`` for a group request)."""
 
-    def __init__(self, index: int | None, field_name: str, message: str) -> None:
+    def __init__(self, index: int | None, field_name: str, message: str, *, where: str = "items") -> None:
         self.index, self.field = index, field_name
-        item = f"items[{index}]" if index is not None else ""
+        item = f"{where}[{index}]" if index is not None else ""
         self.path = ".".join(p for p in (item, field_name) if p) or "items"
         super().__init__(f"{self.path}: {message}")
+
+
+class _FieldError(ValueError):
+    """One field of an item or candidate that cannot be decoded (``field`` names it)."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        self.field = field_name
+        super().__init__(message)
+
+
+def _decode_tools(value: Any) -> ToolCatalog:
+    """An item's ``tools`` (a list or its JSON string) as a catalog; :class:`_FieldError` otherwise."""
+    try:
+        return ToolCatalog.load(value)
+    except (CatalogError, TypeError, ValueError, RecursionError) as err:
+        raise _FieldError("tools", str(err) or type(err).__name__) from None
+
+
+def _decode_conversation(value: Any) -> list:
+    """An item's ``conversation`` (a list of messages or its JSON string; None: empty)."""
+    try:
+        conversation = load_json_field(value, "conversation") or []
+    except (CatalogError, RecursionError) as err:
+        raise _FieldError("conversation", str(err) or type(err).__name__) from None
+    if not isinstance(conversation, list) or not all(isinstance(m, (dict, list)) for m in conversation):
+        raise _FieldError("conversation", "expected a list of {role, content} messages")
+    return conversation
+
+
+def _decode_calls(value: Any) -> list:
+    """A candidate's ``calls`` (any form :func:`calls_from_any` reads, or its JSON string)."""
+    try:
+        return calls_from_any(value)
+    except (CatalogError, TypeError, ValueError, AttributeError, RecursionError) as err:
+        raise _FieldError("calls", str(err) or type(err).__name__) from None
+
+
+def _decode_candidate(candidate: dict) -> tuple[list, str | None]:
+    """``(calls, answer text)`` of one candidate: its ``calls``, or its raw model output ``text`` parsed in
+    ``format`` (an abstention keeps its text; parsed calls drop it, their text is the calls themselves)."""
+    text = candidate.get("text")
+    if text is not None and not isinstance(text, str):
+        raise _FieldError("text", f"expected a string, got {type(text).__name__}")
+    if "calls" in candidate:
+        return _decode_calls(candidate["calls"]), text
+    if text is None:
+        raise _FieldError("calls", "missing: give 'calls' or the raw model output in 'text'")
+    fmt = candidate.get("format", "hermes")
+    if not isinstance(fmt, str):
+        raise _FieldError("format", f"expected a string, got {type(fmt).__name__}")
+    result = parse(text, fmt)
+    if not result.ok:
+        field_name = "format" if result.error.kind == "bad_input" and "format" in result.error.message else "text"
+        raise _FieldError(field_name, f"{result.error.kind}: {result.error.message}")
+    return result.calls, None if result.calls else text.strip()
 
 
 def examples_from_items(items: Any) -> list[RMExample]:
@@ -152,36 +221,11 @@ def examples_from_items(items: Any) -> list[RMExample]:
         if "tools" not in item:
             raise ItemError(i, "tools", "missing")
         try:
-            tools = ToolCatalog.load(item["tools"])
-        except (CatalogError, TypeError, ValueError, RecursionError) as err:
-            raise ItemError(i, "tools", str(err) or type(err).__name__) from None
-        conversation = item.get("conversation")
-        try:
-            conversation = load_json_field(conversation, "conversation") or []
-        except (CatalogError, RecursionError) as err:
-            raise ItemError(i, "conversation", str(err) or type(err).__name__) from None
-        if not isinstance(conversation, list) or not all(isinstance(m, (dict, list)) for m in conversation):
-            raise ItemError(i, "conversation", "expected a list of {role, content} messages")
-        text = item.get("text")
-        if text is not None and not isinstance(text, str):
-            raise ItemError(i, "text", f"expected a string, got {type(text).__name__}")
-        if "calls" in item:
-            try:
-                calls = calls_from_any(item["calls"])
-            except (CatalogError, TypeError, ValueError, AttributeError, RecursionError) as err:
-                raise ItemError(i, "calls", str(err) or type(err).__name__) from None
-        elif text is not None:
-            fmt = item.get("format", "hermes")
-            if not isinstance(fmt, str):
-                raise ItemError(i, "format", f"expected a string, got {type(fmt).__name__}")
-            result = parse(text, fmt)
-            if not result.ok:
-                field_name = "format" if result.error.kind == "bad_input" and "format" in result.error.message else "text"
-                raise ItemError(i, field_name, f"{result.error.kind}: {result.error.message}")
-            calls = result.calls
-            text = None if calls else text.strip()  # calls: their text is the calls themselves
-        else:
-            raise ItemError(i, "calls", "missing: give 'calls' or the raw model output in 'text'")
+            tools = _decode_tools(item["tools"])
+            conversation = _decode_conversation(item.get("conversation"))
+            calls, text = _decode_candidate(item)
+        except _FieldError as err:
+            raise ItemError(i, err.field, str(err)) from None
         out.append(RMExample(tools, conversation, calls, text))
     return out
 
@@ -189,7 +233,8 @@ def examples_from_items(items: Any) -> list[RMExample]:
 class Batcher:
     """Merge concurrent scoring requests into few calls of ``score_fn(texts) -> scores``.
 
-    :param score_fn: scores a list of texts (runs in one worker thread, never two calls at once).
+    :param score_fn: scores a list of texts (runs in one worker thread, never two calls at once); a
+        "text" is whatever the caller submits, passed through as it is (the app sends ``(text, context)``).
     :param max_batch: most texts per call; a longer request is split into chunks.
     :param max_wait_ms: after the first waiting chunk, how long to wait for more before scoring.
     """
@@ -215,7 +260,7 @@ class Batcher:
             self._queue, self._arrived = asyncio.Queue(), asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def submit(self, texts: Sequence[str]) -> list[float]:
+    async def submit(self, texts: Sequence[Any]) -> list[float]:
         """Scores of ``texts`` (input order), batched with whatever else is waiting."""
         if self.closing:
             raise RuntimeError("server is shutting down")
@@ -435,10 +480,10 @@ class _BearerAuth:
 
 
 @functools.cache
-def _request_models() -> tuple[type, type]:
-    """The pydantic models of the ``/score`` and ``/classify`` bodies (pydantic comes with fastapi, the
-    serve extra: built on first use)."""
-    from typing import Annotated
+def _request_models() -> tuple[type, type, type]:
+    """The pydantic models of the ``/score`` bodies (items; one context with candidates) and the ``/classify``
+    body (pydantic comes with fastapi, the serve extra: built on first use)."""
+    from typing import Annotated, Literal
 
     from pydantic import (
         BaseModel,
@@ -446,13 +491,77 @@ def _request_models() -> tuple[type, type]:
         Field,
         StrictBool,
         StrictStr,
+        ValidationInfo,
         field_validator,
+        model_validator,
     )
 
     class ScoreRequest(BaseModel):
         """``{"items": [item, ...]}``; each item is decoded by :func:`examples_from_items`."""
 
         items: list[Any]
+
+    def decoded(decode: Callable[[Any], Any], value: Any) -> Any:
+        try:
+            return decode(value)
+        except _FieldError as err:  # pydantic reports a ValueError at the field it validates
+            raise ValueError(str(err)) from None
+
+    class Candidate(BaseModel):
+        """One candidate of a group request: ``calls``, or the raw model output ``text`` in ``format``."""
+
+        model_config = ConfigDict(extra="forbid")
+        calls: Any = None
+        format: Literal[PARSE_FORMATS] = "hermes"  # validated before text, which is parsed in it
+        text: StrictStr | None = None
+
+        @model_validator(mode="before")
+        @classmethod
+        def calls_or_text(cls, value: Any) -> Any:
+            if isinstance(value, dict) and value.get("calls") is None and value.get("text") is None:
+                raise ValueError("give 'calls' or the raw model output in 'text'")
+            return value
+
+        @field_validator("calls")
+        @classmethod
+        def calls_decoded(cls, value: Any) -> Any:
+            return None if value is None else decoded(_decode_calls, value)
+
+        @field_validator("text")
+        @classmethod
+        def text_parses(cls, value: str | None, info: ValidationInfo) -> str | None:
+            if value is not None and info.data.get("calls") is None and "format" in info.data:
+                decoded(_decode_candidate, {"text": value, "format": info.data["format"]})
+            return value
+
+        def calls_and_text(self) -> tuple[list, str | None]:
+            """``(calls, answer text)`` as :func:`examples_from_items` decodes an item's."""
+            if self.calls is not None:
+                return self.calls, self.text
+            return _decode_candidate({"text": self.text, "format": self.format})
+
+    class GroupScoreRequest(BaseModel):
+        """``{"tools", "conversation", "candidates": [...]}``: one context, many candidates (scored with a
+        shared prefix on decoder backbones). Unknown keys (``items`` too) are refused."""
+
+        model_config = ConfigDict(extra="forbid")
+        tools: Any
+        conversation: Any = None
+        candidates: list[Candidate]
+
+        @field_validator("tools")
+        @classmethod
+        def tools_decoded(cls, value: Any) -> Any:
+            return decoded(_decode_tools, value)
+
+        @field_validator("conversation")
+        @classmethod
+        def conversation_decoded(cls, value: Any) -> Any:
+            return decoded(_decode_conversation, value)
+
+        def examples(self) -> list[RMExample]:
+            """One :class:`RMExample` per candidate, sharing the decoded tools and conversation."""
+            return [RMExample(self.tools, self.conversation or [], *c.calls_and_text()) for c in self.candidates]
 
     class ClassifyRequest(BaseModel):
         """vLLM's classification request; other vLLM fields (``user``, ``truncate_prompt_tokens``, ...) are ignored."""
@@ -473,7 +582,7 @@ def _request_models() -> tuple[type, type]:
                 raise ValueError("token ids are not supported: send rendered texts")
             return value
 
-    return ScoreRequest, ClassifyRequest
+    return ScoreRequest, GroupScoreRequest, ClassifyRequest
 
 
 def _validated(model_cls: type, body: Any) -> tuple[Any, Any]:
@@ -484,9 +593,12 @@ def _validated(model_cls: type, body: Any) -> tuple[Any, Any]:
         return model_cls.model_validate(body), None
     except ValidationError as err:
         errors = err.errors(include_url=False, include_input=False)
-        where = _json_path(errors[0]["loc"]) or "body"
+        loc = errors[0]["loc"]
+        where = _json_path(loc) or "body"
         detail = "; ".join(f"{_json_path(e['loc']) or 'body'}: {e['msg']}" for e in errors[:3])
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        if len(loc) > 1 and loc[0] == "candidates" and isinstance(loc[1], int):  # a bad candidate: its index
+            return None, _error(422, "invalid_item", detail + more, field=where, index=loc[1])
         return None, _error(422, "invalid_request", detail + more, field=where)
 
 
@@ -511,13 +623,22 @@ def create_app(model: Any, config: ServeConfig | None = None, *, token: str | No
         config.model = str(model)
         model = load_model(str(model), device=config.device, dtype=config.dtype, torch_threads=config.torch_threads)
     token = token or resolve_token(config)
-    score_request, classify_request = _request_models()
+    score_request, group_request, classify_request = _request_models()
     name = config.served_name or (os.path.basename(os.path.normpath(config.model)) if config.model else "toolrm")
     label = (getattr(model.config, "id2label", None) or {0: "LABEL_0"}).get(0, "LABEL_0")
     plain = model.render_spec.mode == "plain"
     max_body = int(config.max_body_mb * 1024 * 1024)
-    batcher = Batcher(lambda texts: model.score_texts(texts, show_progress=False),
-                      max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
+    # group scoring needs a decoder (an encoder reads the whole input at once: nothing to share)
+    grouped = config.group and getattr(model, "backbone", None) == "decoder" and hasattr(model, "score_rendered")
+
+    def score_batch(inputs: list[tuple[str, str | None]]) -> list[float]:
+        """One forward call over ``(rendered text, its context or None)`` pairs."""
+        texts = [text for text, _ in inputs]
+        if grouped and any(context is not None for _, context in inputs):
+            return model.score_rendered(texts, [context for _, context in inputs], show_progress=False)
+        return model.score_texts(texts, show_progress=False)
+
+    batcher = Batcher(score_batch, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
     started = time.time()
 
     @asynccontextmanager
@@ -579,24 +700,27 @@ def create_app(model: Any, config: ServeConfig | None = None, *, token: str | No
                                 "which is not Unicode text", field=where)
         return body, None
 
-    async def scores_or_error(texts: list[str]):
+    async def scores_or_error(inputs: list[tuple[str, str | None]]):
         try:
-            return await batcher.submit(texts)
+            return await batcher.submit(inputs)
         except RuntimeError as err:
             if batcher.closing:
                 return _error(503, "shutting_down", str(err))
             return _error(500, "scoring_failed", str(err))
 
-    def render_all(examples: list[RMExample]) -> tuple[list[str], int]:
-        texts, n_tokens = [], 0
+    def render_all(examples: list[RMExample], where: str = "items") -> tuple[list[tuple[str, str]], int]:
+        """``[(text, context)]`` of the examples and their token count; :class:`ItemError` for one the
+        renderer refuses (``where``: the request's list, ``items`` or ``candidates``)."""
+        inputs, n_tokens = [], 0
         for i, ex in enumerate(examples):
             try:
                 rendered = model.render(ex)
             except (CatalogError, TypeError, ValueError, RecursionError) as err:
-                raise ItemError(i, "conversation" if "conversation" in str(err) else "", str(err)) from None
-            texts.append(rendered.text)
+                field_name = "conversation" if "conversation" in str(err) else ""
+                raise ItemError(i, field_name, str(err), where=where) from None
+            inputs.append((rendered.text, rendered.context))
             n_tokens += rendered.n_tokens
-        return texts, n_tokens
+        return inputs, n_tokens
 
     def too_many(values: Any, what: str):
         if isinstance(values, list) and len(values) > config.max_items:  # before validating them one by one
@@ -606,21 +730,27 @@ def create_app(model: Any, config: ServeConfig | None = None, *, token: str | No
     @app.post("/score")
     async def score(request: Request):
         body, failed = await read_json(request)
+        # the shape: one context with "candidates", else a list of "items" (whose errors name "items")
+        group_shape = isinstance(body, dict) and "candidates" in body
         if failed is None:
-            failed = too_many(body.get("items") if isinstance(body, dict) else None, "items")
+            failed = too_many(body.get("candidates" if group_shape else "items") if isinstance(body, dict) else None,
+                              "candidates" if group_shape else "items")
         if failed is None:
-            req, failed = _validated(score_request, body)
+            req, failed = await asyncio.to_thread(_validated, group_request if group_shape else score_request, body)
         if failed is not None:
             return failed
         try:  # decoding and rendering are CPU work: off the event loop
-            texts, n_tokens = await asyncio.to_thread(lambda: render_all(examples_from_items(req.items)))
+            if group_shape:
+                inputs, n_tokens = await asyncio.to_thread(lambda: render_all(req.examples(), "candidates"))
+            else:
+                inputs, n_tokens = await asyncio.to_thread(lambda: render_all(examples_from_items(req.items)))
         except ItemError as err:
             return _error(422, "invalid_item", str(err), index=err.index, field=err.path)
-        scores = await scores_or_error(texts)
+        scores = await scores_or_error(inputs)
         if not isinstance(scores, list):
             return scores
         return {"scores": scores, "model": name, "render": model.render_spec.to_dict(),
-                "usage": {"prompt_tokens": n_tokens, "items": len(texts)}}
+                "usage": {"prompt_tokens": n_tokens, "items": len(inputs)}}
 
     @app.post("/classify")
     async def classify(request: Request):
@@ -635,7 +765,7 @@ def create_app(model: Any, config: ServeConfig | None = None, *, token: str | No
         activation = req.use_activation if req.use_activation is not None else req.activation
         n_tokens = await asyncio.to_thread(
             lambda: sum(map(len, model.tokenizer(texts, add_special_tokens=plain, verbose=False)["input_ids"])))
-        scores = await scores_or_error(texts)
+        scores = await scores_or_error([(text, None) for text in texts])
         if not isinstance(scores, list):
             return scores
         probs = [1.0 / (1.0 + math.exp(-s)) if activation else s for s in scores]

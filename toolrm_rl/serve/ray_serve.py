@@ -3,7 +3,8 @@ in every replica, one model per replica, for several GPUs or nodes.
 
 Each replica loads the checkpoint on its own device (``cuda`` when it has GPUs, else ``cpu``) and runs
 its own dynamic batcher; Ray Serve's proxy spreads requests over the replicas, so the routes,
-responses and errors are exactly those of ``toolrm serve``. ray is imported inside functions only.
+responses and errors are exactly those of ``toolrm serve`` (the one-context group request and its group
+scoring included). ray is imported inside functions only.
 
 The same exposure rule holds (:func:`toolrm_rl.serve.app.check_exposure`: no non-loopback host without
 a token unless ``insecure``), and the driver ships its token to every replica (a replica on another
