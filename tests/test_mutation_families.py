@@ -279,3 +279,32 @@ def test_restated_examples_rewrite_one_value_in_the_last_user_turn_and_keep_the_
     plain = ToolExample("p", "src", [{"role": "user", "content": "Book it for next week"}], tools,
                         [ToolCall("book", {"date": "next week"})])
     assert restated_examples([plain]) == []
+
+
+def test_relevance_contrast_gives_an_abstention_twin_the_no_call_negative():
+    import dataclasses
+
+    from toolrm_rl.data.compose import abstention_examples, mark_abstention_twins
+    from toolrm_rl.data.pairs import mutation_pairs
+
+    tools = ToolCatalog.load([
+        {"name": "get_weather", "description": "weather in a city", "parameters": {"type": "object", "properties": {
+            "city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}},
+        {"name": "get_time", "description": "time in a city", "parameters": {"type": "object", "properties": {
+            "city": {"type": "string"}}, "required": ["city"]}}])
+    examples = [ToolExample(f"q{i}", "t", [{"role": "user", "content": f"Weather in Oslo for {i + 2} days?"}], tools,
+                            [ToolCall("get_weather", {"city": "Oslo", "days": i + 2})]) for i in range(6)]
+    abstentions = abstention_examples(examples, share=0.5)
+    marked = mark_abstention_twins(examples, abstentions)
+    twins = {a.id.removesuffix("~abstain") for a in abstentions}
+    assert twins and {ex.id for ex in marked if ex.meta.get("abstention_twin")} == twins
+    assert not any(ex.meta.get("abstention_twin") for ex in examples)  # the inputs are not changed
+    rare = {"no_call": 1e-9}
+
+    def no_call_ids(contrast: bool) -> set[str]:
+        pairs, _ = mutation_pairs(marked, seed=0, operator_weights=rare, relevance_contrast=contrast)
+        return {p.id.split("#")[0] for p in pairs if not p.rejected}
+
+    assert no_call_ids(False) == set() and no_call_ids(True) == twins
+    unmarked = [dataclasses.replace(ex, meta={}) for ex in marked]
+    assert not any(not p.rejected for p in mutation_pairs(unmarked, operator_weights=rare, relevance_contrast=True)[0])

@@ -9,6 +9,7 @@ order-free, as BFCL's parallel category.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 import re
@@ -20,7 +21,8 @@ from toolrm_rl.core.match import calls_equal
 from toolrm_rl.data.mutate import restatements
 
 __all__ = ["parallel_examples", "merged_parallel_examples", "abstention_examples", "without_called_tools",
-           "called_in_history", "join_questions", "composable", "restated_examples"]
+           "called_in_history", "join_questions", "composable", "restated_examples",
+           "mark_abstention_twins"]
 
 # First words that keep their capital after "Also, ": the pronoun I and its contractions.
 _KEEP_CASE = {"I", "I'd", "I'm", "I've", "I'll"}
@@ -178,6 +180,17 @@ def abstention_examples(examples: Iterable[ToolExample], seed: int = 0, share: f
         if made is not None:
             out.append(made)
     return out
+
+
+def mark_abstention_twins(examples: Iterable[ToolExample], abstentions: Iterable[ToolExample]) -> list[ToolExample]:
+    """``examples`` with ``meta["abstention_twin"] = True`` on each one that an abstention example (id
+    ``<id>~abstain``, :func:`abstention_examples`) was made from (copies; the inputs are not changed), so
+    pair building can contrast the question with and without its tools even when the two land in
+    different shards.
+    """
+    twins = {a.id[:-len("~abstain")] for a in abstentions if a.id.endswith("~abstain")}
+    return [dataclasses.replace(ex, meta={**(ex.meta or {}), "abstention_twin": True}) if ex.id in twins else ex
+            for ex in examples]
 
 
 def _last_user_index(conversation: list[dict]) -> int | None:

@@ -245,9 +245,25 @@ def _with_count_contrast(chosen: list, pool: list, n_gold: int) -> list:
     return out
 
 
+def _with_no_call(chosen: list, pool: list) -> list:
+    """``chosen`` with the "no call" negative in it (replacing the last negative) when the pool has one.
+
+    Used for an example whose question also appears with its called functions removed (no call right
+    there): with both, the same question and answer "no call" is wrong with the tool and right without
+    it, so only the catalog can decide, not a prior for or against calling.
+    """
+    if any(not item[1] for item in chosen):
+        return chosen
+    no_call = next((item for item in pool if not item[1]), None)
+    if no_call is None or not chosen:
+        return chosen
+    return list(chosen[:-1]) + [no_call]
+
+
 def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: int = 3, schema_valid_share: float = 0.7,
                    seed: int = 0, operators: list[str] | None = None, operator_weights: dict[str, float] | None = None,
-                   count_contrast: bool = False, show_progress: bool = False) -> tuple[list[PairRecord], PairStats]:
+                   count_contrast: bool = False, relevance_contrast: bool = False,
+                   show_progress: bool = False) -> tuple[list[PairRecord], PairStats]:
     """Build up to ``negatives_per_example`` verified negatives per example.
 
     Args:
@@ -260,6 +276,9 @@ def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: in
         count_contrast: when an example's negatives change the call count in one direction only (fewer, or
             more, calls than the gold), one of them is replaced by a variant of the other direction where one
             exists (:func:`_with_count_contrast`).
+        relevance_contrast: an example marked ``meta["abstention_twin"]`` (its question is also trained with its
+            called functions removed: :func:`toolrm_rl.data.compose.mark_abstention_twins`) always gets the
+            "no call" negative (:func:`_with_no_call`).
 
     Returns:
         ``(pairs, stats)``; each pair's ``error_type`` is the matcher's raw error type and its id
@@ -300,6 +319,8 @@ def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: in
         chosen = chosen[:negatives_per_example]
         if count_contrast:
             chosen = _with_count_contrast(chosen, valid_pool + invalid_pool, len(ex.gold))
+        if relevance_contrast and ex.gold and ex.meta.get("abstention_twin"):
+            chosen = _with_no_call(chosen, valid_pool + invalid_pool)
         for j, (op, calls, schema_ok, error_type) in enumerate(chosen):
             stats.n_schema_valid += schema_ok
             by_op[op] += 1

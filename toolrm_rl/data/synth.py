@@ -102,6 +102,10 @@ class MutationSettings:
     count_contrast: bool = _f(False, "Where a query's negatives change the call count in one direction only, swap one "
                                      "for a negative of the other direction (fewer vs more calls against one gold). "
                                      "Off: in two 120-step runs it lowered dev accuracy (see docs/reward_model.md).")
+    relevance_contrast: bool = _f(False, "An example whose question is also composed without its called functions "
+                                         "(compose.abstain_share) always gets the 'no call' negative too: the same "
+                                         "question with and without the tool, so only the catalog decides whether "
+                                         "not calling is right.")
 
 
 @dataclass
@@ -175,14 +179,14 @@ def load_examples(cfg: SynthConfig) -> list[ToolExample]:
         examples = [ex for ex in examples if not is_bias_holdout(ex.id)]
     examples = seeded_subset(examples, cfg.max_examples, cfg.seed)
     if cfg.compose.enabled:
-        from toolrm_rl.data.compose import (abstention_examples, composable, merged_parallel_examples,
-                                            parallel_examples, restated_examples)
+        from toolrm_rl.data.compose import (abstention_examples, composable, mark_abstention_twins,
+                                            merged_parallel_examples, parallel_examples, restated_examples)
 
         n_single = sum(composable(ex) for ex in examples)
-        examples = examples + parallel_examples(examples, cfg.seed) + merged_parallel_examples(
-            examples, cfg.seed, limit=int(cfg.compose.merged_share * n_single)) + abstention_examples(
-            examples, cfg.seed, cfg.compose.abstain_share) + restated_examples(
-            examples, cfg.seed, cfg.compose.restate_share)
+        abstentions = abstention_examples(examples, cfg.seed, cfg.compose.abstain_share)
+        examples = mark_abstention_twins(examples, abstentions) + parallel_examples(examples, cfg.seed) + (
+            merged_parallel_examples(examples, cfg.seed, limit=int(cfg.compose.merged_share * n_single))
+            + abstentions + restated_examples(examples, cfg.seed, cfg.compose.restate_share))
     dupes = [i for i, n in Counter(ex.id for ex in examples).items() if n > 1]
     if dupes:
         raise ValueError(f"sources: example ids must be unique, repeated: {dupes[:5]}")
@@ -274,7 +278,8 @@ def _mutation_records(examples: Sequence[ToolExample], settings: MutationSetting
                               schema_valid_share=settings.schema_valid_share, seed=seed,
                               operators=list(settings.operators) if settings.operators else None,
                               operator_weights=dict(settings.operator_weights) if settings.operator_weights else None,
-                              count_contrast=settings.count_contrast)
+                              count_contrast=settings.count_contrast,
+                              relevance_contrast=settings.relevance_contrast)
     return pairs
 
 
