@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import random
 import time
@@ -269,43 +270,91 @@ def _encode(text: str, tokenizer: Any, max_length: int, mode: str) -> tuple[list
 
 
 def tokenize_pairs(pairs: Sequence[PairRecord], tokenizer: Any, spec: RenderSpec, max_length: int,
-                   margin: float | None = None, desc: str = "rendering pairs", group: bool = False):
+                   margin: float | None = None, desc: str = "rendering pairs", group: bool = False,
+                   num_proc: int | None = None):
     """Render and tokenize pairs into a ``datasets.Dataset`` with ``chosen_ids``/``rejected_ids``.
 
     With ``group`` a row is a query's group (:func:`toolrm_rl.model.group.group_rows`): ``chosen_ids`` once
     and ``rejected_ids`` a list of its negatives. ``length`` is a row's longest input (for length-grouped
-    batches). Returns ``(dataset, n_hard_truncated)``; every pair is kept.
+    batches). ``num_proc``: processes that render (:func:`_tokenize_in_pool`; the same rows as one process);
+    None: 2 from ``RENDER_POOL_MIN_PAIRS`` pairs on a machine with 2+ cores and ``fork``, else 1.
+    Returns ``(dataset, n_hard_truncated)``; every pair is kept.
     """
     from datasets import Dataset
-    from tqdm.auto import tqdm
 
     from toolrm_rl.model.group import group_rows
 
-    cut = 0
-    cache: dict[tuple, list[int]] = {}  # the chosen side repeats across a query's negatives
+    groups = group_rows(pairs) if group else [[i] for i in range(len(pairs))]
+    if num_proc is None:
+        num_proc = 2 if len(pairs) >= RENDER_POOL_MIN_PAIRS and (os.cpu_count() or 1) > 1 else 1
+    args = (pairs, groups, tokenizer, spec, max_length)
+    if num_proc > 1 and len(groups) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        chosen, rejected, cut = _tokenize_in_pool(args, num_proc, desc)
+    else:
+        chosen, rejected, cut = _tokenize_groups(*args, range(len(groups)), desc=desc)
+    rows: dict[str, list] = {"chosen_ids": chosen, "rejected_ids": [r if group else r[0] for r in rejected],
+                             "length": [max(map(len, [c, *r])) for c, r in zip(chosen, rejected)]}  # what a batch pads to
+    if margin is not None:
+        rows["margin"] = [float(margin)] * len(chosen)
+    return Dataset.from_dict(rows), len(cut)
+
+
+# From this many pairs tokenize_pairs renders in 2 processes by default (bench/bench_render.py --pool measures it).
+RENDER_POOL_MIN_PAIRS = 2000
+_POOL_ARGS: tuple = ()  # tokenize_pairs' arguments, inherited by forked workers (never pickled)
+
+
+def _tokenize_groups(pairs: Sequence[PairRecord], groups: list[list[int]], tokenizer: Any, spec: RenderSpec,
+                     max_length: int, which: range, desc: str | None = None) -> tuple[list, list, set]:
+    """Token ids of the groups ``which``: ``(chosen ids per group, [rejected ids] per group, keys of the inputs
+    cut to max_length)``. Each distinct input is rendered once (the chosen side repeats across a query's rows)."""
+    from tqdm.auto import tqdm
+
+    cache: dict[tuple, list[int]] = {}
+    cut: set[tuple] = set()
 
     def encode(pair: PairRecord, example: Any) -> list[int]:
-        nonlocal cut
         key = (id(pair.tools), id(pair.conversation), repr(example.calls), example.text)
         if key not in cache:
             text = render_example(example, spec=spec, tokenizer=tokenizer).text
             cache[key], was_cut = _encode(text, tokenizer, max_length, spec.mode)
-            cut += was_cut
+            if was_cut:
+                cut.add(key)
         return cache[key]
 
-    groups = group_rows(pairs) if group else [[i] for i in range(len(pairs))]
-    rows: dict[str, list] = {"chosen_ids": [], "rejected_ids": [], "length": []}
-    if margin is not None:
-        rows["margin"] = []
-    for members in tqdm(groups, desc=desc, disable=len(pairs) < 256):
+    chosen, rejected = [], []
+    for g in tqdm(which, desc=desc, disable=desc is None or len(which) < 256):
+        members = groups[g]
         first = pairs[members[0]]
-        rows["chosen_ids"].append(encode(first, first.chosen_example()))
-        rejected = [encode(pairs[i], pairs[i].rejected_example()) for i in members]
-        rows["rejected_ids"].append(rejected if group else rejected[0])
-        rows["length"].append(max(len(x) for x in [rows["chosen_ids"][-1], *rejected]))  # what a batch pads to
-        if margin is not None:
-            rows["margin"].append(float(margin))
-    return Dataset.from_dict(rows), cut
+        chosen.append(encode(first, first.chosen_example()))
+        rejected.append([encode(pairs[i], pairs[i].rejected_example()) for i in members])
+    return chosen, rejected, cut
+
+
+def _tokenize_chunk(which: range) -> tuple[list, list, set]:
+    """A pool worker's part: :func:`_tokenize_groups` over the arguments its fork inherited."""
+    return _tokenize_groups(*_POOL_ARGS, which)
+
+
+def _tokenize_in_pool(args: tuple, num_proc: int, desc: str) -> tuple[list, list, set]:
+    """:func:`_tokenize_groups` over all groups in ``num_proc`` forked processes, one contiguous chunk of groups
+    each (a query's rows stay together), results joined in order: the same ids as one process. Workers
+    inherit ``args`` through the fork (pairs and tokenizer are not pickled); only ids come back. Cut inputs
+    are counted by key (object ids are the parent's in every fork), so the count equals one process's."""
+    global _POOL_ARGS
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = len(args[1])
+    bounds = [round(n * k / num_proc) for k in range(num_proc + 1)]
+    _POOL_ARGS = args
+    try:
+        with ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context("fork")) as pool:
+            log.info("%s: %d groups in %d processes", desc, n, num_proc)
+            parts = list(pool.map(_tokenize_chunk, [range(a, b) for a, b in zip(bounds, bounds[1:])]))
+    finally:
+        _POOL_ARGS = ()
+    return ([c for part in parts for c in part[0]], [r for part in parts for r in part[1]],
+            set().union(*(part[2] for part in parts)))
 
 
 # -- training --------------------------------------------------------------------------------------
