@@ -10,6 +10,11 @@ and its chat template. The baseline is ``toolrm_rl/core/render.py`` as of ``--ba
 commit before the speed work), loaded from git as a separate module; both sides start with empty caches
 (contexts, segment token counts) each round, rounds are interleaved, the best round is kept, and every output (text,
 token count, truncation report, context) must be identical.
+
+``--pool``: training-set rendering + tokenization (``model.train.tokenize_pairs``, group rows as ``train.loss=group``
+builds them) in one process vs ``--num-proc`` forked processes, on the first ``--pool-sizes`` pairs of ``--train``
+with the MiniLM tokenizer and the minilm_cpu render spec: seconds, pairs/s, the ratio, and whether the rows are
+identical. It sets the size from which ``tokenize_pairs`` uses a pool by default (``RENDER_POOL_MIN_PAIRS``).
 """
 
 from __future__ import annotations
@@ -62,6 +67,45 @@ def run(module, items: list, spec_fields: dict, tokenizer) -> tuple[float, list]
     return seconds, [(r.text, r.n_tokens, r.n_tokens_exact, dataclasses.asdict(r.truncation), r.context) for r in out]
 
 
+def main_pool(args: argparse.Namespace) -> None:
+    """``--pool``: tokenize_pairs in one process vs a process pool, same rows."""
+    import yaml
+    from transformers import AutoTokenizer
+
+    from toolrm_rl.core import render
+    from toolrm_rl.core.render import RenderSpec
+    from toolrm_rl.data.backbones import minilm_dir
+    from toolrm_rl.data.records import load_pairs
+    from toolrm_rl.model.train import tokenize_pairs
+
+    if not args.train.is_file():
+        sys.exit(f"{args.train} does not exist (a ToolRM-train-data pair file: --train)")
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
+    fields = dict(yaml.safe_load((ROOT / "recipes" / "rm" / "minilm_cpu.yaml").read_text())["model"]["render"])
+    spec = RenderSpec.from_dict({**RenderSpec(mode="plain", sep=" [SEP] ").to_dict(), **fields})
+    sizes = [int(x) for x in args.pool_sizes.split(",")]
+    everything = load_pairs(args.train, limit=max(sizes))[0]
+    print(f"{args.train}: tokenize_pairs(group=True), 1 vs {args.num_proc} processes; best of {args.repeat} "
+          f"interleaved rounds")
+    for size in sizes:
+        pairs = everything[:size]
+        best = {1: float("inf"), args.num_proc: float("inf")}
+        rows = {}
+        for r in range(args.repeat):
+            for procs in (list(best) if r % 2 == 0 else list(best)[::-1]):
+                render._CONTEXTS.clear()  # cold caches each round (a fork would inherit warm ones)
+                render._SEGMENT_COUNTS.clear()
+                t = time.perf_counter()
+                ds, cut = tokenize_pairs(pairs, tokenizer, spec, spec.max_tokens, desc=None, group=True,
+                                         num_proc=procs)  # desc None: no progress bar
+                best[procs] = min(best[procs], time.perf_counter() - t)
+                rows[procs] = (ds.to_dict(), cut)
+        one, many = best[1], best[args.num_proc]
+        print(f"{len(pairs):6} pairs: 1 process {one:6.2f} s ({len(pairs) / one:6.0f} pairs/s), {args.num_proc} processes "
+              f"{many:6.2f} s ({len(pairs) / many:6.0f} pairs/s); ratio {one / many:.2f}x; identical rows "
+              f"{rows[1] == rows[args.num_proc]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline-rev", default=BASELINE_REV)
@@ -70,7 +114,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="inputs per set (both sides of n/2 pairs)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--chat", action="store_true", help="also the Qwen3 chat-template rendering")
+    ap.add_argument("--pool", action="store_true", help="tokenize_pairs: one process vs a pool (module doc)")
+    ap.add_argument("--num-proc", type=int, default=2, help="--pool: processes")
+    ap.add_argument("--pool-sizes", default="500,1000,2000,8000", help="--pool: pair counts, comma-separated")
     args = ap.parse_args()
+    if args.pool:
+        return main_pool(args)
 
     import yaml
     from transformers import AutoTokenizer

@@ -15,6 +15,7 @@ still too long after the renderer's cuts is hard-truncated on the side away from
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import multiprocessing
@@ -270,14 +271,15 @@ def _encode(text: str, tokenizer: Any, max_length: int, mode: str) -> tuple[list
 
 
 def tokenize_pairs(pairs: Sequence[PairRecord], tokenizer: Any, spec: RenderSpec, max_length: int,
-                   margin: float | None = None, desc: str = "rendering pairs", group: bool = False,
+                   margin: float | None = None, desc: str | None = "rendering pairs", group: bool = False,
                    num_proc: int | None = None):
     """Render and tokenize pairs into a ``datasets.Dataset`` with ``chosen_ids``/``rejected_ids``.
 
     With ``group`` a row is a query's group (:func:`toolrm_rl.model.group.group_rows`): ``chosen_ids`` once
     and ``rejected_ids`` a list of its negatives. ``length`` is a row's longest input (for length-grouped
     batches). ``num_proc``: processes that render (:func:`_tokenize_in_pool`; the same rows as one process);
-    None: 2 from ``RENDER_POOL_MIN_PAIRS`` pairs on a machine with 2+ cores and ``fork``, else 1.
+    None: 2 from ``RENDER_POOL_MIN_PAIRS`` pairs on a machine with 2+ cores and ``fork``, else 1. ``desc``: the
+    progress bar's label (None: no bar).
     Returns ``(dataset, n_hard_truncated)``; every pair is kept.
     """
     from datasets import Dataset
@@ -299,8 +301,9 @@ def tokenize_pairs(pairs: Sequence[PairRecord], tokenizer: Any, spec: RenderSpec
     return Dataset.from_dict(rows), len(cut)
 
 
-# From this many pairs tokenize_pairs renders in 2 processes by default (bench/bench_render.py --pool measures it).
-RENDER_POOL_MIN_PAIRS = 2000
+# From this many pairs tokenize_pairs renders in 2 processes by default. bench/bench_render.py --pool, 2 cores,
+# quickstart training pairs: 1.26x at 500 pairs, 1.51x at 1,000, 1.68x at 2,000, 1.51x at 8,000 (identical rows).
+RENDER_POOL_MIN_PAIRS = 1000
 _POOL_ARGS: tuple = ()  # tokenize_pairs' arguments, inherited by forked workers (never pickled)
 
 
@@ -336,7 +339,7 @@ def _tokenize_chunk(which: range) -> tuple[list, list, set]:
     return _tokenize_groups(*_POOL_ARGS, which)
 
 
-def _tokenize_in_pool(args: tuple, num_proc: int, desc: str) -> tuple[list, list, set]:
+def _tokenize_in_pool(args: tuple, num_proc: int, desc: str | None) -> tuple[list, list, set]:
     """:func:`_tokenize_groups` over all groups in ``num_proc`` forked processes, one contiguous chunk of groups
     each (a query's rows stay together), results joined in order: the same ids as one process. Workers
     inherit ``args`` through the fork (pairs and tokenizer are not pickled); only ids come back. Cut inputs
@@ -350,7 +353,7 @@ def _tokenize_in_pool(args: tuple, num_proc: int, desc: str) -> tuple[list, list
     try:
         with ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context("fork")) as pool:
             log.info("%s: %d groups in %d processes", desc, n, num_proc)
-            parts = list(pool.map(_tokenize_chunk, [range(a, b) for a, b in zip(bounds, bounds[1:])]))
+            parts = list(pool.map(_tokenize_chunk, [range(a, b) for a, b in itertools.pairwise(bounds)]))
     finally:
         _POOL_ARGS = ()
     return ([c for part in parts for c in part[0]], [r for part in parts for r in part[1]],
