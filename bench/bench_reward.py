@@ -23,7 +23,9 @@ distinct schema-valid mutations, so they reach the RM) through the ``toolrm`` ma
 in-process DECODER ToolRM (``--decoder``: a random Qwen3 with the real Qwen3 tokenizer, ``small`` = 256 wide and
 4 layers, ``tiny`` = 64 x 2; ``smollm2``; or a checkpoint directory): one RM call per sample, cross-sample batches, and
 cross-sample batches with group scoring (``rm_group``: each prompt once with the KV cache); wall times,
-ratios to per-sample calls and the max |difference| of the RM scores.
+ratios to per-sample calls and the max |difference| of the RM scores. ``--group-max-batches 64,256,512`` runs
+the grouped side at each ``max_batch`` in the same run (and prints the process's peak RSS after each, in
+increasing order, so a growth is that setting's).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import resource
 import statistics
 import sys
 import time
@@ -196,15 +199,20 @@ def main_groups(args: argparse.Namespace) -> None:
     tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())  # the policy's tokenizer
     data = make_batch(samples, tokenizer)
     base = {"rm_source": "inprocess", "model_path": str(model)}
+    group_batches = sorted({int(x) for x in args.group_max_batches.split(",")} if args.group_max_batches
+                           else {args.max_batch})
     modes = {"per-sample": {**base, "batch_window_ms": 0.0, "max_batch": 1, "rm_group": False},
-             "batched": {**base, "batch_window_ms": args.window_ms, "max_batch": args.max_batch, "rm_group": False},
-             "batched+group": {**base, "batch_window_ms": args.window_ms, "max_batch": args.max_batch,
-                               "rm_group": True}}
-    asyncio.run(manager_scores(data[:16], tokenizer, modes["batched+group"]))  # warm-up: model loads, shapes
+             "batched": {**base, "batch_window_ms": args.window_ms, "max_batch": args.max_batch, "rm_group": False}}
+    for size in group_batches:
+        modes["batched+group" if len(group_batches) == 1 else f"group mb={size}"] = {
+            **base, "batch_window_ms": args.window_ms, "max_batch": size, "rm_group": True}
+    asyncio.run(manager_scores(data[:16], tokenizer, modes[list(modes)[-1]]))  # warm-up: model loads, shapes
     best: dict[str, tuple[float, int, list[float], int]] = {}
+    peak_mb: dict[str, float] = {}
     for _ in range(args.rounds):
         for name, kw in modes.items():
             got = asyncio.run(manager_scores(data, tokenizer, kw))
+            peak_mb[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
             if name not in best or got[0] < best[name][0]:
                 best[name] = got
     rules_ms = min(asyncio.run(manager_scores(data, tokenizer, {"rm_source": "none"}))[0] for _ in range(args.rounds))
@@ -217,7 +225,7 @@ def main_groups(args: argparse.Namespace) -> None:
     for name, (wall, calls, scores, _) in best.items():
         diff = max(abs(a - b) for a, b in zip(reference, scores))
         print(f"{name:14}: {wall / 1000:7.2f} s, {calls:4} RM calls, speed-up vs per-sample "
-              f"{best['per-sample'][0] / wall:5.2f}x, max |rm_score diff| {diff:.2e}")
+              f"{best['per-sample'][0] / wall:5.2f}x, max |rm_score diff| {diff:.2e}, peak RSS {peak_mb[name]:,.0f} MiB")
 
 
 def stats(ms: list[float]) -> dict:
@@ -240,6 +248,8 @@ def main() -> None:
                     help="per-sample vs batched vs grouped decoder scoring (module doc)")
     ap.add_argument("--prompts", type=int, default=64, help="--groups: prompts in the GRPO batch")
     ap.add_argument("--responses", type=int, default=8, help="--groups: responses per prompt")
+    ap.add_argument("--group-max-batches", default="", help="--groups: comma list of the grouped side's max_batch "
+                    "values, measured in one run (default: --max-batch)")
     ap.add_argument("--decoder", default="small", help="--groups: tiny, small (random Qwen3 sizes), smollm2 or a "
                     "checkpoint dir")
     args = ap.parse_args()

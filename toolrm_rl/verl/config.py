@@ -79,7 +79,11 @@ class ToolRewardConfig:
     language: str = _help("python", "Schema-check language: python, java or javascript (BFCL literal rules).")
     # -- the toolrm reward manager only --
     batch_window_ms: float = _help(20.0, "Manager: wait this long to collect concurrent samples into one RM call.")
-    max_batch: int = _help(64, "Manager: at most this many RM inputs per call.")
+    max_batch: int = _help(512, "Manager: at most this many RM inputs per call. 512: a GRPO batch of 64 prompts x "
+                                "8 responses is one call, so a decoder RM's group scoring sees whole groups "
+                                "(bench_reward.py --groups, 2 CPU cores: 2.98x over per-sample calls at 64, 3.52x at "
+                                "256, 4.39x at 512, peak memory unchanged: each forward pass stays within the "
+                                "scorer's token budget, and a remote scorer splits its own requests).")
     skip_special_tokens: bool = _help(False, "Manager: decode with skip_special_tokens (False keeps tool markers "
                                              "that some tokenizers mark special; role markers are stripped).")
 
