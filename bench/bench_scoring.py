@@ -24,6 +24,15 @@ decoder ToolRM (``--model``, default ``embedded:smollm2`` when it can be built, 
 a fresh score head: the numbers are about speed), ``--prompts`` BFCL prompts with n = 8 and n = 16
 candidates each (the gold calls and distinct mutations), inputs capped at ``--max-tokens``; prints both
 times, the ratio and the maximum score difference.
+
+``--eval``: the time of a ``--eval-pairs`` (1,500) pair FC-RewardBench evaluation as ``toolrm eval fc-rewardbench``
+runs it (``evaluate_pairs`` over an ``rm`` scorer with an empty cache: rendering, scoring, bootstrap CI and
+breakdowns) with the quickstart model (``--model``, default ``runs/quickstart5/model``), per scoring path:
+torch float32 (the reference), torch int8 and torch bfloat16 (fast on CPUs with AVX512-BF16) (``--sides``). Pairs: the dev file's 850 (``--data``) and, up to ``--eval-pairs``, BFCL mutation pairs
+(``quickstart.bfcl_mutation_bench``: BFCL questions are evaluation data, never training data); skipped with a
+message when the dev file is absent. Rounds interleaved, best and first round kept; prints each side's load
+(+ conversion) seconds, evaluation seconds, pairs/s, ratio to float32, accuracy on the dev pairs and on all,
+Spearman against float32 and the pairs whose order flips.
 """
 
 from __future__ import annotations
@@ -45,6 +54,9 @@ from toolrm_rl.data.backbones import minilm_dir
 ROOT = Path(__file__).resolve().parents[1]
 DEV_FILE = ROOT.parent / "shared" / "data" / "bfcl_failures_dev.jsonl"
 QUICKSTART_MODEL = ROOT / "runs" / "quickstart3" / "model"
+EVAL_MODEL = ROOT / "runs" / "quickstart5" / "model"  # the quickstart's MiniLM ToolRM (192 tokens)
+# --eval sides: name -> ToolRM.from_pretrained options
+EVAL_SIDES = {"torch": {}, "torch-int8": {"quantize": "int8"}, "torch-bf16": {"dtype": "bfloat16"}}
 
 
 def build_pairs(n: int, seed: int = 0) -> list[tuple[RMExample, RMExample]]:
@@ -226,6 +238,75 @@ def main_groups(args: argparse.Namespace) -> None:
               f"{best['group']:6.2f} s; ratio {best['independent'] / best['group']:.2f}x; max |diff| {diff:.2e}")
 
 
+def eval_pairs(n: int, data: Path, seed: int = 0) -> tuple[list, int]:
+    """``n`` FC-RewardBench pairs: every pair of ``data`` (up to ``n``), then BFCL mutation pairs; and how many
+    came from ``data``."""
+    from toolrm_rl.data.records import load_pairs
+    from toolrm_rl.quickstart import bfcl_mutation_bench
+
+    pairs = load_pairs(data)[0][:n]
+    n_data = len(pairs)
+    if len(pairs) < n:
+        pairs += bfcl_mutation_bench(n - len(pairs), seed)
+    return pairs, n_data
+
+
+def main_eval(args: argparse.Namespace) -> None:
+    """``--eval``: a 1,500-pair evaluation's time per scoring path, float32 first (the module doc)."""
+    from toolrm_rl.eval.fc_rewardbench import evaluate_pairs, schema_valid_mask
+    from toolrm_rl.scoring import RMScorer, score_pairs
+
+    data = args.data or DEV_FILE
+    if not Path(data).is_file():
+        print(f"--eval skipped: {data} is absent (the dev file lives in ../shared/data)")
+        return
+    model = args.model or EVAL_MODEL
+    if not (Path(model) / "config.json").is_file():
+        print(f"--eval skipped: {model} is not a checkpoint (run the quickstart, or pass --model)")
+        return
+    sides = [s for s in args.sides.split(",") if s]
+    unknown = [s for s in sides if s not in EVAL_SIDES]
+    if unknown or not sides or sides[0] != "torch":
+        raise SystemExit(f"--sides: a comma list starting with torch (the reference) from {list(EVAL_SIDES)}; "
+                         f"got {args.sides!r}")
+    pairs, n_dev = eval_pairs(args.eval_pairs, Path(data), args.seed)
+    valid = schema_valid_mask(pairs)
+    examples = [(p.chosen_example(), p.rejected_example()) for p in pairs]
+    models, setup = {}, {}
+    for side in sides:
+        t = time.perf_counter()
+        models[side] = ToolRM.from_pretrained(model, **EVAL_SIDES[side])
+        setup[side] = time.perf_counter() - t
+    print(f"model: {model}; pairs: {len(pairs)} ({n_dev} from {data}, {len(pairs) - n_dev} BFCL mutation pairs); "
+          f"torch threads {torch.get_num_threads()}; best of {args.repeat} interleaved rounds (and the first)")
+    for side, rm in models.items():
+        print(f"  {side:10}: dtype {next(rm.model.parameters()).dtype}; quantization {rm.quantization}")
+    best = {side: float("inf") for side in sides}
+    first: dict[str, float] = {}
+    scores: dict[str, list[tuple[float, float]]] = {}
+    for r in range(args.repeat):
+        for side in (sides if r % 2 == 0 else sides[::-1]):
+            scorer = RMScorer(models[side], show_progress=False)  # a fresh score cache every round
+            t = time.perf_counter()
+            evaluate_pairs(scorer, pairs, valid=valid)
+            elapsed = time.perf_counter() - t
+            first.setdefault(side, elapsed)
+            best[side] = min(best[side], elapsed)
+            scores[side] = score_pairs(scorer, examples)  # from the scorer's cache: no forward pass
+    ref = scores["torch"]
+    ref_flat = [x for pair in ref for x in pair]
+    print(f"{'side':10} {'load s':>7} {'eval s':>7} {'first s':>7} {'pairs/s':>8} {'ratio':>6} {'acc dev':>8} "
+          f"{'acc all':>8} {'Spearman':>8} {'flips':>6}")
+    for side in sides:
+        sc = scores[side]
+        acc_dev = sum(a > b for a, b in sc[:n_dev]) / max(n_dev, 1)
+        acc_all = sum(a > b for a, b in sc) / len(sc)
+        flips = sum((a > b) != (c > d) for (a, b), (c, d) in zip(ref, sc))
+        print(f"{side:10} {setup[side]:7.1f} {best[side]:7.2f} {first[side]:7.2f} {len(pairs) / best[side]:8.1f} "
+              f"{best['torch'] / best[side]:5.2f}x {acc_dev:8.4f} {acc_all:8.4f} "
+              f"{spearman(ref_flat, [x for pair in sc for x in pair]):8.4f} {flips:6}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: scoring ratio, and training throughput with --train-steps."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -245,6 +326,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--groups", action="store_true", help="group vs independent scoring (see the module doc)")
     ap.add_argument("--prompts", type=int, default=2, help="--groups: prompts per n")
     ap.add_argument("--max-tokens", type=int, default=1024, help="--groups: the decoder's render budget")
+    ap.add_argument("--eval", action="store_true", help="a 1,500-pair evaluation's time per scoring path "
+                    "(see the module doc)")
+    ap.add_argument("--eval-pairs", type=int, default=1500, help="--eval: pairs (the dev file's, then BFCL mutations)")
+    ap.add_argument("--sides", default=",".join(EVAL_SIDES), help="--eval: scoring paths, torch (float32) first")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -253,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
         return main_int8(args)
     if args.groups:
         return main_groups(args)
+    if args.eval:
+        return main_eval(args)
     rm = ToolRM.from_pretrained(args.model or minilm_dir(), device=args.device)
     pairs = build_pairs(args.n, args.seed)
     lengths = [len(x) for x in rm.encode([rm.render(ex).text for p in pairs for ex in p])]
