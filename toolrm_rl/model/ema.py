@@ -4,9 +4,9 @@ A reward model trained for a few hundred noisy steps ends wherever the last batc
 of the CPU default differed by up to 0.4 on single biases of the bias suite. The average of the recent
 weights (Polyak averaging) is a flatter, steadier point at no extra forward or backward pass.
 
-The average lives on the CPU in float32 beside the model, is written into every checkpoint as
-``ema.safetensors`` (so a resumed run continues it) and replaces the model's weights once, when training
-ends (:meth:`EMACallback.apply`). It starts at the end of warm-up, when the weights stop moving fastest.
+The average lives in float32 on the parameters' device (no host copy per step on a GPU), is written into
+every checkpoint as ``ema.safetensors`` (so a resumed run continues it) and replaces the model's weights
+once, when training ends (:meth:`EMACallback.apply`). It starts at the end of warm-up, when the weights stop moving fastest.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+
+from toolrm_rl.core.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +65,13 @@ def ema_callback(decay: float):
             params = self._params(model)
             with torch.no_grad():
                 if self.shadow is None or set(self.shadow) != set(params):
-                    self.shadow = {n: p.detach().float().cpu().clone() for n, p in params.items()}
+                    self.shadow = {n: p.detach().float().clone() for n, p in params.items()}
                 else:
                     for n, p in params.items():
-                        self.shadow[n].mul_(decay).add_(p.detach().float().cpu(), alpha=1.0 - decay)
+                        avg = self.shadow[n]
+                        if avg.device != p.device:  # loaded from a checkpoint onto the CPU
+                            avg = self.shadow[n] = avg.to(p.device)
+                        avg.mul_(decay).add_(p.detach().float(), alpha=1.0 - decay)
             self.steps += 1
             return control
 
@@ -74,11 +79,9 @@ def ema_callback(decay: float):
             if self.shadow is not None:
                 from safetensors.torch import save_file
 
-                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                folder.mkdir(parents=True, exist_ok=True)
-                tmp = folder / (EMA_FILE + ".tmp")
-                save_file(self.shadow, str(tmp))
-                tmp.replace(folder / EMA_FILE)
+                cpu = {n: t.cpu() for n, t in self.shadow.items()}
+                atomic_write(Path(args.output_dir) / f"checkpoint-{state.global_step}" / EMA_FILE,
+                             lambda tmp: save_file(cpu, str(tmp)))
             return control
 
         def apply(self, model: Any) -> int:
