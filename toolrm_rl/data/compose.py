@@ -26,6 +26,8 @@ __all__ = ["parallel_examples", "merged_parallel_examples", "abstention_examples
 
 # First words that keep their capital after "Also, ": the pronoun I and its contractions.
 _KEEP_CASE = {"I", "I'd", "I'm", "I've", "I'll"}
+# An abstention example's id is its source example's id plus this (abstention_examples, mark_abstention_twins).
+ABSTAIN_SUFFIX = "~abstain"
 
 
 def join_questions(first: str, second: str) -> str:
@@ -176,7 +178,7 @@ def abstention_examples(examples: Iterable[ToolExample], seed: int = 0, share: f
     for ex in examples:
         if not ex.gold or rng.random() >= share:
             continue
-        made, _ = without_called_tools(ex, f"{ex.id}~abstain")
+        made, _ = without_called_tools(ex, ex.id + ABSTAIN_SUFFIX)
         if made is not None:
             out.append(made)
     return out
@@ -188,7 +190,7 @@ def mark_abstention_twins(examples: Iterable[ToolExample], abstentions: Iterable
     pair building can contrast the question with and without its tools even when the two land in
     different shards.
     """
-    twins = {a.id[:-len("~abstain")] for a in abstentions if a.id.endswith("~abstain")}
+    twins = {a.id.removesuffix(ABSTAIN_SUFFIX) for a in abstentions if a.id.endswith(ABSTAIN_SUFFIX)}
     return [dataclasses.replace(ex, meta={**(ex.meta or {}), "abstention_twin": True}) if ex.id in twins else ex
             for ex in examples]
 
@@ -236,7 +238,7 @@ def restated_examples(examples: Iterable[ToolExample], seed: int = 0, share: flo
                 phrases = restatements(value)
                 if not written or not phrases or written in others:
                     continue
-                hits = [m for m in re.finditer(rf"(?<![\w.]){re.escape(written)}(?![\w]|\.\d)", text)]
+                hits = list(re.finditer(rf"(?<![\w.]){re.escape(written)}(?![\w]|\.\d)", text))
                 if len(hits) == 1:
                     options.append((hits[0], phrases))
         if not options:
