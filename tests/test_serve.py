@@ -193,6 +193,22 @@ def test_group_request_scores_its_candidates_with_a_shared_prefix(which, request
     assert shared == (3 * len(group) if which == "qwen" else 0), rm.group_stats  # three requests, all grouped
 
 
+def test_group_candidate_raw_output_is_parsed_once(bert_rm, monkeypatch):
+    """A candidate given as raw model output is parsed once (in validation) and scored with those calls."""
+    import toolrm_rl.serve.app as app_module
+
+    parsed = []
+    real_parse = app_module.parse
+    monkeypatch.setattr(app_module, "parse", lambda text, fmt: parsed.append(text) or real_parse(text, fmt))
+    body = _group_body(EXAMPLES[:2])
+    body["candidates"] = [{"text": to_hermes(ex.calls)} for ex in EXAMPLES[:2]]
+    with _client(create_app(bert_rm, ServeConfig(model="tiny"))) as client:
+        res = client.post("/score", json=body)
+    assert res.status_code == 200, res.text
+    assert len(parsed) == 2, parsed
+    _close(res.json()["scores"], bert_rm.score(EXAMPLES[:2]), 1e-4)
+
+
 def test_group_scoring_can_be_switched_off(qwen_dir):
     from toolrm_rl.model import ToolRM
 

@@ -489,12 +489,13 @@ def _request_models() -> tuple[type, type, type]:
         BaseModel,
         ConfigDict,
         Field,
+        PrivateAttr,
         StrictBool,
         StrictStr,
-        ValidationInfo,
         field_validator,
         model_validator,
     )
+    from pydantic_core import PydanticCustomError
 
     class ScoreRequest(BaseModel):
         """``{"items": [item, ...]}``; each item is decoded by :func:`examples_from_items`."""
@@ -512,8 +513,9 @@ def _request_models() -> tuple[type, type, type]:
 
         model_config = ConfigDict(extra="forbid")
         calls: Any = None
-        format: Literal[PARSE_FORMATS] = "hermes"  # validated before text, which is parsed in it
+        format: Literal[PARSE_FORMATS] = "hermes"
         text: StrictStr | None = None
+        _parsed: tuple[list, str | None] | None = PrivateAttr(default=None)
 
         @model_validator(mode="before")
         @classmethod
@@ -527,18 +529,20 @@ def _request_models() -> tuple[type, type, type]:
         def calls_decoded(cls, value: Any) -> Any:
             return None if value is None else decoded(_decode_calls, value)
 
-        @field_validator("text")
-        @classmethod
-        def text_parses(cls, value: str | None, info: ValidationInfo) -> str | None:
-            if value is not None and info.data.get("calls") is None and "format" in info.data:
-                decoded(_decode_candidate, {"text": value, "format": info.data["format"]})
-            return value
+        @model_validator(mode="after")
+        def text_parsed(self) -> "Candidate":
+            # raw output is parsed once, here (after format is known); the calls are kept for calls_and_text
+            if self.calls is None:
+                try:
+                    self._parsed = _decode_candidate({"text": self.text, "format": self.format})
+                except _FieldError as err:  # located at the candidate; _validated appends ctx["field"]
+                    raise PydanticCustomError("invalid_candidate", "{message}",
+                                              {"message": str(err), "field": err.field}) from None
+            return self
 
         def calls_and_text(self) -> tuple[list, str | None]:
             """``(calls, answer text)`` as :func:`examples_from_items` decodes an item's."""
-            if self.calls is not None:
-                return self.calls, self.text
-            return _decode_candidate({"text": self.text, "format": self.format})
+            return (self.calls, self.text) if self.calls is not None else self._parsed
 
     class GroupScoreRequest(BaseModel):
         """``{"tools", "conversation", "candidates": [...]}``: one context, many candidates (scored with a
@@ -593,6 +597,9 @@ def _validated(model_cls: type, body: Any) -> tuple[Any, Any]:
         return model_cls.model_validate(body), None
     except ValidationError as err:
         errors = err.errors(include_url=False, include_input=False)
+        for e in errors:  # an error raised for a whole candidate may name its field in ctx (Candidate.text_parsed)
+            if (field_name := (e.get("ctx") or {}).get("field")) is not None:
+                e["loc"] = (*e["loc"], field_name)
         loc = errors[0]["loc"]
         where = _json_path(loc) or "body"
         detail = "; ".join(f"{_json_path(e['loc']) or 'body'}: {e['msg']}" for e in errors[:3])
