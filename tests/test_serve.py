@@ -589,7 +589,7 @@ def test_batcher_close_drains_the_queue_then_refuses():
 
 # ------------------------------------------------------------------ a real uvicorn server on loopback
 class _GatedModel:
-    """Delegates to a ToolRM; ``score_texts`` can be held at a gate to make batching observable."""
+    """Delegates to a ToolRM; a scoring call can be held at a gate to make batching observable."""
 
     def __init__(self, rm):
         self.rm, self.gate, self.held = rm, threading.Event(), threading.Event()
@@ -599,11 +599,18 @@ class _GatedModel:
     def __getattr__(self, name):
         return getattr(self.rm, name)
 
-    def score_texts(self, texts, **kw):
+    def _hold(self, texts):
         self.forward_sizes.append(len(texts))
         self.held.set()
         self.gate.wait(30)
+
+    def score_texts(self, texts, **kw):
+        self._hold(texts)
         return self.rm.score_texts(texts, **kw)
+
+    def score_rendered(self, texts, contexts=None, **kw):  # the server's entry point with group scoring on
+        self._hold(texts)
+        return self.rm.score_rendered(texts, contexts, **kw)
 
 
 class _Uvicorn:

@@ -635,13 +635,13 @@ def create_app(model: Any, config: ServeConfig | None = None, *, token: str | No
     label = (getattr(model.config, "id2label", None) or {0: "LABEL_0"}).get(0, "LABEL_0")
     plain = model.render_spec.mode == "plain"
     max_body = int(config.max_body_mb * 1024 * 1024)
-    # group scoring needs a decoder (an encoder reads the whole input at once: nothing to share)
-    grouped = config.group and getattr(model, "backbone", None) == "decoder" and hasattr(model, "score_rendered")
+    grouped = config.group and hasattr(model, "score_rendered")
 
     def score_batch(inputs: list[tuple[str, str | None]]) -> list[float]:
-        """One forward call over ``(rendered text, its context or None)`` pairs."""
+        """One forward call over ``(rendered text, its context or None)`` pairs (score_rendered shares a
+        context's prefix on a decoder and scores encoders and None contexts independently)."""
         texts = [text for text, _ in inputs]
-        if grouped and any(context is not None for _, context in inputs):
+        if grouped:
             return model.score_rendered(texts, [context for _, context in inputs], show_progress=False)
         return model.score_texts(texts, show_progress=False)
 
