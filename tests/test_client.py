@@ -32,8 +32,9 @@ EXS = [ex(1), ex(2), RMExample(ToolCatalog.load(TOOLS), CONV, [], text="No.")]
 
 
 def score_route(body, headers):
-    """A correct /score: the score of an item is its first call's x (0 without a call)."""
-    return 200, {"scores": [float(it["calls"][0]["arguments"]["x"]) if it["calls"] else 0.0 for it in body["items"]]}
+    """A correct /score (items, or one context with candidates): a score is the first call's x (0 without a call)."""
+    entries = body["items"] if "items" in body else body["candidates"]
+    return 200, {"scores": [float(it["calls"][0]["arguments"]["x"]) if it["calls"] else 0.0 for it in entries]}
 
 
 def fixed(status, payload):
@@ -54,9 +55,10 @@ def closed_port_url():
 
 # ------------------------------------------------------------------ the happy paths
 def test_score_sends_items_and_token_and_chunks_at_max_batch():
+    other = RMExample(TOOLS, [{"role": "user", "content": "f of 3"}], [ToolCall("f", {"x": 3})])
     with LoopbackServer({("POST", "/score"): score_route}) as srv:
         scorer = fast(srv.url + "/", token="tok", max_batch=2)
-        assert scorer.score(EXS) == [1.0, 2.0, 0.0]
+        assert scorer.score([EXS[0], other, EXS[2]]) == [1.0, 3.0, 0.0]
         assert scorer.score([]) == []
     assert [len(r["body"]["items"]) for r in srv.requests] == [2, 1]
     item = srv.requests[0]["body"]["items"][0]
@@ -64,6 +66,16 @@ def test_score_sends_items_and_token_and_chunks_at_max_batch():
     last = srv.requests[1]["body"]["items"][0]
     assert last["calls"] == [] and last["text"] == "No." and last["tools"][0]["name"] == "f"  # a catalog is sent as dicts
     assert srv.requests[0]["headers"]["Authorization"] == "Bearer tok"
+
+
+def test_one_prompts_candidates_are_sent_as_one_context():
+    """Examples sharing tools and conversation (a GRPO group) travel as {tools, conversation, candidates}."""
+    with LoopbackServer({("POST", "/score"): score_route}) as srv:
+        assert fast(srv.url).score(EXS) == [1.0, 2.0, 0.0]  # EXS[2]'s catalog equals TOOLS as dicts
+    body = srv.requests[0]["body"]
+    assert set(body) == {"tools", "conversation", "candidates"} and body["tools"] == TOOLS and body["conversation"] == CONV
+    assert body["candidates"] == [{"calls": [{"name": "f", "arguments": {"x": 1}}]},
+                                  {"calls": [{"name": "f", "arguments": {"x": 2}}]}, {"calls": [], "text": "No."}]
 
 
 def test_token_from_env_and_registry(monkeypatch):

@@ -455,6 +455,9 @@ def test_cli_serve_maps_flags_to_the_config(monkeypatch, tmp_path):
             cfg.torch_threads, cfg.token_env) == (str(tmp_path), "127.0.0.1", 0, 8, 2.0, 1.0, 9, 1, "TOOLRM_SERVE_TOKEN")
     assert (cfg.header_timeout_s, cfg.body_timeout_s, cfg.keep_alive_s, cfg.max_connections, cfg.insecure) == (
         3.0, 4.0, 2.0, 50, False)
+    assert cfg.group is True
+    assert CliRunner().invoke(app, ["serve", "--model", str(tmp_path), "--no-group"]).exit_code == 0
+    assert seen.pop().group is False
     missing = CliRunner().invoke(app, ["serve", "--model", str(tmp_path / "nope")])
     assert missing.exit_code != 0 and "not a checkpoint directory" in missing.output
     never = CliRunner().invoke(app, ["serve", "--model", str(tmp_path), "--header-timeout-s", "0"])

@@ -279,6 +279,8 @@ def serve_cmd(
     dtype: Optional[str] = typer.Option(None, help="float32, bfloat16, auto (default: fp32 on CPU, bf16 else)."),
     served_name: Optional[str] = typer.Option(None, help="Model name in responses (default: directory name)."),
     torch_threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's; 1 on a shared CPU)."),
+    group: bool = typer.Option(True, "--group/--no-group", help="Decoder backbones: score /score texts of one "
+                               "context against a shared prefix run once (same scores, faster for groups)."),
     ray: bool = typer.Option(False, "--ray", help="Serve with Ray Serve replicas instead of one uvicorn process."),
     replicas: int = typer.Option(1, help="--ray: number of replicas."),
     num_gpus_per_replica: float = typer.Option(0.0, help="--ray: GPUs per replica (>0 puts the model on cuda)."),
@@ -305,7 +307,7 @@ def serve_cmd(
     try:
         config = ServeConfig(model=model, host=host, port=port, token_env=token_env or None, max_batch=max_batch,
                              max_wait_ms=max_wait_ms, max_body_mb=max_body_mb, max_items=max_items, device=device,
-                             dtype=dtype, served_name=served_name, torch_threads=torch_threads,
+                             dtype=dtype, served_name=served_name, torch_threads=torch_threads, group=group,
                              header_timeout_s=header_timeout_s, body_timeout_s=body_timeout_s,
                              keep_alive_s=keep_alive_s, max_connections=max_connections, insecure=insecure)
     except ValueError as err:

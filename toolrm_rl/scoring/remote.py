@@ -3,7 +3,9 @@
 Two wire protocols (``api=``):
 
 - ``"toolrm"``: ``POST {url}/score`` with ``{"items": [{"tools", "conversation", "calls", "text"}]}``
-  (our server renders with the checkpoint's own render spec) -> ``{"scores": [...]}``.
+  (our server renders with the checkpoint's own render spec) -> ``{"scores": [...]}``; a chunk whose
+  examples all share tools and conversation (one prompt's candidates) is sent as one context with
+  ``"candidates"`` instead, so the prompt travels once.
 - ``"vllm"``: ``POST {url}/classify`` with ``{"model", "input": [rendered texts]}`` (``vllm serve`` of
   a ToolRM, our server, or verl's reward router); the texts are rendered HERE by the core renderer
   with the checkpoint's :class:`RenderSpec` (read from ``toolrm.json`` by :mod:`toolrm_rl.core.toolrm_json`
@@ -227,9 +229,16 @@ class RemoteScorer:
     def _request(self, examples: Sequence[RMExample]) -> tuple[str, dict[str, Any]]:
         """``(path, JSON body)`` for one chunk."""
         if self.api == "toolrm":
-            items = [{"tools": _json_tools(ex.tools), "conversation": ex.conversation,
-                      "calls": [{"name": c.name, "arguments": c.arguments} for c in ex.calls],
-                      **({"text": ex.text} if ex.text is not None else {})} for ex in examples]
+            candidates = [{"calls": [{"name": c.name, "arguments": c.arguments} for c in ex.calls],
+                           **({"text": ex.text} if ex.text is not None else {})} for ex in examples]
+            first = examples[0]
+            tools = _json_tools(first.tools)
+            if len(examples) > 1 and all(ex.conversation == first.conversation and (
+                    ex.tools is first.tools or _json_tools(ex.tools) == tools) for ex in examples[1:]):
+                # one prompt's candidates (a GRPO group, a Best-of-N set): its tools and conversation sent once
+                return "/score", {"tools": tools, "conversation": first.conversation, "candidates": candidates}
+            items = [{"tools": _json_tools(ex.tools), "conversation": ex.conversation, **cand}
+                     for ex, cand in zip(examples, candidates)]
             return "/score", {"items": items}
         texts = [render_example(ex, spec=self.render_spec, tokenizer=self.tokenizer).text for ex in examples]
         return "/classify", {"model": self.model, "input": texts}
