@@ -231,14 +231,14 @@ class RemoteScorer:
         if self.api == "toolrm":
             candidates = [{"calls": [{"name": c.name, "arguments": c.arguments} for c in ex.calls],
                            **({"text": ex.text} if ex.text is not None else {})} for ex in examples]
+            tools = [_json_tools(ex.tools) for ex in examples]  # once each: compared, then sent
             first = examples[0]
-            tools = _json_tools(first.tools)
-            if len(examples) > 1 and all(ex.conversation == first.conversation and (
-                    ex.tools is first.tools or _json_tools(ex.tools) == tools) for ex in examples[1:]):
+            if len(examples) > 1 and all(ex.conversation == first.conversation and t == tools[0]
+                                         for ex, t in zip(examples[1:], tools[1:])):
                 # one prompt's candidates (a GRPO group, a Best-of-N set): its tools and conversation sent once
-                return "/score", {"tools": tools, "conversation": first.conversation, "candidates": candidates}
-            items = [{"tools": _json_tools(ex.tools), "conversation": ex.conversation, **cand}
-                     for ex, cand in zip(examples, candidates)]
+                return "/score", {"tools": tools[0], "conversation": first.conversation, "candidates": candidates}
+            items = [{"tools": t, "conversation": ex.conversation, **cand}
+                     for ex, t, cand in zip(examples, tools, candidates)]
             return "/score", {"items": items}
         texts = [render_example(ex, spec=self.render_spec, tokenizer=self.tokenizer).text for ex in examples]
         return "/classify", {"model": self.model, "input": texts}
