@@ -4,7 +4,7 @@
 
 Rendering is what a scorer does before every forward pass and what training does before step 1.
 Sets: the dev file (FC-RewardBench-format pairs, both sides) and a training pair set (ToolRM-train-data
-rows, both sides; default ``runs/quickstart3/synth/pairs.jsonl``), rendered with the MiniLM tokenizer
+rows, both sides; default ``runs/quickstart/synth/pairs.jsonl``), rendered with the MiniLM tokenizer
 and the ``recipes/rm/minilm_cpu.yaml`` render spec, plus ``--chat``: the same with the Qwen3 tokenizer
 and its chat template. The baseline is ``toolrm_rl/core/render.py`` as of ``--baseline-rev`` (default: the
 commit before the speed work), loaded from git as a separate module; both sides start with empty caches
@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_FILE = ROOT.parent / "shared" / "data" / "bfcl_failures_dev.jsonl"
-TRAIN_FILE = ROOT / "runs" / "quickstart3" / "synth" / "pairs.jsonl"
+TRAIN_FILE = ROOT / "runs" / "quickstart" / "synth" / "pairs.jsonl"
 BASELINE_REV = "02293b0"  # main before issue 15's renderer changes
 
 

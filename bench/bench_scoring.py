@@ -12,10 +12,10 @@ budget). Rounds are interleaved and the best round of each side is kept; read th
 are noisy. ``--train-steps N`` also runs N steps of the CPU training recipe (MiniLM, mutation pairs
 from the offline SQL set) and prints training tokens/second as TRL counts them (non-pad tokens).
 
-``--int8``: float32 vs dynamic int8 (``ToolRM.quantize("int8")`` and ``"int8-mixed"``) scoring of the same
-preference pairs, rounds interleaved: pairs/s of each and the ratio to float32, Spearman and max
+``--int8``: float32 vs dynamic int8 (``ToolRM.quantize("int8")`` and ``"int8-mixed"``, smoothed on
+``--calibration N [N ...]`` examples each, 0 for none) scoring of the same preference pairs, rounds interleaved: pairs/s of each and the ratio to float32, Spearman and max
 |difference| of the scores, pairwise accuracy of each and the pairs whose order flips. Pairs: ``--data`` (default ``../shared/data/bfcl_failures_dev.jsonl`` when
-present, else BFCL mutation pairs), the model ``--model`` (default ``runs/quickstart3/model`` when
+present, else BFCL mutation pairs), the model ``--model`` (default ``runs/quickstart/model`` when
 present, else MiniLM with a fresh head).
 
 ``--groups``: group scoring (``ToolRM.score(..., group=True)``: each prompt's shared prefix once with the KV
@@ -27,7 +27,7 @@ times, the ratio and the maximum score difference.
 
 ``--eval``: the time of a ``--eval-pairs`` (1,500) pair FC-RewardBench evaluation as ``toolrm eval fc-rewardbench``
 runs it (``evaluate_pairs`` over an ``rm`` scorer with an empty cache: rendering, scoring, bootstrap CI and
-breakdowns) with the quickstart model (``--model``, default ``runs/quickstart5/model``), per scoring path:
+breakdowns) with the quickstart model (``--model``, default ``runs/quickstart/model``), per scoring path:
 torch float32 (the reference), torch int8 and torch bfloat16 (fast on CPUs with AVX512-BF16) (``--sides``). Pairs: the dev file's 850 (``--data``) and, up to ``--eval-pairs``, BFCL mutation pairs
 (``quickstart.bfcl_mutation_bench``: BFCL questions are evaluation data, never training data); skipped with a
 message when the dev file is absent. Rounds interleaved, best and first round kept; prints each side's load
@@ -49,12 +49,13 @@ from toolrm_rl.core.render import RMExample
 from toolrm_rl.data.bfcl import load_bfcl
 from toolrm_rl.data.mutate import mutate
 from toolrm_rl.model import ToolRM
+from toolrm_rl.model.toolrm import CALIBRATION_EXAMPLES, calibration_examples
 from toolrm_rl.data.backbones import minilm_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_FILE = ROOT.parent / "shared" / "data" / "bfcl_failures_dev.jsonl"
-QUICKSTART_MODEL = ROOT / "runs" / "quickstart3" / "model"
-EVAL_MODEL = ROOT / "runs" / "quickstart5" / "model"  # the quickstart's MiniLM ToolRM (192 tokens)
+QUICKSTART_MODEL = ROOT / "runs" / "quickstart" / "model"  # where the README's quickstart puts it
+EVAL_MODEL = QUICKSTART_MODEL
 # --eval sides: name -> ToolRM.from_pretrained options
 EVAL_SIDES = {"torch": {}, "torch-int8": {"quantize": "int8"}, "torch-bf16": {"dtype": "bfloat16"}}
 
@@ -126,13 +127,18 @@ def spearman(a: list[float], b: list[float]) -> float:
     return statistics.correlation(ranks(a), ranks(b))
 
 
-def bench_int8(rm: ToolRM, pairs: list[tuple[RMExample, RMExample]], batch_tokens: int | None, repeat: int) -> dict:
-    """float32 vs int8 scoring of the same pairs (interleaved rounds, best round each): seconds, scores."""
+def bench_int8(rm: ToolRM, pairs: list[tuple[RMExample, RMExample]], batch_tokens: int | None, repeat: int,
+               calibration: tuple[int, ...] = (CALIBRATION_EXAMPLES,)) -> dict:
+    """float32 vs int8 scoring of the same pairs (interleaved rounds, best round each): seconds, scores.
+    One int8 and one int8-mixed side per ``calibration`` size (examples for smoothing; 0: none)."""
     import copy
 
     sides = {"float32": rm}
-    for mode in ("int8", "int8-mixed"):
-        sides[mode] = ToolRM(copy.deepcopy(rm.model), rm.tokenizer, rm.render_spec).quantize(mode)
+    for n in calibration:
+        examples = calibration_examples(n) if n else []
+        for mode in ("int8", "int8-mixed"):
+            name = mode if len(calibration) == 1 else f"{mode}/cal{n}"
+            sides[name] = ToolRM(copy.deepcopy(rm.model), rm.tokenizer, rm.render_spec).quantize(mode, examples)
     best = {name: float("inf") for name in sides}
     scores: dict[str, list[tuple[float, float]]] = {}
     for model in sides.values():  # warm-up: the first forward at a new shape is slow on CPU
@@ -159,7 +165,7 @@ def main_int8(args: argparse.Namespace) -> None:
         pairs = build_pairs(args.n, args.seed)
     print(f"model: {model} ({rm.backbone}); data: {data or 'BFCL mutation pairs'}: {len(pairs)} pairs; "
           f"torch threads {torch.get_num_threads()}; best of {args.repeat} interleaved rounds")
-    r = bench_int8(rm, pairs, args.batch_tokens, args.repeat)
+    r = bench_int8(rm, pairs, args.batch_tokens, args.repeat, tuple(args.calibration))
     ref = r["scores"]["float32"]
     f32 = [s for p in ref for s in p]
     print(f"float32 score sd {statistics.pstdev(f32):.3f}")
@@ -323,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--int8", action="store_true", help="float32 vs int8 scoring (see the module doc)")
     ap.add_argument("--data", type=Path, default=None,
                     help="--int8: FC-RewardBench-format pairs (default: the dev file)")
+    ap.add_argument("--calibration", type=int, nargs="+", default=[CALIBRATION_EXAMPLES],
+                    help="--int8: smoothing calibration sizes to compare (examples of bfcl-eval's executable set, "
+                         "each scored with its gold calls and with none; 0: no smoothing)")
     ap.add_argument("--groups", action="store_true", help="group vs independent scoring (see the module doc)")
     ap.add_argument("--prompts", type=int, default=2, help="--groups: prompts per n")
     ap.add_argument("--max-tokens", type=int, default=1024, help="--groups: the decoder's render budget")

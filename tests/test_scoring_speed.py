@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import warnings
 
@@ -10,6 +11,7 @@ import torch
 
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.model import ToolRM
+from toolrm_rl.model.toolrm import calibration_examples, linear_input_absmax, smooth_linear_inputs
 from toolrm_rl.data.backbones import minilm_dir
 from toolrm_rl.scoring import RMScorer
 
@@ -69,7 +71,7 @@ def test_int8_scores_rank_like_float32(bfcl_examples, tmp_path):
     _head_along_first_component(rm, bfcl_examples)
     float_scores = rm.score(bfcl_examples, show_progress=False)
     assert rm.quantization == "none"
-    assert rm.quantize("int8") is rm
+    assert rm.quantize("int8", calibration=calibration_examples(4)) is rm
     assert rm.quantization.startswith("int8")
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in rm.model.modules())
     assert type(rm.model.classifier) is torch.nn.Linear  # the head stays float
@@ -86,12 +88,54 @@ def test_int8_mixed_keeps_feed_forward_outputs_float_and_ranks_like_float32(bfcl
     rm = _minilm()
     _head_along_first_component(rm, bfcl_examples)
     float_scores = rm.score(bfcl_examples, show_progress=False)
-    rm.quantize("int8-mixed")
+    rm.quantize("int8-mixed", calibration=calibration_examples(4))
     assert "feed-forward outputs float32" in rm.quantization
     layer = rm.model.bert.encoder.layer[0]
     assert type(layer.output.dense) is torch.nn.Linear
-    assert isinstance(layer.intermediate.dense, torch.ao.nn.quantized.dynamic.Linear)
+    assert isinstance(layer.intermediate.dense.linear, torch.ao.nn.quantized.dynamic.Linear)  # smoothed, then int8
     assert _spearman(float_scores, rm.score(bfcl_examples, show_progress=False)) >= 0.99
+
+
+def test_linear_input_absmax_is_the_per_channel_peak_of_what_each_layer_read():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
+    batches = [torch.tensor([[1.0, -5.0, 0.5]]), torch.tensor([[-2.0, 1.0, 0.25], [0.0, 0.0, -3.0]])]
+    stats = linear_input_absmax(model, lambda: [model(b) for b in batches])
+    assert torch.equal(stats["0"], torch.tensor([2.0, 5.0, 3.0]))
+    hidden = torch.cat([torch.relu(model[0](b)) for b in batches]).detach()
+    assert torch.allclose(stats["2"], hidden.abs().amax(0))
+    assert not model[0]._forward_hooks  # the hooks are gone
+
+
+def test_smoothing_keeps_the_float_function_and_brings_int8_closer(bfcl_examples):
+    rm = _minilm()
+    _head_along_first_component(rm, bfcl_examples)
+    float_scores = rm.score(bfcl_examples, show_progress=False)
+    texts = [rm.render(ex).text for ex in bfcl_examples]
+    absmax = linear_input_absmax(rm.model, lambda: rm.score_texts(texts, show_progress=False))
+    assert "bert.encoder.layer.0.attention.self.query" in absmax and "classifier" in absmax
+    smoothed = copy.deepcopy(rm)
+    names = [n for n in absmax if n.startswith("bert.encoder.")]
+    assert smooth_linear_inputs(smoothed.model, {n: absmax[n] for n in names}) == names
+    smoothed_scores = smoothed.score(bfcl_examples, show_progress=False)
+    assert max(abs(a - b) for a, b in zip(float_scores, smoothed_scores)) < 1e-3  # same function in float
+
+    def int8_error(calibration):
+        q = copy.deepcopy(rm).quantize("int8", calibration=calibration)
+        assert ("smoothed" in q.quantization) == bool(calibration)
+        return sum(abs(a - b) for a, b in zip(float_scores, q.score(bfcl_examples, show_progress=False)))
+
+    # calibrated on other inputs (the default set: bfcl-eval's executable questions), not the scored ones
+    assert int8_error(calibration_examples(16)) < int8_error([])
+
+
+def test_default_calibration_set_is_fixed_and_outside_the_benchmark(bfcl_records):
+    first, again = calibration_examples(8), calibration_examples(8)
+    assert len(first) == 16 and [ex.calls for ex in first[1::2]] == [[]] * 8  # each gold answer and no call
+    assert [(ex.conversation, ex.calls) for ex in first] == [(ex.conversation, ex.calls) for ex in again]
+    assert all(ex.calls for ex in first[::2])
+    benchmark_questions = {m["content"] for rec in bfcl_records for m in rec.conversation if m["role"] == "user"}
+    asked = {m["content"] for ex in calibration_examples() for m in ex.conversation if m["role"] == "user"}
+    assert asked and not asked & benchmark_questions
 
 
 def test_scorer_option_loads_int8_and_says_so(tmp_path):
