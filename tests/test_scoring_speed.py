@@ -110,8 +110,7 @@ def test_smoothing_keeps_the_float_function_and_brings_int8_closer(bfcl_examples
     rm = _minilm()
     _head_along_first_component(rm, bfcl_examples)
     float_scores = rm.score(bfcl_examples, show_progress=False)
-    texts = [rm.render(ex).text for ex in bfcl_examples]
-    absmax = linear_input_absmax(rm.model, lambda: rm.score_texts(texts, show_progress=False))
+    absmax = linear_input_absmax(rm.model, lambda: rm.score(bfcl_examples, show_progress=False))
     assert "bert.encoder.layer.0.attention.self.query" in absmax and "classifier" in absmax
     smoothed = copy.deepcopy(rm)
     names = [n for n in absmax if n.startswith("bert.encoder.")]

@@ -333,10 +333,10 @@ def quantize_int8(model: Any, *, keep_ffn_out: bool = False, input_absmax: dict[
     with warnings.catch_warnings():  # torch.ao's deprecation notices: the kernels are what we measured
         warnings.simplefilter("ignore")
         quantize_dynamic(model, names, dtype=torch.qint8, mapping={torch.nn.Linear: FullRangeLinear}, inplace=True)
-    kept = ", feed-forward outputs float32" if keep_ffn_out else ""
-    kept += f", {len(smoothed)} layers smoothed (alpha {smooth_alpha})" if smoothed else ""
+    details = ", feed-forward outputs float32" if keep_ffn_out else ""
+    details += f", {len(smoothed)} layers smoothed (alpha {smooth_alpha})" if smoothed else ""
     bits = 8 if weight_max == 127 else 7
-    return model, f"int8 dynamic (fbgemm, weights per channel {bits}-bit, activations 8-bit{kept})"
+    return model, f"int8 dynamic (fbgemm, weights per channel {bits}-bit, activations 8-bit{details})"
 
 
 # Each with its gold call and without a call: 96 inputs, a few seconds on 2 CPU cores. 16 did as well on
@@ -468,10 +468,8 @@ class ToolRM:
         self.merge()
         self.model = self.model.float()
         examples = calibration_examples() if calibration is None else list(calibration)
-        absmax = None
-        if examples:
-            texts = [self.render(ex).text for ex in examples]
-            absmax = linear_input_absmax(self.model, lambda: self.score_texts(texts, show_progress=False))
+        absmax = (linear_input_absmax(self.model, lambda: self.score(examples, show_progress=False))
+                  if examples else None)
         self.model, self.quantization = quantize_int8(self.model, keep_ffn_out=mode == "int8-mixed",
                                                       input_absmax=absmax)
         return self
