@@ -12,7 +12,7 @@ budget). Rounds are interleaved and the best round of each side is kept; read th
 are noisy. ``--train-steps N`` also runs N steps of the CPU training recipe (MiniLM, mutation pairs
 from the offline SQL set) and prints training tokens/second as TRL counts them (non-pad tokens).
 
-``--int8``: float32 vs dynamic int8 (``ToolRM.quantize("int8")`` and ``"int8-mixed"``, smoothed on
+``--int8``: float32 vs dynamic int8 (``ToolRM.quantize("int8")``, ``"int8-mixed"`` and ``"ort-int8"``, smoothed on
 ``--calibration N [N ...]`` examples each, 0 for none) scoring of the same preference pairs, rounds interleaved: pairs/s of each and the ratio to float32, Spearman and max
 |difference| of the scores, pairwise accuracy of each and the pairs whose order flips. Pairs: ``--data`` (default ``../shared/data/bfcl_failures_dev.jsonl`` when
 present, else BFCL mutation pairs), the model ``--model`` (default ``runs/quickstart/model`` when
@@ -28,7 +28,7 @@ times, the ratio and the maximum score difference.
 ``--eval``: the time of a ``--eval-pairs`` (1,500) pair FC-RewardBench evaluation as ``toolrm eval fc-rewardbench``
 runs it (``evaluate_pairs`` over an ``rm`` scorer with an empty cache: rendering, scoring, bootstrap CI and
 breakdowns) with the quickstart model (``--model``, default ``runs/quickstart/model``), per scoring path:
-torch float32 (the reference), torch int8 and torch bfloat16 (fast on CPUs with AVX512-BF16) (``--sides``). Pairs: the dev file's 850 (``--data``) and, up to ``--eval-pairs``, BFCL mutation pairs
+torch float32 (the reference), torch int8, ONNX Runtime int8 and torch bfloat16 (fast on CPUs with AVX512-BF16) (``--sides``). Pairs: the dev file's 850 (``--data``) and, up to ``--eval-pairs``, BFCL mutation pairs
 (``quickstart.bfcl_mutation_bench``: BFCL questions are evaluation data, never training data); skipped with a
 message when the dev file is absent. Rounds interleaved, best and first round kept; prints each side's load
 (+ conversion) seconds, evaluation seconds, pairs/s, ratio to float32, accuracy on the dev pairs and on all,
@@ -57,7 +57,8 @@ DEV_FILE = ROOT.parent / "shared" / "data" / "bfcl_failures_dev.jsonl"
 QUICKSTART_MODEL = ROOT / "runs" / "quickstart" / "model"  # where the README's quickstart puts it
 EVAL_MODEL = QUICKSTART_MODEL
 # --eval sides: name -> ToolRM.from_pretrained options
-EVAL_SIDES = {"torch": {}, "torch-int8": {"quantize": "int8"}, "torch-bf16": {"dtype": "bfloat16"}}
+EVAL_SIDES = {"torch": {}, "torch-int8": {"quantize": "int8"}, "ort-int8": {"quantize": "ort-int8"},
+              "torch-bf16": {"dtype": "bfloat16"}}
 
 
 def build_pairs(n: int, seed: int = 0) -> list[tuple[RMExample, RMExample]]:
@@ -130,13 +131,14 @@ def spearman(a: list[float], b: list[float]) -> float:
 def bench_int8(rm: ToolRM, pairs: list[tuple[RMExample, RMExample]], batch_tokens: int | None, repeat: int,
                calibration: tuple[int, ...] = (CALIBRATION_EXAMPLES,)) -> dict:
     """float32 vs int8 scoring of the same pairs (interleaved rounds, best round each): seconds, scores.
-    One int8 and one int8-mixed side per ``calibration`` size (examples for smoothing; 0: none)."""
+    One int8, one int8-mixed and (encoders) one ort-int8 side per ``calibration`` size (examples for smoothing;
+    0: none)."""
     import copy
 
     sides = {"float32": rm}
     for n in calibration:
         examples = calibration_examples(n) if n else []
-        for mode in ("int8", "int8-mixed"):
+        for mode in ("int8", "int8-mixed") + (("ort-int8",) if rm.backbone == "encoder" else ()):
             name = mode if len(calibration) == 1 else f"{mode}/cal{n}"
             sides[name] = ToolRM(copy.deepcopy(rm.model), rm.tokenizer, rm.render_spec).quantize(mode, examples)
     best = {name: float("inf") for name in sides}

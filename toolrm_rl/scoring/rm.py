@@ -18,7 +18,8 @@ class RMScorer:
     The checkpoint is frozen, so scores are cached by rendered text (at most ``cache_size`` entries):
     evaluating ``rm`` and ``hybrid`` on the same pairs, or an RL group with repeated responses, runs
     the model once per distinct input. ``quantize="int8"`` scores with dynamic int8 linear layers on
-    CPU (:meth:`toolrm_rl.model.ToolRM.quantize`); :attr:`quantization` says which scheme ran. With a
+    CPU (``"ort-int8"``: the same in ONNX Runtime, encoders; :meth:`toolrm_rl.model.ToolRM.quantize`);
+    :attr:`quantization` says which scheme ran. With a
     decoder backbone and ``group`` (the default), candidates of one prompt share one forward pass of the
     prompt (:meth:`toolrm_rl.model.ToolRM.score_groups`; the same scores within float tolerance).
     ``dtype``: the weights' dtype at load (:meth:`toolrm_rl.model.ToolRM.from_pretrained`; None: float32

@@ -26,7 +26,7 @@ CONFIG_ENV = "TOOLRM_REWARD_CONFIG"
 CallFormat = Literal["hermes", "json", "pythonic", "auto"]
 RMSource = Literal["auto", "router", "server", "inprocess", "none"]
 ServerAPI = Literal["toolrm", "vllm"]
-Quantize = Literal["none", "int8", "int8-mixed"]
+Quantize = Literal["none", "int8", "int8-mixed", "ort-int8"]
 RMTransform = Literal["sigmoid", "tanh", "clip"]
 TurnCombine = Literal["last", "mean", "min"]
 
@@ -52,7 +52,8 @@ class ToolRewardConfig:
                                  "scored against one forward pass of the shared prompt (KV cache); same scores "
                                  "within float tolerance.")
     rm_quantize: Quantize = _help("none", "rm_source=inprocess: 'int8' or 'int8-mixed' score with dynamic int8 linear layers "
-                                     "on CPU (faster; scores differ slightly from float32), 'none' in float32.")
+                                     "on CPU (faster; scores differ slightly from float32), 'ort-int8' the same in ONNX Runtime "
+                                     "(encoders, the onnx extra), 'none' in float32.")
     render_max_tokens: int = _help(4096, "router/vllm without toolrm.json: token budget of the rendered RM input.")
     timeout_s: float = _help(10.0, "Per-request timeout of RM calls (seconds).")
     retries: int = _help(2, "Retries of a failed RM call (bounded; then the sample falls back).")
