@@ -354,20 +354,22 @@ def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None
                      smooth_alpha: float = SMOOTH_ALPHA, threads: int | None = None) -> tuple[_OrtSession, str]:
     """An encoder ToolRM as an ONNX Runtime int8 session (the ``"ort-int8"`` mode of :meth:`ToolRM.quantize`).
 
-    A float32 copy of ``model`` is smoothed as in :func:`quantize_int8` (when ``input_absmax`` is given),
-    exported to ONNX (opset 17, eager attention), fused by ``onnxruntime.transformers.optimizer`` and
-    quantized by ``onnxruntime.quantization.quantize_dynamic`` (weights int8 per output channel,
+    A float32 copy of ``model`` has its feed-forward layers smoothed as in :func:`quantize_int8` (when
+    ``input_absmax`` is given), is exported to ONNX (opset 17, eager attention), fused by
+    ``onnxruntime.transformers.optimizer`` (attention, layer norms, GELU) and quantized by ``onnxruntime.quantization.quantize_dynamic`` (weights int8 per output channel,
     activations uint8 per tensor at run time; the score head and the pooler stay float32). ``model`` is
     not changed. ``threads``: ONNX Runtime's intra-op threads (default: torch's). Returns the session and a
     description of the scheme.
 
     Why both paths exist, measured on one AMD EPYC with AVX2 and no VNNI (2 threads, the quickstart model,
-    ``bench/bench_scoring.py --int8 --n 1700``: the dev file's 850 pairs): torch float32 64.3 s; torch int8
-    (fbgemm, 7-bit weights without VNNI, smoothed) 48.5 s, 1.33x, 55 pairs ordered differently from float32,
-    accuracy -0.013; this path 45.6 s, 1.41x, 47 flips, -0.008. In a 1,500-pair evaluation (``--eval``)
-    1.34x against torch int8's 1.17x. Unsmoothed it ran 1.54x with 76 flips (the smoothing multiply stops
-    ONNX Runtime's attention fusion); ONNX Runtime in float32, fused, only 1.07x; 7-bit weights
-    (``reduce_range``) were slower and less accurate here. Conversion costs ~11 s at load."""
+    ``bench/bench_scoring.py --int8 --n 1700``: the dev file's 850 pairs, one process): torch float32 66.5 s;
+    torch int8 (fbgemm, 7-bit weights without VNNI, smoothed) 1.22x, 55 pairs ordered differently from
+    float32, accuracy -0.013; this path 1.48x, 47 flips, -0.006. In a 1,500-pair evaluation (``--eval``)
+    1.47x against torch int8's 1.21x (dev accuracy +0.015 against -0.011: int8 activation scales are per
+    batch, so which inputs share a batch moves scores). Smoothing every layer (a multiply in front of
+    query/key/value stops the attention fusion) was 1.08x slower with the same 47 flips; ONNX Runtime in
+    float32, fused, was only 1.07x faster than torch; 7-bit weights (``reduce_range``) were slower and less
+    accurate. Conversion costs ~13 s at load."""
     import copy
     import tempfile
 
@@ -379,8 +381,10 @@ def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None
         raise ValueError("ort-int8 runs encoder backbones only (decoders: quantize='int8')")
     work = copy.deepcopy(model).float().eval()
     skip = HEAD_MODULE_NAMES + ("pooler",)
+    # Only the feed-forward layers are smoothed: a multiply in front of query/key/value or the attention output
+    # stops ONNX Runtime's attention fusion (1.08x slower on the dev file, the same 47 flips of 850).
     smoothed = smooth_linear_inputs(work, {n: a for n, a in input_absmax.items()
-                                           if not any(part in skip for part in n.split("."))},
+                                           if "attention" not in n and not any(part in skip for part in n.split("."))},
                                     smooth_alpha) if input_absmax else []
     if hasattr(work, "set_attn_implementation"):
         work.set_attn_implementation("eager")  # the exporter traces eager attention into plain ONNX ops
@@ -404,7 +408,7 @@ def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None
             opt.save_model_to_file(fused)
             keep_float = [n.name for n in opt.model.graph.node if any(part in n.name for part in skip)]
             quantize_dynamic(fused, int8, weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul"], nodes_to_exclude=keep_float,
+                             op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=keep_float,
                              extra_options={"DefaultTensorType": 1})  # 1: float, for the fused ops' outputs
             session = ort.InferenceSession(int8, options, providers=["CPUExecutionProvider"])
     finally:
