@@ -228,6 +228,12 @@ def _cpu_has_vnni() -> bool:
     return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
+def _stays_float(name: str) -> bool:
+    """Whether a linear layer keeps float32 under every int8 scheme: the score head and an encoder's pooler
+    read one token, so quantizing them gains no speed."""
+    return any(part in HEAD_MODULE_NAMES + ("pooler",) for part in name.split("."))
+
+
 SMOOTH_ALPHA = 0.85  # share of each input channel's range moved into the weights (SmoothQuant's alpha)
 
 
@@ -324,9 +330,8 @@ def quantize_int8(model: Any, *, keep_ffn_out: bool = False, input_absmax: dict[
         activation=PlaceholderObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True),
         weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
                                                   quant_min=-weight_max - 1, quant_max=weight_max))
-    skip = HEAD_MODULE_NAMES + ("pooler",)
     names = {name: qconfig for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
-             and not any(part in skip for part in name.split(".")) and not (keep_ffn_out and _is_ffn_down(name))}
+             and not _stays_float(name) and not (keep_ffn_out and _is_ffn_down(name))}
     smoothed = smooth_linear_inputs(model, {n: input_absmax[n] for n in names if n in input_absmax},
                                     smooth_alpha) if input_absmax else []
     names = {f"{n}.linear" if n in smoothed else n: qconfig for n in names}
@@ -380,11 +385,10 @@ def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None
     if backbone_of(model.config) != "encoder":
         raise ValueError("ort-int8 runs encoder backbones only (decoders: quantize='int8')")
     work = copy.deepcopy(model).float().eval()
-    skip = HEAD_MODULE_NAMES + ("pooler",)
     # Only the feed-forward layers are smoothed: a multiply in front of query/key/value or the attention output
     # stops ONNX Runtime's attention fusion (1.08x slower on the dev file, the same 47 flips of 850).
     smoothed = smooth_linear_inputs(work, {n: a for n, a in input_absmax.items()
-                                           if "attention" not in n and not any(part in skip for part in n.split("."))},
+                                           if "attention" not in n and not _stays_float(n)},
                                     smooth_alpha) if input_absmax else []
     if hasattr(work, "set_attn_implementation"):
         work.set_attn_implementation("eager")  # the exporter traces eager attention into plain ONNX ops
@@ -406,7 +410,8 @@ def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None
             opt = optimizer.optimize_model(raw, model_type="bert", num_heads=cfg.num_attention_heads,
                                            hidden_size=cfg.hidden_size)
             opt.save_model_to_file(fused)
-            keep_float = [n.name for n in opt.model.graph.node if any(part in n.name for part in skip)]
+            keep_float = [n.name for n in opt.model.graph.node  # ONNX names: "/bert/pooler/dense/Gemm", ...
+                          if _stays_float(n.name.strip("/").replace("/", "."))]
             quantize_dynamic(fused, int8, weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=keep_float,
                              extra_options={"DefaultTensorType": 1})  # 1: float, for the fused ops' outputs
@@ -619,11 +624,11 @@ class ToolRM:
             span = slice(width - len(row), width) if left else slice(0, len(row))
             ids[r, span] = torch.tensor(row, dtype=torch.long)
             mask[r, span] = 1
+        if self._session is not None:  # quantize("ort-int8"): an encoder, so ids and mask are all it reads
+            return self._session(ids, mask)
         inputs = {"input_ids": ids, "attention_mask": mask}
         if self.backbone == "decoder":  # positions count real tokens only: left padding must not shift them
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-        if self._session is not None:
-            return self._session(ids, mask)
         device = self.device
         logits = self.model(**{k: v.to(device) for k, v in inputs.items()}).logits
         return logits.reshape(len(rows)).float().cpu()
