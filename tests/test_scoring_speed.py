@@ -121,6 +121,51 @@ def test_ort_int8_ranks_like_float32_and_keeps_the_float_model(bfcl_examples, tm
         rm.save_pretrained(tmp_path / "q")
 
 
+def test_ort_int8_conversion_is_cached_per_weights_and_calibration(bfcl_examples, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="the onnx extra (scripts/setup.sh installs it)")
+    from toolrm_rl.model import toolrm as toolrm_module
+
+    monkeypatch.setenv("TOOLRM_CACHE", str(tmp_path / "cache"))
+    conversions: list[int] = []
+    real = toolrm_module.onnxruntime_int8
+    monkeypatch.setattr(toolrm_module, "onnxruntime_int8", lambda *a, **k: conversions.append(1) or real(*a, **k))
+    calibration = calibration_examples(4)
+    rm = _minilm()
+    _head_along_first_component(rm, bfcl_examples)
+    state = copy.deepcopy(rm.model.state_dict())
+
+    def fresh() -> ToolRM:
+        other = _minilm()
+        other.model.load_state_dict(state)
+        return other
+
+    first = rm.quantize("ort-int8", calibration=calibration).score(bfcl_examples, show_progress=False)
+    entries = sorted((tmp_path / "cache" / "ort-int8").iterdir())
+    assert len(conversions) == 1 and [p.suffix for p in entries] == [".onnx", ".json"]  # <key>.onnx, <key>.onnx.json
+    # the same weights and calibration: read from the cache, no conversion, the same scores and description
+    again = fresh().quantize("ort-int8", calibration=calibration)
+    assert len(conversions) == 1 and again.quantization == rm.quantization
+    assert again.score(bfcl_examples, show_progress=False) == first
+    # other calibration inputs, or other weights: converted again, a second entry
+    fresh().quantize("ort-int8", calibration=calibration[:2])
+    changed = fresh()
+    with torch.no_grad():
+        changed.model.classifier.bias.add_(1.0)
+    changed.quantize("ort-int8", calibration=calibration)
+    assert len(conversions) == 3 and len(list((tmp_path / "cache" / "ort-int8").glob("*.onnx"))) == 3
+    # a damaged entry is not trusted: a warning, then a fresh conversion that replaces it
+    for model_file in (tmp_path / "cache" / "ort-int8").glob("*.onnx"):
+        model_file.write_bytes(b"not onnx")
+    with pytest.warns(UserWarning, match="cache entry unusable"):
+        repaired = fresh().quantize("ort-int8", calibration=calibration)
+    assert len(conversions) == 4 and repaired.score(bfcl_examples, show_progress=False) == first
+    # cache=False converts and writes nothing
+    before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache" / "ort-int8").iterdir())
+    fresh().quantize("ort-int8", calibration=calibration, cache=False)
+    assert len(conversions) == 5
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache" / "ort-int8").iterdir()) == before
+
+
 def test_ort_int8_refuses_a_decoder(tiny_decoder):
     with pytest.raises(ValueError, match="encoder backbones only"):
         tiny_decoder.quantize("ort-int8", calibration=[])

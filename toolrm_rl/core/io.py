@@ -29,10 +29,21 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["atomic_write", "write_json", "write_jsonl", "remove_stale_tmp"]
+__all__ = ["atomic_write", "cache_root", "write_json", "write_jsonl", "remove_stale_tmp"]
 
 # ".<name>.<pid>.<hex8>.tmp"; also the older ".<name>.<pid>.tmp[.png]" that earlier writers left.
 _TMP_NAME = re.compile(r"^\..+\.(\d+)(?:\.[0-9a-f]{8})?\.tmp(?:\.png)?$")
+
+
+def cache_root(name: str) -> Path:
+    """Where the package caches what it builds once per machine (dequantised weights, converted models):
+    ``$TOOLRM_CACHE/<name>`` when ``TOOLRM_CACHE`` is set, else ``$XDG_CACHE_HOME/toolrm_rl/<name>``
+    (``~/.cache/toolrm_rl/<name>``)."""
+    root = os.environ.get("TOOLRM_CACHE")
+    if root:
+        return Path(root).expanduser() / name
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "toolrm_rl" / name
 
 
 def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], Any]) -> Path:

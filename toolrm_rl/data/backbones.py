@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from toolrm_rl.core.io import cache_root
 from toolrm_rl.data.packages import package_dir
 
 __all__ = ["EMBEDDED", "SMOLLM2", "SMOLLM2_CHAT_TEMPLATE", "build_tiny_qwen3", "load_smollm2", "minilm_dir",
@@ -146,11 +147,7 @@ def smollm2_gguf() -> Path:
 def smollm2_cache_root() -> Path:
     """Where the dequantised SmolLM2 lives: ``$TOOLRM_CACHE/smollm2-f32`` when ``TOOLRM_CACHE`` is set, else
     ``$XDG_CACHE_HOME/toolrm_rl/smollm2-f32`` (``~/.cache/toolrm_rl/smollm2-f32``)."""
-    root = os.environ.get("TOOLRM_CACHE")
-    if root:
-        return Path(root).expanduser() / "smollm2-f32"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "toolrm_rl" / "smollm2-f32"
+    return cache_root("smollm2-f32")
 
 
 def _smollm2_stamp(gguf: Path) -> dict[str, Any]:

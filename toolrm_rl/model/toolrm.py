@@ -20,10 +20,12 @@ which other inputs share a batch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,12 +35,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
+from toolrm_rl.core.io import atomic_write, cache_root, write_json
 from toolrm_rl.core.render import RenderedInput, RenderSpec, RMExample, render_example
 from toolrm_rl.core.toolrm_json import TOOLRM_JSON, read_toolrm_json, write_toolrm_json
 
 __all__ = ["ENCODER_MODEL_TYPES", "MIN_SHARED_TOKENS", "ToolRM", "backbone_of", "default_render_spec",
            "length_batches", "lora_head_modules", "portable_base_model", "save_adapter", "QUANTIZE_MODES", "quantize_int8",
-           "linear_input_absmax", "smooth_linear_inputs", "calibration_examples", "onnxruntime_int8"]
+           "linear_input_absmax", "smooth_linear_inputs", "calibration_examples", "onnxruntime_int8",
+           "load_onnxruntime_int8", "ort_int8_cache_file"]
 
 log = logging.getLogger(__name__)
 
@@ -356,15 +360,17 @@ class _OrtSession:
 
 
 def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None = None,
-                     smooth_alpha: float = SMOOTH_ALPHA, threads: int | None = None) -> tuple[_OrtSession, str]:
+                     smooth_alpha: float = SMOOTH_ALPHA, threads: int | None = None,
+                     cache_file: str | Path | None = None) -> tuple[_OrtSession, str]:
     """An encoder ToolRM as an ONNX Runtime int8 session (the ``"ort-int8"`` mode of :meth:`ToolRM.quantize`).
 
     A float32 copy of ``model`` has its feed-forward layers smoothed as in :func:`quantize_int8` (when
     ``input_absmax`` is given), is exported to ONNX (opset 17, eager attention), fused by
     ``onnxruntime.transformers.optimizer`` (attention, layer norms, GELU) and quantized by ``onnxruntime.quantization.quantize_dynamic`` (weights int8 per output channel,
     activations uint8 per tensor at run time; the score head and the pooler stay float32). ``model`` is
-    not changed. ``threads``: ONNX Runtime's intra-op threads (default: torch's). Returns the session and a
-    description of the scheme.
+    not changed. ``threads``: ONNX Runtime's intra-op threads (default: torch's). ``cache_file``: also keep the
+    int8 model there (written atomically, with its description beside it in ``<file>.json``), for
+    :func:`load_onnxruntime_int8`. Returns the session and a description of the scheme.
 
     Why both paths exist, measured on one AMD EPYC with AVX2 and no VNNI (2 threads, the quickstart model,
     ``bench/bench_scoring.py --int8 --n 1700``: the dev file's 850 pairs, one process): torch float32 66.5 s;
@@ -374,7 +380,7 @@ def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None
     batch, so which inputs share a batch moves scores). Smoothing every layer (a multiply in front of
     query/key/value stops the attention fusion) was 1.08x slower with the same 47 flips; ONNX Runtime in
     float32, fused, was only 1.07x faster than torch; 7-bit weights (``reduce_range``) were slower and less
-    accurate. Conversion costs ~13 s at load."""
+    accurate. Conversion costs ~13 s; :meth:`ToolRM.quantize` keeps the result in a per-machine cache."""
     import copy
     import tempfile
 
@@ -416,11 +422,58 @@ def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None
                              op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=keep_float,
                              extra_options={"DefaultTensorType": 1})  # 1: float, for the fused ops' outputs
             session = ort.InferenceSession(int8, options, providers=["CPUExecutionProvider"])
+            details = f", {len(smoothed)} layers smoothed (alpha {smooth_alpha})" if smoothed else ""
+            description = (f"int8 dynamic (onnxruntime {ort.__version__}, weights per channel 8-bit, "
+                           f"activations 8-bit{details})")
+            if cache_file is not None:  # the model first: the description's presence marks a complete entry
+                atomic_write(cache_file, lambda tmp: shutil.copyfile(int8, tmp))
+                write_json(f"{cache_file}.json", {"format": ORT_CACHE_FORMAT, "description": description})
     finally:
         logging.disable(logging.NOTSET)
-    details = f", {len(smoothed)} layers smoothed (alpha {smooth_alpha})" if smoothed else ""
-    return _OrtSession(session), (f"int8 dynamic (onnxruntime {ort.__version__}, weights per channel 8-bit, "
-                                  f"activations 8-bit{details})")
+    return _OrtSession(session), description
+
+
+ORT_CACHE_FORMAT = 1  # bump when the conversion changes what it writes: older entries are then not used
+
+
+def load_onnxruntime_int8(cache_file: str | Path, *, threads: int | None = None) -> tuple[_OrtSession, str]:
+    """The session and description that :func:`onnxruntime_int8` kept in ``cache_file``. Raises ``OSError``
+    or ``ValueError`` when the entry is missing, incomplete, of another format, or not a readable model."""
+    import onnxruntime as ort  # the "onnx" extra
+
+    meta = json.loads(Path(f"{cache_file}.json").read_text(encoding="utf-8"))
+    if not isinstance(meta, dict) or meta.get("format") != ORT_CACHE_FORMAT or not isinstance(meta.get("description"), str):
+        raise ValueError(f"{cache_file}.json: not a format-{ORT_CACHE_FORMAT} ort-int8 cache entry")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(cache_file), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for a damaged file
+        raise ValueError(f"{cache_file}: not a readable ONNX model ({err})") from err
+    return _OrtSession(session), meta["description"]
+
+
+def ort_int8_cache_file(model: Any, calibration_texts: Sequence[str], smooth_alpha: float = SMOOTH_ALPHA) -> Path:
+    """Where the ort-int8 conversion of ``model`` calibrated on ``calibration_texts`` is cached:
+    ``cache_root("ort-int8")/<key>.onnx``, the key a hash of everything the conversion reads (the weights, the
+    calibration inputs as rendered, the smoothing strength, the library versions, :data:`ORT_CACHE_FORMAT`),
+    so a changed model or calibration set never reads a stale entry."""
+    import onnxruntime as ort
+    import transformers
+
+    digest = hashlib.blake2b(digest_size=20)
+    for part in (ORT_CACHE_FORMAT, torch.__version__, transformers.__version__, ort.__version__, smooth_alpha,
+                 type(model).__name__, len(calibration_texts)):
+        digest.update(f"{part}\x00".encode())
+    for text in calibration_texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().float().contiguous().cpu()
+        digest.update(f"{name}:{tuple(t.shape)}\x00".encode())
+        digest.update(t.numpy().tobytes())
+    return cache_root("ort-int8") / f"{digest.hexdigest()}.onnx"
 
 
 # Each with its gold call and without a call: 96 inputs, a few seconds on 2 CPU cores. 16 did as well on
@@ -535,7 +588,8 @@ class ToolRM:
             self.model = self.model.merge_and_unload()
         return self.model
 
-    def quantize(self, mode: str = "int8", calibration: Sequence[RMExample] | None = None) -> ToolRM:
+    def quantize(self, mode: str = "int8", calibration: Sequence[RMExample] | None = None, *,
+                 cache: bool = True) -> ToolRM:
         """Quantize for CPU scoring (in place; returns self): ``"int8"`` is :func:`quantize_int8` after
         merging a LoRA adapter, ``"int8-mixed"`` the same with the feed-forward output projections left in
         float32 (slower, closer to float32), ``"ort-int8"`` (encoders; the ``onnx`` extra) the smoothed int8 model
@@ -545,7 +599,9 @@ class ToolRM:
 
         ``calibration``: examples whose float32 forward passes measure each layer's input range for
         smoothing; None: :func:`calibration_examples` (gold calls of bfcl-eval's executable set, a
-        training source); empty: no smoothing."""
+        training source); empty: no smoothing. ``cache`` (``"ort-int8"``): reuse the conversion of the same
+        weights and calibration from the per-machine cache (:func:`ort_int8_cache_file`; ~13 s saved on each
+        load of a MiniLM ToolRM), and keep a new one there."""
         if mode not in QUANTIZE_MODES:
             raise ValueError(f"quantize: expected one of {QUANTIZE_MODES}, got {mode!r}")
         if mode == "none" or self.quantization != "none":
@@ -557,10 +613,19 @@ class ToolRM:
         self.merge()
         self.model = self.model.float()
         examples = calibration_examples() if calibration is None else list(calibration)
+        cache_file = (ort_int8_cache_file(self.model, [self.render(e).text for e in examples])
+                      if mode == "ort-int8" and cache else None)
+        if cache_file is not None and Path(f"{cache_file}.json").is_file():
+            try:  # the float model stays (device, merge); the session does the forward passes
+                self._session, self.quantization = load_onnxruntime_int8(cache_file)
+                return self
+            except (OSError, ValueError) as err:
+                warnings.warn(f"ort-int8 cache entry unusable, converting again: {err}", stacklevel=2)
         absmax = (linear_input_absmax(self.model, lambda: self.score(examples, show_progress=False))
                   if examples else None)
-        if mode == "ort-int8":  # the float model stays (device, merge); the session does the forward passes
-            self._session, self.quantization = onnxruntime_int8(self.model, input_absmax=absmax)
+        if mode == "ort-int8":
+            self._session, self.quantization = onnxruntime_int8(self.model, input_absmax=absmax,
+                                                                cache_file=cache_file)
         else:
             self.model, self.quantization = quantize_int8(self.model, keep_ffn_out=mode == "int8-mixed",
                                                           input_absmax=absmax)
