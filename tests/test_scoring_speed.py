@@ -164,6 +164,12 @@ def test_ort_int8_conversion_is_cached_per_weights_and_calibration(bfcl_examples
     fresh().quantize("ort-int8", calibration=calibration, cache=False)
     assert len(conversions) == 5
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache" / "ort-int8").iterdir()) == before
+    # a cache that cannot be written: a warning, and the model still quantizes and scores
+    monkeypatch.setenv("TOOLRM_CACHE", str(tmp_path / "a-file"))
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.warns(UserWarning, match="not cached"):
+        unwritable = fresh().quantize("ort-int8", calibration=calibration)
+    assert unwritable.score(bfcl_examples, show_progress=False) == first
 
 
 def test_ort_int8_refuses_a_decoder(tiny_decoder):

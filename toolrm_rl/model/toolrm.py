@@ -404,6 +404,7 @@ def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    not_cached: OSError | None = None
     logging.disable(logging.WARNING)  # the quantizer's root-logger advice and the fusion's notes, on every call
     try:
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -426,10 +427,16 @@ def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None
             description = (f"int8 dynamic (onnxruntime {ort.__version__}, weights per channel 8-bit, "
                            f"activations 8-bit{details})")
             if cache_file is not None:  # the model first: the description's presence marks a complete entry
-                atomic_write(cache_file, lambda tmp: shutil.copyfile(int8, tmp))
-                write_json(f"{cache_file}.json", {"format": ORT_CACHE_FORMAT, "description": description})
+                try:
+                    atomic_write(cache_file, lambda tmp: shutil.copyfile(int8, tmp))
+                    write_json(f"{cache_file}.json", {"format": ORT_CACHE_FORMAT, "description": description})
+                except OSError as err:  # a read-only or full cache costs the next load time, never this one
+                    not_cached = err
     finally:
         logging.disable(logging.NOTSET)
+    if not_cached is not None:  # warned here: the conversion above silences warnings
+        warnings.warn(f"ort-int8 conversion not cached ({not_cached}); set TOOLRM_CACHE to a writable folder",
+                      stacklevel=2)
     return _OrtSession(session), description
 
 
