@@ -12,7 +12,8 @@ import torch
 
 from toolrm_rl.core.render import RMExample
 from toolrm_rl.model import ToolRM
-from toolrm_rl.model.toolrm import calibration_examples, linear_input_absmax, smooth_linear_inputs
+from toolrm_rl.model.toolrm import (calibration_examples, linear_input_absmax, ort_int8_cache_file,
+                                    smooth_linear_inputs)
 from toolrm_rl.data.backbones import minilm_dir
 from toolrm_rl.scoring import RMScorer
 
@@ -146,23 +147,24 @@ def test_ort_int8_conversion_is_cached_per_weights_and_calibration(bfcl_examples
     again = fresh().quantize("ort-int8", calibration=calibration)
     assert len(conversions) == 1 and again.quantization == rm.quantization
     assert again.score(bfcl_examples, show_progress=False) == first
-    # other calibration inputs, or other weights: converted again, a second entry
-    fresh().quantize("ort-int8", calibration=calibration[:2])
-    changed = fresh()
+    # the entry's name changes with the calibration inputs, any weight, or the smoothing strength
+    other, texts = fresh(), [rendered.text for rendered in map(rm.render, calibration)]
+    key = ort_int8_cache_file(other.model, texts)
+    assert key == entries[0]
+    assert ort_int8_cache_file(other.model, texts[:-1]) != key
+    assert ort_int8_cache_file(other.model, texts, smooth_alpha=0.5) != key
     with torch.no_grad():
-        changed.model.classifier.bias.add_(1.0)
-    changed.quantize("ort-int8", calibration=calibration)
-    assert len(conversions) == 3 and len(list((tmp_path / "cache" / "ort-int8").glob("*.onnx"))) == 3
+        other.model.classifier.bias.add_(1e-6)
+    assert ort_int8_cache_file(other.model, texts) != key
     # a damaged entry is not trusted: a warning, then a fresh conversion that replaces it
-    for model_file in (tmp_path / "cache" / "ort-int8").glob("*.onnx"):
-        model_file.write_bytes(b"not onnx")
+    entries[0].write_bytes(b"not onnx")
     with pytest.warns(UserWarning, match="cache entry unusable"):
         repaired = fresh().quantize("ort-int8", calibration=calibration)
-    assert len(conversions) == 4 and repaired.score(bfcl_examples, show_progress=False) == first
+    assert len(conversions) == 2 and repaired.score(bfcl_examples, show_progress=False) == first
     # cache=False converts and writes nothing
     before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache" / "ort-int8").iterdir())
     fresh().quantize("ort-int8", calibration=calibration, cache=False)
-    assert len(conversions) == 5
+    assert len(conversions) == 3
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache" / "ort-int8").iterdir()) == before
     # a cache that cannot be written: a warning, and the model still quantizes and scores
     monkeypatch.setenv("TOOLRM_CACHE", str(tmp_path / "a-file"))
