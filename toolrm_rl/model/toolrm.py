@@ -359,6 +359,18 @@ class _OrtSession:
         return torch.from_numpy(out).reshape(len(ids)).float()
 
 
+def _ort_cpu_session(path: str, threads: int | None) -> Any:
+    """An ONNX Runtime CPU session of the model file ``path``: ``threads`` intra-op threads (default: torch's),
+    one inter-op thread, errors only in its log."""
+    import onnxruntime as ort  # the "onnx" extra
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
 def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None = None,
                      smooth_alpha: float = SMOOTH_ALPHA, threads: int | None = None,
                      cache_file: str | Path | None = None) -> tuple[_OrtSession, str]:
@@ -400,10 +412,6 @@ def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None
         work.set_attn_implementation("eager")  # the exporter traces eager attention into plain ONNX ops
     ids = torch.full((2, 16), min(1000, work.config.vocab_size - 1), dtype=torch.long)
     cfg = work.config.get_text_config()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     not_cached: OSError | None = None
     logging.disable(logging.WARNING)  # the quantizer's root-logger advice and the fusion's notes, on every call
     try:
@@ -422,7 +430,7 @@ def onnxruntime_int8(model: Any, *, input_absmax: dict[str, torch.Tensor] | None
             quantize_dynamic(fused, int8, weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=keep_float,
                              extra_options={"DefaultTensorType": 1})  # 1: float, for the fused ops' outputs
-            session = ort.InferenceSession(int8, options, providers=["CPUExecutionProvider"])
+            session = _ort_cpu_session(int8, threads)
             details = f", {len(smoothed)} layers smoothed (alpha {smooth_alpha})" if smoothed else ""
             description = (f"int8 dynamic (onnxruntime {ort.__version__}, weights per channel 8-bit, "
                            f"activations 8-bit{details})")
@@ -446,17 +454,11 @@ ORT_CACHE_FORMAT = 1  # bump when the conversion changes what it writes: older e
 def load_onnxruntime_int8(cache_file: str | Path, *, threads: int | None = None) -> tuple[_OrtSession, str]:
     """The session and description that :func:`onnxruntime_int8` kept in ``cache_file``. Raises ``OSError``
     or ``ValueError`` when the entry is missing, incomplete, of another format, or not a readable model."""
-    import onnxruntime as ort  # the "onnx" extra
-
     meta = json.loads(Path(f"{cache_file}.json").read_text(encoding="utf-8"))
     if not isinstance(meta, dict) or meta.get("format") != ORT_CACHE_FORMAT or not isinstance(meta.get("description"), str):
         raise ValueError(f"{cache_file}.json: not a format-{ORT_CACHE_FORMAT} ort-int8 cache entry")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(cache_file), options, providers=["CPUExecutionProvider"])
+        session = _ort_cpu_session(str(cache_file), threads)
     except Exception as err:  # onnxruntime raises its own exception types for a damaged file
         raise ValueError(f"{cache_file}: not a readable ONNX model ({err})") from err
     return _OrtSession(session), meta["description"]
