@@ -214,6 +214,37 @@ def test_train_files_alone_get_a_query_split_held_out_share(tmp_path):
     assert build_pairs(replace(with_eval, file_eval_fraction=0.1))[2]["n_train"] == 216
 
 
+def test_source_temperature_draws_small_sources_more_and_keeps_queries_whole(tmp_path):
+    from dataclasses import replace
+
+    from toolrm_rl.model.train import DataConfig
+
+    # 90 queries of a large source, 10 of a small one, 3 pairs each
+    pairs = [replace(p, id=f"q{i // 3}#{i % 3}", source="big" if i // 3 < 90 else "small")
+             for i, p in enumerate(learnable_pairs(300, seed=5))]
+    path = save_pairs(pairs, tmp_path / "pairs.jsonl")
+    cfg = DataConfig(sources=[], train_files=[str(path)], file_eval_fraction=0.0, max_train_pairs=60)
+
+    def small_share(temperature):
+        shares = []
+        for seed in range(8):
+            train_pairs, _, report = build_pairs(replace(cfg, seed=seed, source_temperature=temperature))
+            groups = {}
+            for pair in train_pairs:
+                groups.setdefault(query_key(pair.id), []).append(pair)
+            assert len(train_pairs) == 60 and all(len(g) == 3 for g in groups.values())  # whole queries
+            if temperature is not None:
+                assert sum(report["train_by_source"].values()) == 60
+            shares.append(sum(p.source == "small" for p in train_pairs) / 60)
+        return sum(shares) / len(shares)
+
+    uniform, flat = small_share(None), small_share(0.0)
+    assert uniform < 0.2 < 0.3 < flat  # 10% of the pairs in proportion, a third or more with sources alike
+    # no cap: every pair is kept, whatever the temperature
+    everything = build_pairs(replace(cfg, max_train_pairs=None, source_temperature=0.5))[0]
+    assert sorted(p.id for p in everything) == sorted(p.id for p in pairs)
+
+
 def test_lora_training_saves_adapter_with_head_and_merged_model(pair_files, tmp_path, monkeypatch):
     out = tmp_path / "lora"
     cfg = load_config(RECIPES / "qwen3_tiny_test.yaml", _overrides(out, *pair_files, **{

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -58,6 +59,11 @@ class DataConfig:
                                                 "by query; obfuscated copies of a query stay on its side). None: "
                                                 "eval_fraction when no eval_files are given, else 0.")
     max_train_pairs: int | None = _f(None, "Cap on training pairs after shuffling (None: all).")
+    source_temperature: float | None = _f(None, "How max_train_pairs draws from the sources (PairRecord.source): a "
+                                                "source with n pairs gets a share of about n**T (1 or None: in "
+                                                "proportion to n, a uniform draw; 0: every source alike; 0.5: "
+                                                "large sources subsampled, small ones drawn whole). Without a cap "
+                                                "every pair is kept and only the order changes.")
     max_eval_pairs: int | None = _f(None, "Cap on held-out pairs after shuffling (None: all); evaluation costs time too.")
     skip_bad_rows: bool = _f(False, "Count and skip malformed rows in pair files instead of failing.")
     seed: int = _f(0, "Seed for pair synthesis, splits and shuffling.")
@@ -229,7 +235,9 @@ def build_pairs(cfg: DataConfig) -> tuple[list[PairRecord], list[PairRecord], di
         pairs, load_report = load_pairs(path, skip_bad_rows=cfg.skip_bad_rows)
         eval_pairs.extend(pairs)
         report[f"eval_file:{path}"] = asdict(load_report)
-    train_pairs = _whole_queries(train_pairs, cfg.max_train_pairs, rng)
+    train_pairs = _whole_queries(train_pairs, cfg.max_train_pairs, rng, cfg.source_temperature)
+    if cfg.source_temperature is not None:
+        report["train_by_source"] = dict(Counter(p.source for p in train_pairs).most_common())
     eval_pairs = _whole_queries(eval_pairs, cfg.max_eval_pairs, rng) if cfg.max_eval_pairs is not None else eval_pairs
     if not train_pairs:
         raise ValueError("no training pairs: set data.sources and/or data.train_files")
@@ -237,23 +245,37 @@ def build_pairs(cfg: DataConfig) -> tuple[list[PairRecord], list[PairRecord], di
     return train_pairs, eval_pairs, report
 
 
-def _whole_queries(pairs: list[PairRecord], cap: int | None, rng: random.Random) -> list[PairRecord]:
+def _whole_queries(pairs: list[PairRecord], cap: int | None, rng: random.Random,
+                   source_temperature: float | None = None) -> list[PairRecord]:
     """``pairs`` shuffled by query (a query's pairs stay together, in file order, so the group loss sees
     all negatives of a chosen answer), cut to at most ``cap`` pairs at a query boundary (None: all).
 
+    ``source_temperature`` T (None: a uniform shuffle) orders the queries by a weighted draw without
+    replacement (Efraimidis and Spirakis: key u**(1/w)) with w = n**(T - 1) for a query of a source with
+    n pairs: a cut takes roughly n**T of each source (less of a small one that runs out first), so a large
+    source of near-repeats (bfcl's long-context turns repeat the base ones) no longer fills most of the budget.
+
     >>> from types import SimpleNamespace as P
-    >>> ps = [P(id=f"q{i // 3}#{i % 3}") for i in range(9)]
+    >>> ps = [P(id=f"q{i // 3}#{i % 3}", source="s") for i in range(9)]
     >>> out = _whole_queries(ps, 7, random.Random(0))  # 7 would split a query: two whole ones instead
     >>> sizes = {}
     >>> for p in out: sizes[p.id.split("#")[0]] = sizes.get(p.id.split("#")[0], 0) + 1
     >>> len(out), sorted(sizes.values())
     (6, [3, 3])
+    >>> big = [P(id=f"b{i}#0", source="big") for i in range(900)] + [P(id=f"s{i}#0", source="small") for i in range(100)]
+    >>> [sum(p.source == "small" for p in _whole_queries(big, 200, random.Random(1), t)) for t in (1.0, 0.5, 0.0)]
+    [15, 40, 76]
     """
     by_query: dict[str, list[PairRecord]] = {}
     for pair in pairs:
         by_query.setdefault(pair.id.rsplit("#", 1)[0], []).append(pair)
     keys = list(by_query)
     rng.shuffle(keys)
+    if source_temperature is not None:
+        per_source = Counter(pair.source for pair in pairs)
+        weight = {src: n ** (source_temperature - 1.0) for src, n in per_source.items()}
+        draw = {key: rng.random() ** (1.0 / weight[by_query[key][0].source]) for key in keys}
+        keys.sort(key=draw.__getitem__, reverse=True)
     out: list[PairRecord] = []
     for key in keys:
         if cap is not None and len(out) + len(by_query[key]) > cap:
