@@ -245,7 +245,7 @@ def test_extra_function_adds_a_call_to_another_related_function():
 
 
 def test_restatements_are_the_users_forms_of_canonical_values_and_raw_copy_finds_them():
-    from toolrm_rl.data.mutate import restatements
+    from toolrm_rl.core.forms import restatements
 
     assert "July 4, 2025" in restatements("2025-07-04") and "2 PM" not in restatements("14:30")
     assert restatements("14:30") == ["2:30 PM"] and restatements(0.125) == ["12.5%", "12.5 percent"]

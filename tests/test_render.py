@@ -174,6 +174,24 @@ def test_plain_marks_where_each_argument_value_comes_from():
     assert plain.text.startswith('call: [1 call] f(amount=12, unit="g/mole", city="new york"')
 
 
+def test_conversion_mark_tells_a_converted_value_from_an_invented_one():
+    conv = [{"role": "user", "content": "Book it for March 11, 2022 at a 5% deposit, paid in Japanese yen"}]
+    converted = [ToolCall("book", {"date": "2022-03-11", "deposit": 0.05, "currency": "JPY"})]
+    copied = [ToolCall("book", {"date": "March 11, 2022", "deposit": 5, "currency": "Japanese yen"})]
+    invented = [ToolCall("book", {"date": "2022-03-12", "deposit": 0.5, "currency": "EUR"})]
+    spec = RenderSpec(mark_conversions=True, mark_coverage=False)
+    assert render([], conv, converted, spec=spec).text.startswith(
+        'call: [1 call] book(date^"2022-03-11", deposit^0.05, currency^"JPY")')
+    assert render([], conv, copied, spec=spec).text.startswith(  # verbatim stays verbatim
+        'call: [1 call] book(date="March 11, 2022", deposit=5, currency="Japanese yen")')
+    assert render([], conv, invented, spec=spec).text.startswith(
+        'call: [1 call] book(date?"2022-03-12", deposit?0.5, currency?"EUR")')
+    off = render([], conv, converted, spec=RenderSpec(mark_coverage=False))  # the default: conversions look invented
+    assert off.text.startswith('call: [1 call] book(date?"2022-03-11", deposit?0.05, currency?"JPY")')
+    # the context is the same whatever the candidate, with the mark on
+    assert len({render([], conv, c, spec=spec).context for c in (converted, copied, invented)}) == 1
+
+
 def test_plain_shows_how_many_asked_values_the_candidate_uses():
     conv = [{"role": "user", "content": "Weather in Paris, London and 'New York' for 3 days?"}]
     one = [ToolCall("w", {"city": "Paris", "days": 3})]

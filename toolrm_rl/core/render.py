@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog, calls_from_openai, load_json_field
+from toolrm_rl.core.forms import restated_in
 from toolrm_rl.core.match import canonical_calls, standardize_string
 
 __all__ = ["MODES", "RMExample", "RenderSpec", "RenderedInput", "TruncationReport", "format_calls", "render",
@@ -77,6 +78,10 @@ class RenderSpec:
     mark_repeats: bool = _help(False, "Plain mode: after the call count, how many calls repeat an earlier one exactly, "
                                       "e.g. [2 calls, 1 repeated]: a duplicated call is rarely wanted and is the cheapest "
                                       "way for a policy to look thorough. Off in checkpoints saved before it existed.")
+    mark_conversions: bool = _help(False, "Plain mode, with mark_grounding: a value not in the conversation whose "
+                                          "other form is (an ISO date the user wrote in words, 0.05 for '5%', USD for "
+                                          "'US dollars': toolrm_rl.core.forms.restatements) is written name^value, not "
+                                          "name?value: a conversion is not an invented value. Off in older checkpoints.")
     max_near_misses: int = _help(3, "Functions most related to the user's words that keep shortened descriptions "
                                     "until the rest of the catalog is gone (besides the most related one).")
     chars_per_token: float = _help(4.0, "Without a tokenizer, n_tokens = ceil(len(text) / chars_per_token).")
@@ -176,11 +181,15 @@ def format_calls(calls: Sequence[ToolCall], grounding: Any = None) -> str:
     """Compact one-line form of calls, ``f(a=1) ; g(b="x")`` (values as JSON).
 
     With ``grounding`` (the conversation's text) each argument is written ``a=v`` when its value is
-    found verbatim in that text, ``a~v`` when found after BFCL-style normalisation, ``a?v`` when not
-    found (see :func:`value_grounding`).
+    found verbatim in that text, ``a~v`` when found after BFCL-style normalisation, ``a^v`` when only
+    another form of it is (a :class:`_Grounding` with ``conversions``), ``a?v`` when not found (see
+    :func:`value_grounding`).
 
     >>> format_calls([ToolCall("f", {"city": "Paris", "n": 3})], grounding="weather in paris")
     'f(city="Paris", n?3)'
+    >>> format_calls([ToolCall("f", {"day": "2024-05-01", "rate": 0.05, "n": 3})],
+    ...              grounding=_Grounding("on May 1, 2024 at 5%, n=4", conversions=True))
+    'f(day^"2024-05-01", rate^0.05, n?3)'
     """
     ground = _Grounding(grounding) if isinstance(grounding, str) else grounding
     return " ; ".join(f"{c.name}(" + ", ".join(
@@ -204,15 +213,17 @@ _HAYSTACK_LIMIT = 20_000
 
 
 class _Grounding:
-    """Value look-ups in one conversation text (lower-cased and normalised once)."""
+    """Value look-ups in one conversation text (lower-cased and normalised once); with ``conversions`` a value
+    found only in another form (:func:`toolrm_rl.core.forms.restated_in`) is marked ``^``."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, conversions: bool = False) -> None:
         self.raw = text[:_HAYSTACK_LIMIT].lower()
         self.std = standardize_string(self.raw)
+        self.conversions = conversions
 
     def mark(self, value: Any) -> str:
         marks = [self._leaf(v) for v in _leaves(value, _LEAF_LIMIT)]
-        return "?" if "?" in marks else "~" if "~" in marks else "="
+        return next((m for m in "?^~" if m in marks), "=")
 
     def _leaf(self, value: Any) -> str:
         if isinstance(value, bool) or value is None:
@@ -226,7 +237,9 @@ class _Grounding:
         if _find_bounded(self.raw, needle, _ASCII_WORD.__contains__, _ASCII_WORD.__contains__):
             return "="
         std = standardize_string(needle)
-        return "~" if std and not isinstance(value, (int, float)) and std in self.std else "?"
+        if std and not isinstance(value, (int, float)) and std in self.std:
+            return "~"
+        return "^" if self.conversions and restated_in(value, self.raw) is not None else "?"
 
 
 _ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -454,7 +467,8 @@ class _Layout:
     def candidate_segments(self, calls: list[ToolCall], candidate_text: str | None) -> list[str]:
         """Plain mode: the segments before the context (the candidate, then functions outside the catalog)."""
         if self.spec.mark_grounding and self._grounding is None:
-            self._grounding = _Grounding(" ".join(m["content"] for m in self.msgs if m["role"] in ("user", "tool")))
+            self._grounding = _Grounding(" ".join(m["content"] for m in self.msgs if m["role"] in ("user", "tool")),
+                                         conversions=self.spec.mark_conversions)
         if self.spec.mark_coverage and self._asked is None:
             self._asked = asked_values(self.msgs[self.last_user]["content"]) if self.last_user is not None else []
         head = [_plain_candidate(calls, candidate_text, self._grounding, self._asked, self.spec.mark_repeats)]

@@ -17,8 +17,8 @@ from typing import Iterable
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
 from toolrm_rl.core.example import ToolExample
+from toolrm_rl.core.forms import restatements
 from toolrm_rl.core.match import calls_equal
-from toolrm_rl.data.mutate import restatements
 
 __all__ = ["parallel_examples", "merged_parallel_examples", "abstention_examples", "without_called_tools",
            "called_in_history", "join_questions", "composable", "restated_examples",

@@ -18,6 +18,7 @@ import re
 from typing import Any, Callable, Iterator
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
+from toolrm_rl.core.forms import DATE, MONTHS, SYNONYM_OF, SYNONYMS, TIME, restated_in, restatements
 from toolrm_rl.core.match import standardize_string
 
 __all__ = ["OPERATORS", "INTENDED_CATEGORY", "mutate", "perturb_value", "retype_value", "near_miss_string",
@@ -39,49 +40,26 @@ def _with(calls: list[ToolCall], i: int, param: str, value: Any) -> list[ToolCal
 
 # -- value-grounded near misses -------------------------------------------------------------------------
 
-# Groups of names for the same thing: a model writing another member than the expected one is the
-# "US dollar" vs "USD" / "g/mole" vs "grams/mole" near miss (matchers compare normalised text).
-_SYNONYMS = [
-    ["USD", "US dollar", "US dollars", "dollars"], ["EUR", "euro", "euros"], ["GBP", "British pound", "pounds sterling"],
-    ["JPY", "Japanese yen", "yen"], ["INR", "Indian rupee", "rupees"], ["CNY", "Chinese yuan", "yuan"],
-    ["km", "kilometers", "kilometres"], ["mi", "miles"], ["m", "meters", "metres"], ["ft", "feet"],
-    ["kg", "kilograms"], ["lb", "lbs", "pounds"], ["g", "grams"], ["l", "liters", "litres"], ["gal", "gallons"],
-    ["celsius", "C", "°C", "degrees Celsius"], ["fahrenheit", "F", "°F"], ["kelvin", "K"],
-    ["g/mol", "g/mole", "grams/mole", "grams per mole"], ["mph", "miles per hour"], ["km/h", "kph", "kilometers per hour"],
-    ["sec", "seconds", "s"], ["min", "minutes"], ["hr", "hours", "h"],
-    ["United States", "USA", "US", "United States of America"], ["United Kingdom", "UK", "Great Britain"],
-    ["New York City", "NYC", "New York"], ["Los Angeles", "LA"], ["San Francisco", "SF"],
-    ["California", "CA"], ["Texas", "TX"], ["Florida", "FL"], ["Washington", "WA"], ["Illinois", "IL"],
-    ["January", "Jan"], ["February", "Feb"], ["March", "Mar"], ["April", "Apr"], ["August", "Aug"],
-    ["September", "Sep", "Sept"], ["October", "Oct"], ["November", "Nov"], ["December", "Dec"],
-    ["Monday", "Mon"], ["Friday", "Fri"], ["Saturday", "Sat"], ["Sunday", "Sun"],
-    ["ascending", "asc"], ["descending", "desc"], ["average", "avg", "mean"], ["maximum", "max"], ["minimum", "min"],
-]
 # A different unit of the same dimension: a real, plausible value error.
 _UNIT_SWAPS = [("km", "miles"), ("kilometers", "miles"), ("meters", "feet"), ("kg", "lbs"), ("kilograms", "pounds"),
                ("celsius", "fahrenheit"), ("liters", "gallons"), ("USD", "EUR"), ("EUR", "GBP"), ("cm", "inches"),
                ("grams", "ounces"), ("hours", "minutes"), ("days", "weeks"), ("metric", "imperial")]
 _FILE_EXTENSIONS = [".pdf", ".docx", ".txt", ".csv", ".xlsx", ".json", ".md", ".png", ".jpg"]
-_SYNONYM_OF = {w.lower(): group for group in _SYNONYMS for w in group}
 _UNIT_OF = {}
 for _a, _b in _UNIT_SWAPS:
     _UNIT_OF.setdefault(_a.lower(), _b)
     _UNIT_OF.setdefault(_b.lower(), _a)
-_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December"]
-_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_TIME = re.compile(r"(\d{1,2}):(\d{2})")
 _DIGIT = re.compile(r"\d")
 
 
 def _date_variants(value: str) -> list[str]:
-    m = _DATE.fullmatch(value)
+    m = DATE.fullmatch(value)
     if not m:
         return []
     y, mo, d = m.groups()
     out = [f"{d}-{mo}-{y}", f"{mo}/{d}/{y}", f"{d}/{mo}/{y}"]
     if 1 <= int(mo) <= 12:
-        out.append(f"{_MONTHS[int(mo) - 1]} {int(d)}, {y}")
+        out.append(f"{MONTHS[int(mo) - 1]} {int(d)}, {y}")
     if mo != d and int(d) <= 12:
         out.append(f"{y}-{d}-{mo}")  # day and month swapped
     return out
@@ -94,7 +72,7 @@ def near_miss_string(value: str, rng: random.Random) -> str | None:
     value offers none. Case and punctuation variants are not offered: matchers normalise them away."""
     options: list[str] = []
     low = value.lower()
-    group = _SYNONYM_OF.get(low)
+    group = SYNONYM_OF.get(low)
     if group:
         options += [w for w in group if w.lower() != low]
     for word, other in _UNIT_OF.items():
@@ -102,10 +80,10 @@ def near_miss_string(value: str, rng: random.Random) -> str | None:
             options.append(re.sub(rf"(?<![A-Za-z]){re.escape(word)}(?![A-Za-z])", other, value, count=1, flags=re.I))
             break
     options += _date_variants(value)
-    date = _DATE.fullmatch(value)
+    date = DATE.fullmatch(value)
     if date and int(date.group(3)) < 28:
         options.append(f"{date.group(1)}-{date.group(2)}-{int(date.group(3)) + 1:02d}")
-    time = _TIME.fullmatch(value)
+    time = TIME.fullmatch(value)
     if time:
         h, mi = int(time.group(1)), time.group(2)
         if h < 24:
@@ -499,7 +477,7 @@ def over_specified(value: str, query: str, rng: random.Random) -> str | None:
     return rng.choice(options) if options else None
 
 
-_MONTH_NUMBER = {m.lower()[:3]: str(k + 1) for k, m in enumerate(_MONTHS)}
+_MONTH_NUMBER = {m.lower()[:3]: str(k + 1) for k, m in enumerate(MONTHS)}
 
 
 def _value_tokens(text: str) -> list[str]:
@@ -523,7 +501,7 @@ def raw_copy_string(value: str, query: str) -> str | None:
     >>> raw_copy_string("NYC", "What's the weather in New York City tomorrow")
     'New York City'
     """
-    known = _restated_in(value, query)
+    known = restated_in(value, query)
     if known is not None:
         return known
     target = standardize_string(value)
@@ -549,58 +527,6 @@ def raw_copy_string(value: str, query: str) -> str | None:
             if cover >= 0.5 and key > best_key:
                 best, best_key = span, key
     return best
-
-
-def _ordinal(day: int) -> str:
-    return f"{day}{'th' if 10 <= day % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(day % 10, 'th')}"
-
-
-def restatements(value: Any) -> list[str]:
-    """How a user writes a value that a call writes in a canonical form: an ISO date in words, a 24-hour
-    time on the 12-hour clock, a fraction as a percentage, a code or abbreviation spelled out (the synonym
-    table's other forms). Empty when the value has no such form.
-
-    >>> restatements("2022-03-11")
-    ['March 11, 2022', '11 March 2022', 'March 11th, 2022']
-    >>> restatements(0.05)
-    ['5%', '5 percent']
-    >>> restatements("USD")
-    ['US dollar', 'US dollars', 'dollars']
-    """
-    if type(value) is float and 0 < value < 1:
-        pct = round(value * 100, 6)
-        if abs(pct * 100 - round(pct * 100)) < 1e-6:  # at most two decimals as a percentage
-            return [f"{pct:g}%", f"{pct:g} percent"]
-        return []
-    if type(value) is not str:
-        return []
-    date = _DATE.fullmatch(value)
-    if date:
-        y, mo, d = (int(x) for x in date.groups())
-        if not (1 <= mo <= 12 and 1 <= d <= 31):
-            return []
-        month = _MONTHS[mo - 1]
-        return [f"{month} {d}, {y}", f"{d} {month} {y}", f"{month} {_ordinal(d)}, {y}"]
-    time = _TIME.fullmatch(value)
-    if time:
-        h, mi = int(time.group(1)), time.group(2)
-        if h >= 24 or int(mi) >= 60:
-            return []
-        half = "AM" if h < 12 else "PM"
-        return [f"{h % 12 or 12}:{mi} {half}"] + ([f"{h % 12 or 12} {half.lower()}"] if mi == "00" else [])
-    group = _SYNONYM_OF.get(value.lower())
-    if group and group[0] == value:  # only the canonical form is restated
-        return [w for w in group[1:] if len(w) >= 2]
-    return []
-
-
-def _restated_in(value: Any, query: str) -> str | None:
-    """The query's span (as written) that is one of :func:`restatements` of ``value``, if any."""
-    for phrase in restatements(value):
-        m = re.search(rf"(?<![\w]){re.escape(phrase)}(?![\w])", query, flags=re.I)
-        if m:
-            return m.group(0)
-    return None
 
 
 _CONVERSIONS = (10, 100, 1000, 60, 3600, 24, 7, 12, 365)
