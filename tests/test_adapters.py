@@ -204,6 +204,9 @@ def test_packaged_offline_sources_load_with_sane_counts(offline):
     counts = {name: len(examples) for name, examples in offline.items()}
     assert counts["bfcl_exec"] >= 200 and counts["bfcl_sql"] >= 90 and counts["bfcl_rest"] >= 60
     assert counts["bfcl_multi_turn"] >= 1400 and counts["nestful"] >= 250
+    # the base records alone: the long-context records repeat their questions
+    base = [ex.id for ex in offline["bfcl_multi_turn"] if ex.id.startswith("multi_turn_base_")]
+    assert [ex.id for ex in offline["bfcl_multi_turn_base"]] == base and 700 <= len(base) < counts["bfcl_multi_turn"]
     assert counts["complexfuncbench"] >= 2000  # 1,000 requests, one example per visible step
     for name, examples in offline.items():
         ids = [ex.id for ex in examples]

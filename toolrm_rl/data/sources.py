@@ -693,10 +693,16 @@ def is_bias_holdout(example_id: str) -> bool:
     ``/``, so every turn or step of one task falls on the same side), about
     :data:`BIAS_HOLDOUT_FRACTION` of tasks.
 
+    bfcl's long-context records ask the base records' questions (``multi_turn_long_context_7`` is
+    ``multi_turn_base_7`` with a larger state), so both fall on the same side.
+
     >>> is_bias_holdout("multi_turn_base_7/turn0") == is_bias_holdout("multi_turn_base_7/turn3")
     True
+    >>> all(is_bias_holdout(f"multi_turn_base_{i}/turn0") == is_bias_holdout(f"multi_turn_long_context_{i}/turn2")
+    ...     for i in range(200))
+    True
     """
-    task = example_id.split("/", 1)[0]
+    task = example_id.split("/", 1)[0].replace("multi_turn_long_context_", "multi_turn_base_")  # the same question
     return zlib.crc32(f"bias-holdout:{task}".encode()) % 1000 < round(BIAS_HOLDOUT_FRACTION * 1000)
 
 
@@ -833,6 +839,9 @@ OFFLINE_SOURCES = {
     "bfcl_sql": bfcl_sql_examples,
     "bfcl_rest": bfcl_rest_examples,
     "bfcl_multi_turn": bfcl_multi_turn_examples,
+    # The base records only: the long-context ones repeat their questions and gold calls (with a larger
+    # state), so for pair synthesis they add near-duplicates, not new questions.
+    "bfcl_multi_turn_base": functools.partial(bfcl_multi_turn_examples, categories=("multi_turn_base",)),
     "nestful": nestful_examples,
     "complexfuncbench": complexfuncbench_examples,
     "tau2": tau2_examples,
