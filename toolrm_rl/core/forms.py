@@ -37,6 +37,7 @@ TIME = re.compile(r"(\d{1,2}):(\d{2})")
 
 
 def ordinal(day: int) -> str:
+    """A day of the month as users write it in dates, ``1st``, ``11th``, ``22nd`` (``day``: 1-31)."""
     return f"{day}{'th' if 10 <= day % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(day % 10, 'th')}"
 
 
