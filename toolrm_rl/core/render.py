@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog, calls_from_openai, load_json_field
-from toolrm_rl.core.forms import restated_in
+from toolrm_rl.core.forms import restatements
 from toolrm_rl.core.match import canonical_calls, standardize_string
 
 __all__ = ["MODES", "RMExample", "RenderSpec", "RenderedInput", "TruncationReport", "format_calls", "render",
@@ -214,7 +214,7 @@ _HAYSTACK_LIMIT = 20_000
 
 class _Grounding:
     """Value look-ups in one conversation text (lower-cased and normalised once); with ``conversions`` a value
-    found only in another form (:func:`toolrm_rl.core.forms.restated_in`) is marked ``^``."""
+    found only in another form (one of :func:`toolrm_rl.core.forms.restatements`) is marked ``^``."""
 
     def __init__(self, text: str, conversions: bool = False) -> None:
         self.raw = text[:_HAYSTACK_LIMIT].lower()
@@ -239,10 +239,17 @@ class _Grounding:
         std = standardize_string(needle)
         if std and not isinstance(value, (int, float)) and std in self.std:
             return "~"
-        return "^" if self.conversions and restated_in(value, self.raw) is not None else "?"
+        if self.conversions and any(_find_bounded(self.raw, phrase.lower(), _word_char, _word_char)
+                                    for phrase in restatements(value)):
+            return "^"  # what forms.restated_in finds, without a regex per phrase
+        return "?"
 
 
 _ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def _word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"  # regex \w
 
 
 def _digit_or_dot(char: str) -> bool:

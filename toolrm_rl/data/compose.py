@@ -206,7 +206,7 @@ def _last_user_index(conversation: list[dict]) -> int | None:
 def restated_examples(examples: Iterable[ToolExample], seed: int = 0, share: float = 1.0) -> list[ToolExample]:
     """Questions that say a value in the user's words while the gold call keeps its canonical form: for a
     seeded ``share`` of the examples whose last user turn contains a gold argument value verbatim (once,
-    and nowhere else in the conversation) that has a :func:`~toolrm_rl.data.mutate.restatements` form, that
+    and nowhere else in the conversation) that has a :func:`~toolrm_rl.core.forms.restatements` form, that
     value is rewritten in the turn ("2022-03-11" -> "March 11, 2022", 0.05 -> "5%", "USD" -> "US dollars");
     the gold is unchanged (id ``<id>~restated``, source ``<source>_restated``). Real failures copy the
     user's words where the answer converts them as often as they invent values, but the sources mostly

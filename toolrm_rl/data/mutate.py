@@ -18,7 +18,7 @@ import re
 from typing import Any, Callable, Iterator
 
 from toolrm_rl.core.calls import ToolCall, ToolCatalog
-from toolrm_rl.core.forms import DATE, MONTHS, SYNONYM_OF, SYNONYMS, TIME, restated_in, restatements
+from toolrm_rl.core.forms import DATE, MONTHS, SYNONYM_OF, TIME, restated_in
 from toolrm_rl.core.match import standardize_string
 
 __all__ = ["OPERATORS", "INTENDED_CATEGORY", "mutate", "perturb_value", "retype_value", "near_miss_string",
