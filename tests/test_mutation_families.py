@@ -251,6 +251,9 @@ def test_restatements_are_the_users_forms_of_canonical_values_and_raw_copy_finds
     assert restatements("14:30") == ["2:30 PM"] and restatements(0.125) == ["12.5%", "12.5 percent"]
     assert restatements(0.12345) == [] and restatements(5) == [] and restatements("2025-13-01") == []
     assert restatements("US dollars") == []  # only a canonical form is restated, not the words for it
+    assert "10th December 2022" in restatements("2022-12-10") and restatements(5e-12) == []  # no "0%"
+    assert restatements(9597000.0) == ["9.597 million"] and restatements(2 * 10**12) == ["2 trillion"]
+    assert restatements(1234567) == [] and restatements(999999) == [] and restatements(float("nan")) == []
     tools = ToolCatalog.load([{"name": "convert", "parameters": {"type": "object", "properties": {
         "to": {"type": "string"}, "rate": {"type": "number"}}}}])
     gold = [ToolCall("convert", {"to": "USD", "rate": 0.05})]
@@ -279,6 +282,31 @@ def test_restated_examples_rewrite_one_value_in_the_last_user_turn_and_keep_the_
     plain = ToolExample("p", "src", [{"role": "user", "content": "Book it for next week"}], tools,
                         [ToolCall("book", {"date": "next week"})])
     assert restated_examples([plain]) == []
+
+
+def test_a_restated_question_always_gets_the_raw_copy_of_its_restated_value():
+    from toolrm_rl.data.compose import restated_examples
+    from toolrm_rl.data.pairs import mutation_pairs
+
+    tools = ToolCatalog.load([{"name": "invest", "parameters": {"type": "object", "properties": {
+        "rate": {"type": "number"}, "amount": {"type": "integer"}, "years": {"type": "integer"}},
+        "required": ["rate", "amount", "years"]}}])
+    examples = [ToolExample(f"q{i}", "t", [{"role": "user", "content": f"Invest 2000000 at 0.0{i + 2} for {i + 3} years"}],
+                            tools, [ToolCall("invest", {"rate": float(f"0.0{i + 2}"), "amount": 2000000, "years": i + 3})])
+                for i in range(6)]
+    restated = restated_examples(examples, seed=0)
+    assert len(restated) == 6
+    # an integer with a scale form is restated too ("2 million"), not only dates, codes and percentages
+    assert any("2 million" in ex.conversation[-1]["content"] for ex in restated)
+    rare = {"raw_copy": 1e-9}
+    pairs, _ = mutation_pairs(examples + restated, seed=0, operator_weights=rare)
+    copies = {p.id.split("#")[0] for p in pairs if p.generator == "mutation:raw_copy"}
+    assert copies == {ex.id for ex in restated}  # every restated question, and only those (the rest have no copy)
+    for p in pairs:
+        if p.generator == "mutation:raw_copy":  # the user's words for the value, not the converted one
+            said = p.conversation[-1]["content"]
+            assert any(str(v).removesuffix(".0") in said for c in p.rejected for v in c.arguments.values()
+                       if v not in p.chosen[0].arguments.values())
 
 
 def test_relevance_contrast_gives_an_abstention_twin_the_no_call_negative():

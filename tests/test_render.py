@@ -192,6 +192,22 @@ def test_conversion_mark_tells_a_converted_value_from_an_invented_one():
     assert len({render([], conv, c, spec=spec).context for c in (converted, copied, invented)}) == 1
 
 
+def test_conversion_mark_covers_scale_words_separators_and_codes_the_loose_match_would_call_normalised():
+    conv = [{"role": "user", "content": "A population of 1.4 billion, a $5,000 budget in euros, from 10th December 2022"}]
+    spec = RenderSpec(mark_conversions=True, mark_coverage=False)
+    calls = [ToolCall("f", {"pop": 1400000000.0, "budget": 5000, "cur": "EUR", "day": "2022-12-10", "n": 15000})]
+    # "5,000" is 5000 after BFCL's normalisation (~); "EUR" is in "euros" once normalised, but the user wrote
+    # the currency's name, a conversion (^), as are the scale word and the ordinal date; 15000 is nowhere
+    assert render([], conv, calls, spec=spec).text.startswith(
+        'call: [1 call] f(pop^1400000000.0, budget~5000, cur^"EUR", day^"2022-12-10", n?15000)')
+    # without the option nothing changes: the separator and scale forms are not found, "EUR" stays loose
+    assert render([], conv, calls, spec=RenderSpec(mark_coverage=False)).text.startswith(
+        'call: [1 call] f(pop?1400000000.0, budget?5000, cur~"EUR", day?"2022-12-10", n?15000)')
+    near = [{"role": "user", "content": "Budget 15,000.5 or 5,0000"}]  # a separator inside another number
+    assert render([], near, [ToolCall("f", {"a": 15000, "b": 5000})], spec=spec).text.startswith(
+        'call: [1 call] f(a?15000, b?5000)')
+
+
 def test_plain_shows_how_many_asked_values_the_candidate_uses():
     conv = [{"role": "user", "content": "Weather in Paris, London and 'New York' for 3 days?"}]
     one = [ToolCall("w", {"city": "Paris", "days": 3})]

@@ -1,5 +1,5 @@
 """How one value is written in other forms: synonym groups (currencies, units, places, months, ...), an
-ISO date or 24-hour time in words, a fraction as a percentage. The mutation operators write these forms as
+ISO date or 24-hour time in words, a fraction as a percentage, a large round number with a scale word. The mutation operators write these forms as
 near misses and raw copies (:mod:`toolrm_rl.data.mutate`); the renderer marks a value whose other form the
 user wrote (:class:`toolrm_rl.core.render.RenderSpec` ``mark_conversions``).
 """
@@ -34,6 +34,7 @@ MONTHS = ["January", "February", "March", "April", "May", "June", "July", "Augus
           "November", "December"]
 DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 TIME = re.compile(r"(\d{1,2}):(\d{2})")
+SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"))
 
 
 def ordinal(day: int) -> str:
@@ -43,21 +44,25 @@ def ordinal(day: int) -> str:
 
 def restatements(value: Any) -> list[str]:
     """How a user writes a value that a call writes in a canonical form: an ISO date in words, a 24-hour
-    time on the 12-hour clock, a fraction as a percentage, a code or abbreviation spelled out (the synonym
-    table's other forms). Empty when the value has no such form.
+    time on the 12-hour clock, a fraction as a percentage, a large round number with its scale word, a code
+    or abbreviation spelled out (the synonym table's other forms). Empty when the value has no such form.
 
     >>> restatements("2022-03-11")
-    ['March 11, 2022', '11 March 2022', 'March 11th, 2022']
+    ['March 11, 2022', '11 March 2022', 'March 11th, 2022', '11th March 2022']
     >>> restatements(0.05)
     ['5%', '5 percent']
+    >>> restatements(1267000000)
+    ['1.267 billion']
     >>> restatements("USD")
     ['US dollar', 'US dollars', 'dollars']
     """
     if type(value) is float and 0 < value < 1:
         pct = round(value * 100, 6)
-        if abs(pct * 100 - round(pct * 100)) < 1e-6:  # at most two decimals as a percentage
+        if pct > 0 and abs(pct * 100 - round(pct * 100)) < 1e-6:  # at most two decimals as a percentage
             return [f"{pct:g}%", f"{pct:g} percent"]
         return []
+    if type(value) in (int, float):
+        return _scaled(value)
     if type(value) is not str:
         return []
     date = DATE.fullmatch(value)
@@ -66,7 +71,7 @@ def restatements(value: Any) -> list[str]:
         if not (1 <= mo <= 12 and 1 <= d <= 31):
             return []
         month = MONTHS[mo - 1]
-        return [f"{month} {d}, {y}", f"{d} {month} {y}", f"{month} {ordinal(d)}, {y}"]
+        return [f"{month} {d}, {y}", f"{d} {month} {y}", f"{month} {ordinal(d)}, {y}", f"{ordinal(d)} {month} {y}"]
     time = TIME.fullmatch(value)
     if time:
         h, mi = int(time.group(1)), time.group(2)
@@ -77,6 +82,18 @@ def restatements(value: Any) -> list[str]:
     group = SYNONYM_OF.get(value.lower())
     if group and group[0] == value:  # only the canonical form is restated
         return [w for w in group[1:] if len(w) >= 2]
+    return []
+
+
+def _scaled(number: int | float) -> list[str]:
+    """A number of a million or more as "1.267 billion": the largest scale word that leaves at most three
+    decimals (an amount or a population, not an identifier: 1234567 has no such form)."""
+    if not abs(number) < 1e16:  # also NaN
+        return []
+    for scale, word in SCALES:
+        if abs(number) >= scale:
+            x = number / scale
+            return [f"{x:g} {word}"] if abs(x * 1000 - round(x * 1000)) < 1e-6 else []
     return []
 
 

@@ -236,12 +236,17 @@ class _Grounding:
         needle = needle[:200]
         if _find_bounded(self.raw, needle, _ASCII_WORD.__contains__, _ASCII_WORD.__contains__):
             return "="
+        if self.conversions:
+            if type(value) is int and abs(value) >= 1000 and _find_bounded(self.raw, f"{value:,}", _digit_or_dot,
+                                                                           _digit_or_dot):
+                return "~"  # "5,000": BFCL's normalisation drops the separator too
+            # Before the loose "~" test: "EUR" is a substring of "euros" once spaces go, but the user wrote the
+            # other form of the value, which is what the mark says.
+            if any(_find_bounded(self.raw, phrase.lower(), _word_char, _word_char) for phrase in restatements(value)):
+                return "^"  # what forms.restated_in finds, without a regex per phrase
         std = standardize_string(needle)
         if std and not isinstance(value, (int, float)) and std in self.std:
             return "~"
-        if self.conversions and any(_find_bounded(self.raw, phrase.lower(), _word_char, _word_char)
-                                    for phrase in restatements(value)):
-            return "^"  # what forms.restated_in finds, without a regex per phrase
         return "?"
 
 

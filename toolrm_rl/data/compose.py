@@ -234,7 +234,8 @@ def restated_examples(examples: Iterable[ToolExample], seed: int = 0, share: flo
         options = []
         for call in ex.gold:
             for value in call.arguments.values():
-                written = value if isinstance(value, str) else repr(value) if type(value) is float else None
+                written = (value if isinstance(value, str) else repr(value) if type(value) is float
+                           else str(value) if type(value) is int else None)
                 phrases = restatements(value)
                 if not written or not phrases or written in others:
                     continue

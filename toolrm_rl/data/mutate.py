@@ -529,7 +529,7 @@ def raw_copy_string(value: str, query: str) -> str | None:
     return best
 
 
-_CONVERSIONS = (10, 100, 1000, 60, 3600, 24, 7, 12, 365)
+_CONVERSIONS = (10, 100, 1000, 60, 3600, 24, 7, 12, 365, 10**6, 10**9)  # the last two: "1.2 million"
 
 
 def raw_copy_number(value: int | float, numbers: list[int | float]) -> int | float | None:

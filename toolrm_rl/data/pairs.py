@@ -16,7 +16,7 @@ import copy
 import random
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -24,7 +24,7 @@ from toolrm_rl.core.bfcl_types import PY_TYPES
 from toolrm_rl.core.calls import ToolCall, ToolCatalog, ToolSpec
 from toolrm_rl.core.match import GroundTruth, canonical_calls, error_category
 from toolrm_rl.core.schema import check_calls
-from toolrm_rl.data.mutate import mutate
+from toolrm_rl.data.mutate import OPERATORS, mutate
 from toolrm_rl.data.records import PairRecord
 from toolrm_rl.data.sources import ToolExample
 
@@ -245,19 +245,22 @@ def _with_count_contrast(chosen: list, pool: list, n_gold: int) -> list:
     return out
 
 
-def _with_no_call(chosen: list, pool: list) -> list:
-    """``chosen`` with the "no call" negative in it (replacing the last negative) when the pool has one.
+def _with_variant(chosen: list, pool: list, wanted: Callable[[tuple], bool]) -> list:
+    """``chosen`` with a negative that ``wanted`` accepts in it (replacing the last negative) when the pool
+    has one; ``chosen`` as it is when it already holds one or the pool has none.
 
-    Used for an example whose question also appears with its called functions removed (no call right
-    there): with both, the same question and answer "no call" is wrong with the tool and right without
-    it, so only the catalog can decide, not a prior for or against calling.
+    Used where one negative is the point of an example:
+
+    - "no call" for a question that also appears with its called functions removed (no call right there):
+      with both, the same question and answer "no call" is wrong with the tool and right without it, so
+      only the catalog can decide, not a prior for or against calling;
+    - the user's own words for a value the gold converts (``raw_copy``) in a restated question: without
+      that negative the restatement only teaches that converted values are right.
     """
-    if any(not item[1] for item in chosen):
+    if any(wanted(item) for item in chosen) or not chosen:
         return chosen
-    no_call = next((item for item in pool if not item[1]), None)
-    if no_call is None or not chosen:
-        return chosen
-    return list(chosen[:-1]) + [no_call]
+    extra = next((item for item in pool if wanted(item)), None)
+    return chosen if extra is None else list(chosen[:-1]) + [extra]
 
 
 def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: int = 3, schema_valid_share: float = 0.7,
@@ -278,7 +281,8 @@ def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: in
             exists (:func:`_with_count_contrast`).
         relevance_contrast: an example marked ``meta["abstention_twin"]`` (its question is also trained with its
             called functions removed: :func:`toolrm_rl.data.compose.mark_abstention_twins`) always gets the
-            "no call" negative (:func:`_with_no_call`).
+            "no call" negative (:func:`_with_variant`). A restated question (``meta["restated"]``:
+            :func:`toolrm_rl.data.compose.restated_examples`) always gets its ``raw_copy`` negative.
 
     Returns:
         ``(pairs, stats)``; each pair's ``error_type`` is the matcher's raw error type and its id
@@ -299,7 +303,10 @@ def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: in
         rng = random.Random(ex_seed)
         seen = {canonical_calls(ex.gold, judge.ordered)}
         valid_pool, invalid_pool = [], []
-        for op, calls in mutate(ex.gold, ex.tools, seed=ex_seed, operators=operators, query=_last_user(ex.conversation)):
+        ops = list(operators or OPERATORS)
+        if ex.meta.get("restated") and "raw_copy" in ops:  # first, so a copy another operator also makes is named so
+            ops.insert(0, ops.pop(ops.index("raw_copy")))
+        for op, calls in mutate(ex.gold, ex.tools, seed=ex_seed, operators=ops, query=_last_user(ex.conversation)):
             key = canonical_calls(calls, judge.ordered)
             if key in seen:
                 continue
@@ -320,7 +327,9 @@ def mutation_pairs(examples: Iterable[ToolExample], *, negatives_per_example: in
         if count_contrast:
             chosen = _with_count_contrast(chosen, valid_pool + invalid_pool, len(ex.gold))
         if relevance_contrast and ex.gold and ex.meta.get("abstention_twin"):
-            chosen = _with_no_call(chosen, valid_pool + invalid_pool)
+            chosen = _with_variant(chosen, valid_pool + invalid_pool, lambda item: not item[1])
+        if ex.meta.get("restated"):
+            chosen = _with_variant(chosen, valid_pool + invalid_pool, lambda item: item[0] == "raw_copy")
         for j, (op, calls, schema_ok, error_type) in enumerate(chosen):
             stats.n_schema_valid += schema_ok
             by_op[op] += 1
