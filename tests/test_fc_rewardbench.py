@@ -82,6 +82,41 @@ def test_accuracy_ties_and_every_breakdown_by_hand():
     assert report.by_model == {"m1": {"accuracy": 0.75, "n": 4, "ties": 0}, "m2": {"accuracy": 1 / 3, "n": 3, "ties": 1}}
     assert schema_valid_mask(PAIRS) == [True, True, True, False, True, True, False]
     assert report.schema_valid_subset == {"accuracy": 0.4, "n": 5, "ties": 1}
+    # schema-valid value errors only (pairs 0, 1, 2), by where the differing values come from ("call f": nowhere)
+    assert report.by_value_grounding == {"? vs ?": {"accuracy": 0.5, "n": 2, "ties": 0},
+                                         "added": {"accuracy": 0.0, "n": 1, "ties": 1}}
+
+
+def test_value_grounding_breakdown_exposes_a_scorer_that_only_prefers_verbatim_values(tmp_path):
+    from toolrm_rl.core.render import value_grounding
+
+    tools = ToolCatalog.load([{"name": "loan", "parameters": {"type": "object", "properties": {
+        "rate": {"type": "number"}, "city": {"type": "string"}}}}])
+    conv = [{"role": "user", "content": "A loan at 5% in Paris or Rome"}]
+
+    class Verbatim:
+        name = "verbatim"
+
+        def score(self, examples):  # +1 per argument the user wrote verbatim
+            return [float(sum(value_grounding(v, e.conversation[0]["content"]) == "=" for c in e.calls
+                              for v in c.arguments.values())) for e in examples]
+
+    def pair(i, chosen, rejected):
+        return PairRecord(id=f"v{i}", tools=tools, conversation=conv, chosen=[ToolCall("loan", chosen)],
+                          rejected=[ToolCall("loan", rejected)], error_type="value_error:others")
+
+    pairs = [pair(0, {"rate": 0.05, "city": "Paris"}, {"rate": 5, "city": "Paris"}),      # converted vs copied
+             pair(1, {"rate": 0.05, "city": "Paris"}, {"rate": 5.0, "city": "Paris"}),
+             pair(2, {"rate": 0.05, "city": "Paris"}, {"rate": 0.05, "city": "Lyon"}),    # the user's city vs invented
+             pair(3, {"rate": 0.05, "city": "Paris"}, {"rate": 0.05, "city": "Rome"})]    # two cities the user named
+    report = evaluate_pairs(Verbatim(), pairs, bootstrap_samples=10)
+    assert report.by_value_grounding == {"^ vs =": {"accuracy": 0.0, "n": 2, "ties": 0},
+                                         "= vs ?": {"accuracy": 1.0, "n": 1, "ties": 0},
+                                         "= vs =": {"accuracy": 0.0, "n": 1, "ties": 1}}
+    paths = write_reports([report], tmp_path)
+    md = paths["md"].read_text()
+    assert "## Schema-valid value errors by grounding" in md and "| ^ vs = (n=2) | 0.000 |" in md
+    assert json.loads(paths["json"].read_text())["by_value_grounding"]["= vs ?"]["n"] == 1
 
 
 def test_bootstrap_interval_fixed_seed():

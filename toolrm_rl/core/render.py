@@ -196,16 +196,19 @@ def format_calls(calls: Sequence[ToolCall], grounding: Any = None) -> str:
         f"{k}{ground.mark(v) if ground else '='}{_val(v)}" for k, v in c.arguments.items()) + ")" for c in calls)
 
 
-def value_grounding(value: Any, text: str) -> str:
+def value_grounding(value: Any, text: str, conversions: bool = False) -> str:
     """Where ``value`` (an argument value) comes from in ``text``: ``"="`` verbatim (case-insensitive,
     not inside a longer word or number), ``"~"`` after BFCL's string normalisation (lower case, spaces
-    and ``,./-_*^`` removed), ``"?"`` not found. Lists and dicts take their worst element; booleans,
-    None and empty values count as found (nothing to ground).
+    and ``,./-_*^`` removed), ``"^"`` only in another form (with ``conversions``: an ISO date in words,
+    a percentage, ...: :func:`toolrm_rl.core.forms.restatements`), ``"?"`` not found. Lists and dicts
+    take their worst element; booleans, None and empty values count as found (nothing to ground).
 
     >>> [value_grounding(v, "Book 2 tickets to New York, on 2024-05-01") for v in ("new york", 2, "NewYork", 3)]
     ['=', '=', '~', '?']
+    >>> value_grounding(0.05, "at a 5% fee"), value_grounding(0.05, "at a 5% fee", conversions=True)
+    ('?', '^')
     """
-    return _Grounding(text).mark(value)
+    return _Grounding(text, conversions=conversions).mark(value)
 
 
 _LEAF_LIMIT = 64  # leaves checked per value: a hostile candidate cannot make grounding quadratic

@@ -4,8 +4,10 @@ A pair is right when ``score(chosen) > score(rejected)``; ties are *not* wins (t
 are reported, and ``accuracy_ties_half`` counts them as 0.5 for comparison with papers that do).
 Breakdowns: by raw ``error_type``, by the benchmark card's 8 error categories
 (:func:`~toolrm_rl.core.match.error_category`, ``other`` for labels outside BFCL's), by
-``test_category``, by ``model_name``, and on the subset where both calls pass the schema rules: the
-part a reward model must decide beyond rules.
+``test_category``, by ``model_name``, on the subset where both calls pass the schema rules (the
+part a reward model must decide beyond rules), and for the value errors on that subset by where the
+two answers' differing values come from (:func:`value_grounding_key`: does the scorer only prefer the
+value the user wrote verbatim?).
 
 Scorers with a pair-aware ``score_pairs(pairs)`` (the pairwise LLM judge) are asked about pairs;
 others score the flattened list (:func:`toolrm_rl.scoring.score_pairs`).
@@ -31,13 +33,14 @@ from toolrm_rl.config import option as _f
 from toolrm_rl.config import wandb_offline_without_credentials
 from toolrm_rl.core.io import atomic_write, write_json
 from toolrm_rl.core.match import ERROR_CATEGORIES, error_category
+from toolrm_rl.core.render import value_grounding
 from toolrm_rl.core.schema import check_calls
 from toolrm_rl.core.subset import seeded_subset
 from toolrm_rl.data.records import PairRecord
 from toolrm_rl.eval.plots import bar_chart, md_table
 from toolrm_rl.scoring import Scorer, build_scorers, score_pairs
 
-__all__ = ["PairwiseReport", "evaluate_pairs", "summarize", "bootstrap_ci", "markdown_table", "report_markdown",
+__all__ = ["PairwiseReport", "evaluate_pairs", "value_grounding_key", "summarize", "bootstrap_ci", "markdown_table", "report_markdown",
            "result_json", "write_reports", "FCRewardBenchConfig", "load_config", "run"]
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,7 @@ class PairwiseReport:
     by_test_category: dict[str, dict[str, float]] = field(default_factory=dict)
     by_model: dict[str, dict[str, float]] = field(default_factory=dict)
     schema_valid_subset: dict[str, float] = field(default_factory=dict)
+    by_value_grounding: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -77,7 +81,8 @@ class PairwiseReport:
                 "tie_rate": self.tie_rate, "accuracy_ties_half": self.accuracy_ties_half, "ci95": list(self.ci95),
                 "by_error_type": self.by_error_type, "by_category": self.by_category,
                 "by_test_category": self.by_test_category, "by_model": self.by_model,
-                "schema_valid_subset": self.schema_valid_subset, "seconds": self.seconds}
+                "schema_valid_subset": self.schema_valid_subset, "by_value_grounding": self.by_value_grounding,
+                "seconds": self.seconds}
 
 
 def summarize(wins: Sequence[bool], ties: Sequence[bool]) -> dict[str, float]:
@@ -116,6 +121,42 @@ def schema_valid_mask(pairs: Sequence[PairRecord]) -> list[bool]:
     return [check_calls(p.chosen, p.tools).ok and check_calls(p.rejected, p.tools).ok for p in pairs]
 
 
+def value_grounding_key(pair: PairRecord) -> str:
+    """Where the values that differ between a pair's two answers come from in the user and tool turns
+    (:func:`~toolrm_rl.core.render.value_grounding` with conversions), as ``"<chosen> vs <rejected>"`` per
+    differing argument, e.g. ``"^ vs ="`` (the gold converts what the user wrote, the wrong answer copies
+    it); ``"omitted"`` / ``"added"`` for an argument only the chosen / only the rejected call has; each
+    rejected call is compared with the first unused chosen call of the same name, ``"unmatched"`` when
+    there is none. Distinct parts are sorted and joined with ``", "``.
+
+    >>> from toolrm_rl.core.calls import ToolCall, ToolCatalog
+    >>> pair = PairRecord("p", ToolCatalog.load([]), [{"role": "user", "content": "Invest $500 at 5% in Paris"}],
+    ...                   [ToolCall("f", {"rate": 0.05, "amount": 500, "city": "Paris"})],
+    ...                   [ToolCall("f", {"rate": 5, "amount": 500, "city": "Rome", "unit": "usd"})])
+    >>> value_grounding_key(pair)
+    '= vs ?, ^ vs =, added'
+    """
+    text = " ".join(str(m.get("content") or "") for m in pair.conversation if m.get("role") in ("user", "tool"))
+    parts: set[str] = set()
+    used: set[int] = set()
+    for rejected in pair.rejected:
+        i = next((i for i, c in enumerate(pair.chosen) if c.name == rejected.name and i not in used), None)
+        if i is None:
+            parts.add("unmatched")
+            continue
+        used.add(i)
+        chosen = pair.chosen[i]
+        for name in dict.fromkeys([*chosen.arguments, *rejected.arguments]):
+            if name not in rejected.arguments:
+                parts.add("omitted")
+            elif name not in chosen.arguments:
+                parts.add("added")
+            elif chosen.arguments[name] != rejected.arguments[name]:
+                parts.add(f"{value_grounding(chosen.arguments[name], text, True)} vs "
+                          f"{value_grounding(rejected.arguments[name], text, True)}")
+    return ", ".join(sorted(parts)) or "same values"
+
+
 def _pair_scores(scorer: Scorer, pairs: Sequence[PairRecord]) -> list[tuple[float, float]]:
     examples = [(p.chosen_example(), p.rejected_example()) for p in pairs]
     scores = score_pairs(scorer, examples)
@@ -138,6 +179,7 @@ def evaluate_pairs(scorer: Scorer, pairs: Sequence[PairRecord], *, bootstrap_sam
     ties = [c == r for c, r in scores]
     valid = list(valid) if valid is not None else schema_valid_mask(pairs)
     subset = [i for i, v in enumerate(valid) if v]
+    values = [i for i in subset if error_category(pairs[i].error_type) == "wrong_value"]
     overall = summarize(wins, ties)
     return PairwiseReport(
         scorer=getattr(scorer, "name", type(scorer).__name__), accuracy=overall["accuracy"], n=overall["n"],
@@ -147,6 +189,8 @@ def evaluate_pairs(scorer: Scorer, pairs: Sequence[PairRecord], *, bootstrap_sam
         by_test_category=_group([p.source or "?" for p in pairs], wins, ties),
         by_model=_group([p.generator or "?" for p in pairs], wins, ties),
         schema_valid_subset=summarize([wins[i] for i in subset], [ties[i] for i in subset]),
+        by_value_grounding=_group([value_grounding_key(pairs[i]) for i in values], [wins[i] for i in values],
+                                  [ties[i] for i in values]),
         seconds=seconds,
     )
 
@@ -182,6 +226,11 @@ def _overall_table(reports: Sequence[PairwiseReport]) -> str:
                      "schema-valid n", "n", "seconds"], rows)
 
 
+_GROUNDING_NOTE = ("Where the values that differ come from in the user's words, chosen vs rejected: `=` verbatim, "
+                   "`~` after normalisation, `^` only in another form (a date in words, a percentage), `?` not found. "
+                   "A scorer that only prefers verbatim values wins `= vs ?` and loses `^ vs =`.\n")
+
+
 def report_markdown(reports: Sequence[PairwiseReport], *, title: str = "FC-RewardBench pairwise accuracy",
                     data: str = "") -> str:
     """The full markdown report: overall per scorer, then per error category, test category, model
@@ -191,6 +240,8 @@ def report_markdown(reports: Sequence[PairwiseReport], *, title: str = "FC-Rewar
              "\n## By error category (FC-RewardBench card)\n", markdown_table(reports, "by_category"),
              "\n## By test category\n", markdown_table(reports, "by_test_category"),
              "\n## By model\n", markdown_table(reports, "by_model"),
+             "\n## Schema-valid value errors by grounding\n", _GROUNDING_NOTE,
+             markdown_table(reports, "by_value_grounding"),
              "\n## By raw error type\n", markdown_table(reports, "by_error_type")]
     return "\n".join(p for p in parts if p)
 
@@ -242,7 +293,7 @@ def log_wandb(reports: Sequence[PairwiseReport], cfg: FCRewardBenchConfig) -> No
         table.add_data(r.scorer, "overall", "all", r.accuracy, r.n, r.ties)
         table.add_data(r.scorer, "schema_valid_subset", "all", r.schema_valid_subset.get("accuracy"),
                        r.schema_valid_subset.get("n"), r.schema_valid_subset.get("ties"))
-        for breakdown in ("by_category", "by_test_category", "by_model", "by_error_type"):
+        for breakdown in ("by_category", "by_test_category", "by_model", "by_error_type", "by_value_grounding"):
             for key, s in getattr(r, breakdown).items():
                 table.add_data(r.scorer, breakdown, key, s["accuracy"], s["n"], s["ties"])
     run.log({"fc_rewardbench": table,
