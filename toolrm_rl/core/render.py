@@ -80,8 +80,9 @@ class RenderSpec:
                                       "way for a policy to look thorough. Off in checkpoints saved before it existed.")
     mark_conversions: bool = _help(False, "Plain mode, with mark_grounding: a value not in the conversation whose "
                                           "other form is (an ISO date the user wrote in words, 0.05 for '5%', USD for "
-                                          "'US dollars': toolrm_rl.core.forms.restatements) is written name^value, not "
-                                          "name?value: a conversion is not an invented value. Off in older checkpoints.")
+                                          "'US dollars', 1.4e9 for '1.4 billion': toolrm_rl.core.forms.restatements) is "
+                                          "written name^value, not name?value (a conversion is not an invented value), "
+                                          "and 5000 for '5,000' name~value. Off in older checkpoints.")
     max_near_misses: int = _help(3, "Functions most related to the user's words that keep shortened descriptions "
                                     "until the rest of the catalog is gone (besides the most related one).")
     chars_per_token: float = _help(4.0, "Without a tokenizer, n_tokens = ceil(len(text) / chars_per_token).")
