@@ -218,6 +218,13 @@ def test_huge_int_in_a_call():
     truth = GroundTruth(TOOLS, [{"f": {"s": ["x"]}}])
     assert truth.check([ToolCall("f", {"s": huge})]).error_type == "type_error:simple"
     assert "bits" in truth.check([ToolCall("f", {"s": huge})]).message
+    # the renderer writes it (every mark on, coverage too) instead of raising in str()/float()/json.dumps
+    from toolrm_rl.core.render import RenderSpec, render
+
+    conv = [{"role": "user", "content": "pay 5,000 now"}]
+    for value in (huge, 10 ** 400, [huge, 5000]):
+        text = render(TOOLS, conv, [ToolCall("f", {"s": value})], spec=RenderSpec(mark_conversions=True)).text
+        assert text.startswith("call: [1 call, ") and "s?" in text
 
 
 def test_schema_nested_450_levels_built_by_hand():

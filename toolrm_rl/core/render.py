@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolrm_rl.core.calls import ToolCall, ToolCatalog, calls_from_openai, load_json_field
+from toolrm_rl.core.calls import ToolCall, ToolCatalog, calls_from_openai, load_json_field, short_repr
 from toolrm_rl.core.forms import restatements
 from toolrm_rl.core.match import canonical_calls, standardize_string
 
@@ -234,6 +234,8 @@ class _Grounding:
             return "="
         if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
             value = int(value)
+        if isinstance(value, int) and value.bit_length() > 1024:
+            return "?"  # no user writes it, and str() of one past 4,300 digits raises
         needle = str(value).lower() if not isinstance(value, str) else value.lower().strip()
         if not needle:
             return "="
@@ -711,7 +713,10 @@ def _tool_variant(base: dict[str, Any], name: str, level: int, rs: RenderSpec) -
 
 
 def _val(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except ValueError:  # an int past Python's 4,300-digit str limit (a ToolCall built in code; parsers refuse it)
+        return short_repr(value)
 
 
 def _plain_param(name: str, schema: Any, required: bool) -> str:
@@ -812,7 +817,9 @@ def asked_coverage(calls: Sequence[ToolCall], asked: Sequence[str]) -> int:
     2
     """
     leaves = [v for c in calls for v in _leaves(c.arguments, _LEAF_LIMIT)]
-    numbers = {float(v) for v in leaves if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    # an int past float's range (a policy can write 10**400 in JSON) cannot equal a number a user wrote
+    numbers = {float(v) for v in leaves if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and (isinstance(v, float) or abs(v) < 10**308)}
     strings = " | ".join(v for v in leaves if isinstance(v, str))[:_HAYSTACK_LIMIT]
     std = standardize_string(strings.lower())
     used = 0
