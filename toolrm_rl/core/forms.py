@@ -1,7 +1,8 @@
 """How one value is written in other forms: synonym groups (currencies, units, places, months, ...), an
-ISO date or 24-hour time in words, a fraction as a percentage, a large round number with a scale word. The mutation operators write these forms as
-near misses and raw copies (:mod:`toolrm_rl.data.mutate`); the renderer marks a value whose other form the
-user wrote (:class:`toolrm_rl.core.render.RenderSpec` ``mark_conversions``).
+ISO date or 24-hour time in words, a fraction as a percentage, a large round number with a scale word. The
+mutation operators write these forms as near misses and raw copies (:mod:`toolrm_rl.data.mutate`); the
+renderer marks a value whose other form the user wrote (:class:`toolrm_rl.core.render.RenderSpec`
+``mark_conversions``).
 """
 
 from __future__ import annotations

@@ -534,7 +534,7 @@ _CONVERSIONS = (10, 100, 1000, 60, 3600, 24, 7, 12, 365, 10**6, 10**9)  # the la
 
 def raw_copy_number(value: int | float, numbers: list[int | float]) -> int | float | None:
     """A number the user wrote that the right value converts (the same digits, or a common factor
-    away: percent, thousands, minutes, hours, days, months), e.g. 5 for 0.05 ("5%"), 2 for 120 ("2
+    away: percent, thousands, millions, minutes, hours, days, months), e.g. 5 for 0.05 ("5%"), 2 for 120 ("2
     hours"). None when no query number relates to ``value``.
 
     >>> raw_copy_number(0.05, [5, 2024])
