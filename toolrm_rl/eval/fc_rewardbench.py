@@ -204,17 +204,29 @@ def _breakdown_keys(reports: Sequence[PairwiseReport], breakdown: str) -> list[s
     return sorted(keys)
 
 
-def markdown_table(reports: Sequence[PairwiseReport], breakdown: str = "by_test_category") -> str:
-    """A markdown table: one column per scorer; rows overall, schema-valid subset, ties, then the breakdown."""
+def markdown_table(reports: Sequence[PairwiseReport], breakdown: str = "by_test_category", min_n: int = 1) -> str:
+    """A markdown table: one column per scorer; rows overall, schema-valid subset, ties, then the breakdown.
+
+    :param min_n: keys with fewer pairs are pooled into one last row, "N other kinds" (report.json keeps them all).
+    """
     head = "| | " + " | ".join(r.scorer for r in reports) + " |\n|---|" + "---:|" * len(reports) + "\n"
     rows = ["| overall (n=%d) | " % reports[0].n + " | ".join(f"{r.accuracy:.3f}" for r in reports) + " |",
             "| both calls schema-valid (n=%d) | " % reports[0].schema_valid_subset.get("n", 0)
             + " | ".join(f"{r.schema_valid_subset.get('accuracy', float('nan')):.3f}" for r in reports) + " |",
             "| ties | " + " | ".join(str(r.ties) for r in reports) + " |"]
+    rare = []
     for key in _breakdown_keys(reports, breakdown):
         n = max(getattr(r, breakdown).get(key, {}).get("n", 0) for r in reports)
+        if n < min_n:
+            rare.append(key)
+            continue
         cells = [getattr(r, breakdown).get(key, {}).get("accuracy", float("nan")) for r in reports]
         rows.append(f"| {key} (n={n}) | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    if rare:
+        pooled = [[getattr(r, breakdown)[k] for k in rare if k in getattr(r, breakdown)] for r in reports]
+        cells = [sum(g["accuracy"] * g["n"] for g in p) / max(sum(g["n"] for g in p), 1) for p in pooled]
+        rows.append(f"| {len(rare)} other kinds (n={max(sum(g['n'] for g in p) for p in pooled)}) | "
+                    + " | ".join(f"{c:.3f}" for c in cells) + " |")
     return head + "\n".join(rows) + "\n"
 
 
@@ -241,7 +253,7 @@ def report_markdown(reports: Sequence[PairwiseReport], *, title: str = "FC-Rewar
              "\n## By test category\n", markdown_table(reports, "by_test_category"),
              "\n## By model\n", markdown_table(reports, "by_model"),
              "\n## Schema-valid value errors by grounding\n", _GROUNDING_NOTE,
-             markdown_table(reports, "by_value_grounding"),
+             markdown_table(reports, "by_value_grounding", min_n=3),
              "\n## By raw error type\n", markdown_table(reports, "by_error_type")]
     return "\n".join(p for p in parts if p)
 
