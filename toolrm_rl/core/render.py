@@ -209,9 +209,16 @@ def value_grounding(value: Any, text: str, conversions: bool = False) -> str:
     >>> value_grounding(0.05, "at a 5% fee"), value_grounding(0.05, "at a 5% fee", conversions=True)
     ('?', '^')
     """
-    return _Grounding(text, conversions=conversions).mark(value)
+    return _grounding(text[:_HAYSTACK_LIMIT], conversions).mark(value)
 
 
+@functools.lru_cache(maxsize=8)
+def _grounding(text: str, conversions: bool) -> _Grounding:
+    """One normalised look-up per conversation: callers ask about every argument of a pair in turn."""
+    return _Grounding(text, conversions=conversions)
+
+
+_FLOAT_SIZED = 10**308  # ints below this convert to float; a constant, as CPython does not fold the power
 _LEAF_LIMIT = 64  # leaves checked per value: a hostile candidate cannot make grounding quadratic
 _HAYSTACK_LIMIT = 20_000
 
@@ -819,7 +826,7 @@ def asked_coverage(calls: Sequence[ToolCall], asked: Sequence[str]) -> int:
     leaves = [v for c in calls for v in _leaves(c.arguments, _LEAF_LIMIT)]
     # an int past float's range (a policy can write 10**400 in JSON) cannot equal a number a user wrote
     numbers = {float(v) for v in leaves if isinstance(v, (int, float)) and not isinstance(v, bool)
-               and (isinstance(v, float) or abs(v) < 10**308)}
+               and (isinstance(v, float) or abs(v) < _FLOAT_SIZED)}
     strings = " | ".join(v for v in leaves if isinstance(v, str))[:_HAYSTACK_LIMIT]
     std = standardize_string(strings.lower())
     used = 0
