@@ -371,3 +371,42 @@ def test_score_cache_skips_known_texts_and_keeps_scores(minilm_rm):
         minilm_rm._forward = original
     assert again[:len(FEW)] == first
     assert calls == [1]  # only the new example went through the model
+
+
+def _tiny_bert_classifier(layers: int = 3):
+    config = AutoConfig.for_model("bert", vocab_size=64, hidden_size=32, num_hidden_layers=layers,
+                                  num_attention_heads=2, intermediate_size=64, num_labels=1)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+@pytest.mark.parametrize("layers", [0, 2])
+def test_freeze_lower_stops_the_embeddings_and_the_lowest_blocks_of_an_encoder(layers):
+    from toolrm_rl.model.toolrm import freeze_lower
+
+    model = _tiny_bert_classifier(layers=3)
+    frozen = freeze_lower(model, layers)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    stopped = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    assert all(n.startswith("bert.embeddings.") or any(n.startswith(f"bert.encoder.layer.{i}.") for i in range(layers))
+               for n in stopped)
+    assert any(n.startswith("bert.embeddings.position_embeddings") for n in stopped)  # all below block 0
+    assert all(any(n.startswith(f"bert.encoder.layer.{i}.") for n in trainable) for i in range(layers, 3))
+    assert any(n.startswith("classifier.") for n in trainable) and any(n.startswith("bert.pooler.") for n in trainable)
+    assert not any(n.startswith(f"bert.encoder.layer.{i}.") for n in trainable for i in range(layers))
+
+
+def test_freeze_lower_on_a_decoder_and_bad_counts(qwen_tok_dir):
+    from toolrm_rl.model.toolrm import freeze_lower
+
+    tok = AutoTokenizer.from_pretrained(qwen_tok_dir)
+    model = AutoModelForSequenceClassification.from_config(_tiny_qwen_config(tok, num_labels=1))
+    freeze_lower(model, 1)
+    stopped = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert "model.embed_tokens.weight" in stopped
+    assert any(n.startswith("model.layers.0.") for n in stopped)
+    assert not any(n.startswith("model.layers.1.") or n.startswith("score.") for n in stopped)
+    with pytest.raises(ValueError, match="3 blocks asked.*has 2"):
+        freeze_lower(model, 3)
+    with pytest.raises(ValueError, match=">= 0"):
+        freeze_lower(model, -1)

@@ -346,3 +346,17 @@ def test_wandb_goes_offline_without_credentials_and_push_to_hub_is_called(pair_f
     assert os.environ["WANDB_MODE"] == "offline"
     assert list((out / "wandb").glob("offline-run-*")), "no offline wandb run directory"
     assert pushed == [("model", "me/toolrm-test"), ("tok", "me/toolrm-test")]
+
+
+def test_freeze_layers_trains_only_the_upper_blocks_and_the_head(pair_files, tmp_path):
+    out = tmp_path / "run"
+    before = ToolRM.from_pretrained(minilm_dir()).model.state_dict()
+    cfg = load_config(RECIPES / "minilm_cpu.yaml", _overrides(out, *pair_files, **{
+        "train.max_steps": 3, "train.freeze_layers": 4, "data.eval_files": "[]"}))
+    result = train(cfg)
+    after = AutoModelForSequenceClassification.from_pretrained(result.final_dir).state_dict()
+    changed = {k for k in before if k in after and not torch.equal(before[k], after[k])}
+    assert not any(k.startswith("bert.embeddings.") or k.startswith(tuple(f"bert.encoder.layer.{i}." for i in range(4)))
+                   for k in changed)
+    assert any(k.startswith("bert.encoder.layer.5.") for k in changed) and any(k.startswith("classifier.") for k in changed)
+    assert result.metrics["data"]["frozen_parameters"] > 11_000_000  # the word embeddings alone are 11.7M

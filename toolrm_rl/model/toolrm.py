@@ -40,9 +40,9 @@ from toolrm_rl.core.render import RenderedInput, RenderSpec, RMExample, render_e
 from toolrm_rl.core.toolrm_json import TOOLRM_JSON, read_toolrm_json, write_toolrm_json
 
 __all__ = ["ENCODER_MODEL_TYPES", "MIN_SHARED_TOKENS", "ToolRM", "backbone_of", "default_render_spec",
-           "length_batches", "lora_head_modules", "portable_base_model", "save_adapter", "QUANTIZE_MODES", "quantize_int8",
-           "linear_input_absmax", "smooth_linear_inputs", "calibration_examples", "onnxruntime_int8",
-           "load_onnxruntime_int8", "ort_int8_cache_file"]
+           "freeze_lower", "length_batches", "lora_head_modules", "portable_base_model", "save_adapter",
+           "QUANTIZE_MODES", "quantize_int8", "linear_input_absmax", "smooth_linear_inputs", "calibration_examples",
+           "onnxruntime_int8", "load_onnxruntime_int8", "ort_int8_cache_file"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,39 @@ def lora_head_modules(model: Any) -> list[str]:
     if not names:
         raise ValueError(f"{type(base).__name__} has no scalar head among {HEAD_MODULE_NAMES}")
     return names
+
+
+def freeze_lower(model: Any, layers: int) -> int:
+    """Stop training the input embeddings and the lowest ``layers`` transformer blocks of ``model`` (any HF
+    encoder or decoder with a scalar head); returns how many parameters were frozen.
+
+    Why: on a compute-bound CPU most of a step is the backward pass, and nothing below the lowest trained
+    block needs a gradient, so freezing the embeddings and the first blocks cuts each step's cost (MiniLM-L6,
+    16 inputs of 170 tokens: 1.06x with the embeddings alone, 1.30x with 2 blocks, 1.41x with 3). The
+    blocks are the first ``torch.nn.ModuleList`` of the base model with ``config.num_hidden_layers`` entries.
+    Raises ``ValueError`` when ``layers`` is negative or more than the model has, or no block list is found.
+    """
+    if layers < 0:
+        raise ValueError(f"freeze_layers: expected a block count >= 0, got {layers}")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(base, "base_model", base)
+    n_blocks = getattr(body.config, "num_hidden_layers", None)
+    blocks = next((m for m in body.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_blocks), None)
+    if blocks is None:
+        raise ValueError(f"freeze_layers: no list of {n_blocks} transformer blocks in {type(body).__name__}")
+    if layers > len(blocks):
+        raise ValueError(f"freeze_layers: {layers} blocks asked, {type(body).__name__} has {len(blocks)}")
+    # BERT keeps position/type embeddings and their LayerNorm beside the word embeddings: all of them sit
+    # below the first block, so they go too.
+    embeddings = getattr(body, "embeddings", None)
+    embeddings = embeddings if isinstance(embeddings, torch.nn.Module) else base.get_input_embeddings()
+    frozen = 0
+    for module in [embeddings, *blocks[:layers]]:
+        for param in module.parameters():
+            if param.requires_grad:
+                param.requires_grad_(False)
+                frozen += param.numel()
+    return frozen
 
 
 def portable_base_model(name_or_path: str | Path | None) -> str | None:

@@ -114,6 +114,10 @@ class TrainSettings:
     head_learning_rate: float | None = _f(None, "Learning rate of the fresh score head (None: learning_rate); a "
                                                 "higher one leaves the ln 2 plateau sooner.")
     margin: float | None = _f(None, "Optional constant margin m in -log sigmoid(r+ - r- - m).")
+    freeze_layers: int | None = _f(None, "Freeze the input embeddings and the lowest N transformer blocks "
+                                         "(toolrm_rl.model.toolrm.freeze_lower): fewer backward passes, more steps "
+                                         "in a time budget on a CPU. None: train every weight; 0: all but the "
+                                         "embeddings. Ignored with LoRA (the base is frozen there already).")
     ema_decay: float | None = _f(None, "Save an exponential moving average of the weights (toolrm_rl.model.ema) "
                                        "instead of the last step's: spans ~1/(1-decay) steps after warm-up; "
                                        "None: the last step's weights.")
@@ -632,7 +636,7 @@ def train(cfg: RMTrainConfig) -> TrainResult:
 
     from toolrm_rl.core.toolrm_json import write_toolrm_json
     from toolrm_rl.data.backbones import resolve_backbone
-    from toolrm_rl.model.toolrm import ToolRM, lora_head_modules, save_adapter
+    from toolrm_rl.model.toolrm import ToolRM, freeze_lower, lora_head_modules, save_adapter
 
     t = cfg.train
     out = Path(t.output_dir)
@@ -659,6 +663,8 @@ def train(cfg: RMTrainConfig) -> TrainResult:
     data_report.update(hard_truncated_train=cut_train, hard_truncated_eval=cut_eval, max_length=max_length)
     log.info("data: %s", json.dumps(data_report, default=str))
 
+    if t.freeze_layers is not None and not cfg.lora.enabled:
+        data_report["frozen_parameters"] = freeze_lower(rm.model, t.freeze_layers)
     peft_config = None
     if cfg.lora.enabled:
         from peft import LoraConfig
