@@ -262,6 +262,22 @@ def test_plain_abstention_and_unknown_name():
     assert lines[:2] == ["call: [1 call, 0/3 asked] get_wether()", "function get_wether: (not in the catalog)"]
 
 
+def test_describe_calls_writes_each_called_functions_purpose_after_the_candidate():
+    spec = RenderSpec(describe_calls=14)
+    calls = [ToolCall("get_time", {"tz": "CET"}), ToolCall("get_weather", {"city": "Paris"}),
+             ToolCall("get_time", {"tz": "UTC"}), ToolCall("get_wether", {})]
+    out = render(SMALL, CONV, calls, spec=spec)
+    lines = out.text.split("\n")
+    # once per function, in call order, cut on a word boundary; an unknown name still says so
+    assert lines[1:4] == ["function get_time: Local time...", "function get_weather: Current...",
+                          "function get_wether: (not in the catalog)"]
+    no_call = render(SMALL, CONV, [], spec=spec)
+    assert no_call.context == out.context and "function get_time: Local" not in no_call.text.split(no_call.context)[0]
+    assert render(SMALL, CONV, calls).text.split("\n")[1] == "function get_wether: (not in the catalog)"  # off
+    with pytest.raises(ValueError, match="describe_calls"):
+        RenderSpec(describe_calls=-1)
+
+
 def test_plain_accepts_json_strings_and_bfcl_nested_turns():
     out = render(json.dumps(SMALL), json.dumps([CONV]), [ToolCall("get_time", {})])
     assert "user: Weather in Paris" in out.text and "function get_weather:" in out.text

@@ -83,6 +83,11 @@ class RenderSpec:
                                           "'US dollars', 1.4e9 for '1.4 billion': toolrm_rl.core.forms.restatements) is "
                                           "written name^value, not name?value (a conversion is not an invented value), "
                                           "and 5000 for '5,000' name~value. Off in older checkpoints.")
+    describe_calls: int = _help(0, "Plain mode: after the candidate, each called catalog function's description "
+                                   "cut to this many characters, e.g. 'function get_weather: Current weather for a "
+                                   "city' (0: off). The context keeps the functions most related to the user's words, "
+                                   "whatever the candidate calls, so without it a wrong or unneeded function's "
+                                   "purpose may not be in the input at all. Off in older checkpoints.")
     max_near_misses: int = _help(3, "Functions most related to the user's words that keep shortened descriptions "
                                     "until the rest of the catalog is gone (besides the most related one).")
     chars_per_token: float = _help(4.0, "Without a tokenizer, n_tokens = ceil(len(text) / chars_per_token).")
@@ -95,8 +100,9 @@ class RenderSpec:
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise ValueError("RenderSpec.max_tokens: must be positive or None")
         if min(self.max_description_chars, self.max_param_description_chars, self.max_near_misses,
-               self.candidate_tokens) < 0:
-            raise ValueError("RenderSpec: description limits, candidate_tokens and max_near_misses must be >= 0")
+               self.candidate_tokens, self.describe_calls) < 0:
+            raise ValueError("RenderSpec: description limits, candidate_tokens, describe_calls and max_near_misses "
+                             "must be >= 0")
         if self.chars_per_token <= 0:
             raise ValueError("RenderSpec: chars_per_token must be > 0")
 
@@ -497,7 +503,11 @@ class _Layout:
         if self.spec.mark_coverage and self._asked is None:
             self._asked = asked_values(self.msgs[self.last_user]["content"]) if self.last_user is not None else []
         head = [_plain_candidate(calls, candidate_text, self._grounding, self._asked, self.spec.mark_repeats)]
-        head += [f"function {n}: {_NOT_IN_CATALOG}" for n in dict.fromkeys(c.name for c in calls) if n not in self.cat]
+        for name in dict.fromkeys(c.name for c in calls):
+            if name not in self.cat:
+                head.append(f"function {name}: {_NOT_IN_CATALOG}")
+            elif self.spec.describe_calls and self.cat[name].description.strip():
+                head.append(f"function {name}: {_shorten(self.cat[name].description.strip(), self.spec.describe_calls)}")
         return head
 
 
