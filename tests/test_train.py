@@ -360,3 +360,17 @@ def test_freeze_layers_trains_only_the_upper_blocks_and_the_head(pair_files, tmp
                    for k in changed)
     assert any(k.startswith("bert.encoder.layer.5.") for k in changed) and any(k.startswith("classifier.") for k in changed)
     assert result.metrics["data"]["frozen_parameters"] > 11_000_000  # the word embeddings alone are 11.7M
+
+
+def test_bench_train_step_prints_a_ratio_per_frozen_setting(capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_train_step.py"
+    spec = importlib.util.spec_from_file_location("bench_train_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.parse_settings("none, 0,3") == [None, 0, 3]
+    bench.main(["--freeze", "none,2", "--rows", "2", "--tokens", "8", "--rounds", "2", "--threads", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["none", "2"] and rows[0][-1] == "1.00x"
+    assert int(rows[1][1].replace(",", "")) < int(rows[0][1].replace(",", ""))  # fewer trainable weights
