@@ -374,3 +374,12 @@ def test_bench_train_step_prints_a_ratio_per_frozen_setting(capsys):
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [r[0] for r in rows] == ["none", "2"] and rows[0][-1] == "1.00x"
     assert int(rows[1][1].replace(",", "")) < int(rows[0][1].replace(",", ""))  # fewer trainable weights
+
+
+def test_a_bad_freeze_layers_fails_before_the_pairs_are_built(pair_files, tmp_path, monkeypatch):
+    import toolrm_rl.model.train as train_module
+
+    monkeypatch.setattr(train_module, "build_pairs", lambda cfg: pytest.fail("pairs built before the check"))
+    cfg = load_config(RECIPES / "minilm_cpu.yaml", _overrides(tmp_path / "run", *pair_files, **{"train.freeze_layers": 7}))
+    with pytest.raises(ValueError, match="freeze_layers: 7 blocks asked, BertModel has 6"):
+        train(cfg)

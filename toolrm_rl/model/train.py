@@ -115,8 +115,8 @@ class TrainSettings:
                                                 "higher one leaves the ln 2 plateau sooner.")
     margin: float | None = _f(None, "Optional constant margin m in -log sigmoid(r+ - r- - m).")
     freeze_layers: int | None = _f(None, "Freeze the input embeddings and the lowest N transformer blocks "
-                                         "(toolrm_rl.model.toolrm.freeze_lower): fewer backward passes, more steps "
-                                         "in a time budget on a CPU. None: train every weight; 0: all but the "
+                                         "(toolrm_rl.model.toolrm.freeze_lower): a shorter backward pass, more "
+                                         "steps in a time budget on a CPU. None: train every weight; 0: all but the "
                                          "embeddings. Ignored with LoRA (the base is frozen there already).")
     ema_decay: float | None = _f(None, "Save an exponential moving average of the weights (toolrm_rl.model.ema) "
                                        "instead of the last step's: spans ~1/(1-decay) steps after warm-up; "
@@ -651,6 +651,8 @@ def train(cfg: RMTrainConfig) -> TrainResult:
     rm = ToolRM.from_pretrained(backbone, dtype="float32" if dtype == "auto" else dtype, render_spec=None, device="cpu")
     spec = RenderSpec.from_dict({**rm.render_spec.to_dict(), **dict(cfg.model.render)})
     max_length = min(n for n in (spec.hard_cap_tokens, rm.max_length, 1 << 30) if n)
+    # Before the pairs are built: a bad block count fails in seconds, not after rendering.
+    frozen = freeze_lower(rm.model, t.freeze_layers) if t.freeze_layers is not None and not cfg.lora.enabled else 0
 
     train_pairs, eval_pairs, data_report = build_pairs(cfg.data)
     if t.loss not in ("group", "pairwise"):
@@ -660,11 +662,10 @@ def train(cfg: RMTrainConfig) -> TrainResult:
                                          "rendering train pairs", group=grouped)
     eval_ds, cut_eval = (tokenize_pairs(eval_pairs, rm.tokenizer, spec, max_length, t.margin,
                                         "rendering eval pairs", group=grouped) if eval_pairs else (None, 0))
-    data_report.update(hard_truncated_train=cut_train, hard_truncated_eval=cut_eval, max_length=max_length)
+    data_report.update(hard_truncated_train=cut_train, hard_truncated_eval=cut_eval, max_length=max_length,
+                       frozen_parameters=frozen)
     log.info("data: %s", json.dumps(data_report, default=str))
 
-    if t.freeze_layers is not None and not cfg.lora.enabled:
-        data_report["frozen_parameters"] = freeze_lower(rm.model, t.freeze_layers)
     peft_config = None
     if cfg.lora.enabled:
         from peft import LoraConfig
