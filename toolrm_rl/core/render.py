@@ -506,8 +506,8 @@ class _Layout:
         for name in dict.fromkeys(c.name for c in calls):
             if name not in self.cat:
                 head.append(f"function {name}: {_NOT_IN_CATALOG}")
-            elif self.spec.describe_calls and self.cat[name].description.strip():
-                head.append(f"function {name}: {_shorten(self.cat[name].description.strip(), self.spec.describe_calls)}")
+            elif self.spec.describe_calls and (description := self.cat[name].description.strip()):
+                head.append(f"function {name}: {_shorten(description, self.spec.describe_calls)}")
         return head
 
 
