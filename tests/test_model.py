@@ -410,3 +410,28 @@ def test_freeze_lower_on_a_decoder_and_bad_counts(qwen_tok_dir):
         freeze_lower(model, 3)
     with pytest.raises(ValueError, match=">= 0"):
         freeze_lower(model, -1)
+
+
+def test_keep_lower_blocks_loads_the_lowest_blocks_and_saves_a_plain_checkpoint(tiny_qwen_dir, minilm_dir, tmp_path):
+    from toolrm_rl.model.toolrm import keep_lower_blocks
+
+    full = ToolRM.from_pretrained(tiny_qwen_dir)
+    cut = ToolRM.from_pretrained(tiny_qwen_dir, num_layers=1)
+    assert cut.config.num_hidden_layers == 1 and len(cut.model.model.layers) == 1
+    assert len(getattr(cut.config, "layer_types", None) or [0]) == 1  # Qwen3's per-block list follows
+    assert torch.equal(cut.model.model.layers[0].mlp.up_proj.weight, full.model.model.layers[0].mlp.up_proj.weight)
+    texts = ["call get_weather(city='Paris')", "no call"]
+    assert not torch.allclose(torch.tensor(cut.score_texts(texts)), torch.tensor(full.score_texts(texts)))
+    cut.model.save_pretrained(tmp_path / "cut")
+    cut.tokenizer.save_pretrained(tmp_path / "cut")
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "cut")  # a plain 1-block checkpoint
+    assert plain.config.num_hidden_layers == 1
+    _close(ToolRM(plain.eval(), cut.tokenizer, cut.render_spec).score_texts(texts), cut.score_texts(texts))
+
+    encoder = ToolRM.from_pretrained(minilm_dir, num_layers=4)
+    assert len(encoder.model.bert.encoder.layer) == 4
+    config = AutoConfig.from_pretrained(minilm_dir)
+    for bad in (0, 7):
+        with pytest.raises(ValueError, match="1..6 blocks"):
+            keep_lower_blocks(config, bad)
+    assert config.num_hidden_layers == 6  # a refused cut leaves the config alone

@@ -383,3 +383,20 @@ def test_a_bad_freeze_layers_fails_before_the_pairs_are_built(pair_files, tmp_pa
     cfg = load_config(RECIPES / "minilm_cpu.yaml", _overrides(tmp_path / "run", *pair_files, **{"train.freeze_layers": 7}))
     with pytest.raises(ValueError, match="freeze_layers: 7 blocks asked, BertModel has 6"):
         train(cfg)
+
+
+def test_num_layers_trains_and_saves_a_cut_model_and_refuses_lora(pair_files, tmp_path, monkeypatch):
+    import toolrm_rl.model.train as train_module
+
+    cfg = load_config(RECIPES / "minilm_cpu.yaml", _overrides(tmp_path / "run", *pair_files, **{
+        "model.num_layers": 2, "train.max_steps": 2}))
+    result = train(cfg)
+    saved = json.loads((result.final_dir / "config.json").read_text())
+    assert saved["num_hidden_layers"] == 2
+    assert len(ToolRM.from_pretrained(result.final_dir).model.bert.encoder.layer) == 2
+
+    monkeypatch.setattr(train_module, "build_pairs", lambda cfg: pytest.fail("pairs built before the check"))
+    cfg = load_config(RECIPES / "minilm_cpu.yaml", _overrides(tmp_path / "lora", *pair_files, **{
+        "model.num_layers": 2, "lora.enabled": True}))
+    with pytest.raises(ValueError, match="num_layers does not go with lora"):
+        train(cfg)

@@ -45,6 +45,10 @@ class ModelConfig:
     name_or_path: str = _f("embedded:minilm", "Backbone: a local HF checkpoint, a hub id, or embedded:minilm / embedded:qwen3-tiny.")
     dtype: str = _f("auto", "Weights dtype: auto (float32 weights; mixed precision comes from train.bf16), bfloat16, float16.")
     render: dict = _f({}, "RenderSpec overrides (mode, max_tokens, sep, ...); defaults depend on the backbone kind.")
+    num_layers: int | None = _f(None, "Keep only the lowest N transformer blocks of the backbone "
+                                      "(toolrm_rl.model.toolrm.keep_lower_blocks): training and scoring cost "
+                                      "about N/total as much; the saved model is a plain checkpoint of N blocks. "
+                                      "None: every block.")
 
 
 @dataclass
@@ -641,6 +645,9 @@ def train(cfg: RMTrainConfig) -> TrainResult:
     t = cfg.train
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.model.num_layers is not None and cfg.lora.enabled:  # the adapter would reload onto every block of its base
+        raise ValueError("model.num_layers does not go with lora.enabled: an adapter names its base model, which "
+                         "reloads with all its blocks; train every weight of the cut model instead")
     backbone = resolve_backbone(cfg.model.name_or_path, cache_dir=out / ".backbone")
     from transformers import set_seed
 
@@ -648,7 +655,8 @@ def train(cfg: RMTrainConfig) -> TrainResult:
     dtype = cfg.model.dtype
     use_bf16 = t.bf16 if t.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     # Loaded on the CPU: the Trainer (accelerate) places it, one device per process under FSDP/DeepSpeed.
-    rm = ToolRM.from_pretrained(backbone, dtype="float32" if dtype == "auto" else dtype, render_spec=None, device="cpu")
+    rm = ToolRM.from_pretrained(backbone, dtype="float32" if dtype == "auto" else dtype, render_spec=None, device="cpu",
+                                num_layers=cfg.model.num_layers)
     spec = RenderSpec.from_dict({**rm.render_spec.to_dict(), **dict(cfg.model.render)})
     max_length = min(n for n in (spec.hard_cap_tokens, rm.max_length, 1 << 30) if n)
     # Before the pairs are built: a bad block count fails in seconds, not after rendering.
