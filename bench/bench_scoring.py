@@ -32,7 +32,9 @@ torch float32 (the reference), torch int8, ONNX Runtime int8 and torch bfloat16 
 (``quickstart.bfcl_mutation_bench``: BFCL questions are evaluation data, never training data); skipped with a
 message when the dev file is absent. Rounds interleaved, best and first round kept; prints each side's load
 (+ conversion) seconds, evaluation seconds, pairs/s, ratio to float32, accuracy on the dev pairs and on all,
-Spearman against float32 and the pairs whose order flips.
+Spearman against float32 and the pairs whose order flips. ``--baseline-model DIR`` runs a second checkpoint
+(e.g. the 6-block default beside a ``model.num_layers=4`` one) through the same sides first, interleaved with the
+others; every ratio is then against its float32 (Spearman and flips stay against each checkpoint's own float32).
 """
 
 from __future__ import annotations
@@ -277,42 +279,50 @@ def main_eval(args: argparse.Namespace) -> None:
     if unknown or not sides or sides[0] != "torch":
         raise SystemExit(f"--sides: a comma list starting with torch (the reference) from {list(EVAL_SIDES)}; "
                          f"got {args.sides!r}")
+    baseline = args.baseline_model
+    if baseline is not None and not (Path(baseline) / "config.json").is_file():
+        raise SystemExit(f"--baseline-model: {baseline} is not a checkpoint")
     pairs, n_dev = eval_pairs(args.eval_pairs, Path(data), args.seed)
     valid = schema_valid_mask(pairs)
     examples = [(p.chosen_example(), p.rejected_example()) for p in pairs]
+    # (label, checkpoint, side): the baseline's sides first, so the first row is the reference of every ratio
+    runs = ([(f"base:{s}", baseline, s) for s in sides] if baseline is not None else []) + [(s, model, s) for s in sides]
     models, setup = {}, {}
-    for side in sides:
+    for label, path, side in runs:
         t = time.perf_counter()
-        models[side] = ToolRM.from_pretrained(model, **EVAL_SIDES[side])
-        setup[side] = time.perf_counter() - t
-    print(f"model: {model}; pairs: {len(pairs)} ({n_dev} from {data}, {len(pairs) - n_dev} BFCL mutation pairs); "
-          f"torch threads {torch.get_num_threads()}; best of {args.repeat} interleaved rounds (and the first)")
-    for side, rm in models.items():
-        print(f"  {side:10}: dtype {next(rm.model.parameters()).dtype}; quantization {rm.quantization}")
-    best = {side: float("inf") for side in sides}
+        models[label] = ToolRM.from_pretrained(path, **EVAL_SIDES[side])
+        setup[label] = time.perf_counter() - t
+    print(f"model: {model}" + (f"; baseline: {baseline}" if baseline is not None else "") + f"; pairs: {len(pairs)} "
+          f"({n_dev} from {data}, {len(pairs) - n_dev} BFCL mutation pairs); torch threads {torch.get_num_threads()}; "
+          f"best of {args.repeat} interleaved rounds (and the first)")
+    for label, rm in models.items():
+        print(f"  {label:15}: {rm.config.num_hidden_layers} blocks; dtype {next(rm.model.parameters()).dtype}; "
+              f"quantization {rm.quantization}")
+    labels = list(models)
+    best = {label: float("inf") for label in labels}
     first: dict[str, float] = {}
     scores: dict[str, list[tuple[float, float]]] = {}
     for r in range(args.repeat):
-        for side in (sides if r % 2 == 0 else sides[::-1]):
-            scorer = RMScorer(models[side], show_progress=False)  # a fresh score cache every round
+        for label in (labels if r % 2 == 0 else labels[::-1]):
+            scorer = RMScorer(models[label], show_progress=False)  # a fresh score cache every round
             t = time.perf_counter()
             evaluate_pairs(scorer, pairs, valid=valid)
             elapsed = time.perf_counter() - t
-            first.setdefault(side, elapsed)
-            best[side] = min(best[side], elapsed)
-            scores[side] = score_pairs(scorer, examples)  # from the scorer's cache: no forward pass
-    ref = scores["torch"]
-    ref_flat = [x for pair in ref for x in pair]
-    print(f"{'side':10} {'load s':>7} {'eval s':>7} {'first s':>7} {'pairs/s':>8} {'ratio':>6} {'acc dev':>8} "
+            first.setdefault(label, elapsed)
+            best[label] = min(best[label], elapsed)
+            scores[label] = score_pairs(scorer, examples)  # from the scorer's cache: no forward pass
+    # Ratios against the first row (the baseline's float32 when given); Spearman and flips against the same
+    # checkpoint's float32 (what quantization changed).
+    print(f"{'side':15} {'load s':>7} {'eval s':>7} {'first s':>7} {'pairs/s':>8} {'ratio':>6} {'acc dev':>8} "
           f"{'acc all':>8} {'Spearman':>8} {'flips':>6}")
-    for side in sides:
-        sc = scores[side]
+    for label, path, side in runs:
+        sc, ref = scores[label], scores["base:torch" if label.startswith("base:") else "torch"]
         acc_dev = sum(a > b for a, b in sc[:n_dev]) / max(n_dev, 1)
         acc_all = sum(a > b for a, b in sc) / len(sc)
         flips = sum((a > b) != (c > d) for (a, b), (c, d) in zip(ref, sc))
-        print(f"{side:10} {setup[side]:7.1f} {best[side]:7.2f} {first[side]:7.2f} {len(pairs) / best[side]:8.1f} "
-              f"{best['torch'] / best[side]:5.2f}x {acc_dev:8.4f} {acc_all:8.4f} "
-              f"{spearman(ref_flat, [x for pair in sc for x in pair]):8.4f} {flips:6}")
+        print(f"{label:15} {setup[label]:7.1f} {best[label]:7.2f} {first[label]:7.2f} {len(pairs) / best[label]:8.1f} "
+              f"{best[labels[0]] / best[label]:5.2f}x {acc_dev:8.4f} {acc_all:8.4f} "
+              f"{spearman([x for p in ref for x in p], [x for p in sc for x in p]):8.4f} {flips:6}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -341,6 +351,9 @@ def main(argv: list[str] | None = None) -> None:
                     "(see the module doc)")
     ap.add_argument("--eval-pairs", type=int, default=1500, help="--eval: pairs (the dev file's, then BFCL mutations)")
     ap.add_argument("--sides", default=",".join(EVAL_SIDES), help="--eval: scoring paths, torch (float32) first")
+    ap.add_argument("--baseline-model", type=Path, default=None,
+                    help="--eval: a second checkpoint (e.g. the 6-block default) run through the same sides first; "
+                         "every ratio is then against its float32")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

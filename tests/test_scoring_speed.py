@@ -401,3 +401,35 @@ def test_inprocess_reward_options_reach_the_scorer(tiny_decoder, tmp_path, monke
     scores = grouped.score(PARIS_GROUP)
     assert grouped.scorer.model.group_stats["shared_inputs"] - before["shared_inputs"] == len(PARIS_GROUP)
     assert max(abs(a - b) for a, b in zip(scores, plain.score(PARIS_GROUP))) <= 1e-4
+
+
+def test_bench_scoring_eval_times_a_baseline_checkpoint_beside_the_model(tmp_path, capsys):
+    """``bench_scoring.py --eval --baseline-model``: both checkpoints' rows, every ratio against the baseline's."""
+    import importlib.util as iu
+    from pathlib import Path
+
+    from toolrm_rl.core.calls import ToolCall, ToolCatalog
+    from toolrm_rl.data.records import PairRecord, save_pairs
+
+    tools = ToolCatalog.load([{"name": "get_weather", "description": "Weather for a city.", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}])
+    pairs = [PairRecord(id=f"p{i}", tools=tools, conversation=[{"role": "user", "content": f"Weather in city {i}?"}],
+                        chosen=[ToolCall("get_weather", {"city": f"city {i}"})],
+                        rejected=[ToolCall("get_weather", {"city": "Oslo"})], error_type="wrong_value")
+             for i in range(4)]
+    data = save_pairs(pairs, tmp_path / "dev.jsonl")
+    for name, blocks in (("six", None), ("two", 2)):
+        rm = ToolRM.from_pretrained(minilm_dir(), num_layers=blocks)
+        rm.model.save_pretrained(tmp_path / name)
+        rm.tokenizer.save_pretrained(tmp_path / name)
+    spec = iu.spec_from_file_location("bench_scoring", Path(__file__).resolve().parents[1] / "bench" / "bench_scoring.py")
+    bench = iu.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--eval", "--sides", "torch", "--repeat", "1", "--eval-pairs", "4", "--data", str(data),
+                "--model", str(tmp_path / "two"), "--baseline-model", str(tmp_path / "six")])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("base:torch ", "torch "))}
+    assert set(rows) == {"base:torch", "torch"}
+    assert rows["base:torch"][5] == "1.00x"  # the baseline's float32 is the reference
+    assert "base:torch     : 6 blocks" in out and "torch          : 2 blocks" in out
+    assert rows["torch"][-1] == "0" and rows["torch"][-2] == "1.0000"  # against its own float32: no flips
