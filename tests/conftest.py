@@ -1,9 +1,10 @@
-"""Shared fixtures: BFCL data from the installed bfcl-eval wheel, the shared evaluation folder."""
+"""Shared fixtures: BFCL data from the installed bfcl-eval wheel, the shared evaluation folder, bench/ scripts."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,26 @@ settings.register_profile("explore", max_examples=200)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="session")
+def load_bench():
+    """Import a ``bench/`` script by name (``bench/`` is not a package): ``load_bench("bench_scoring")``. The
+    module stays in ``sys.modules`` under its name for the session (dataclasses look their module up there)."""
+    loaded: list[str] = []
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        loaded.append(name)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="module")

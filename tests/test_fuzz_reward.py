@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "fuzz_reward.py"
-
 
 @pytest.fixture(scope="module")
-def fuzz():
-    spec = importlib.util.spec_from_file_location("fuzz_reward", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fuzz_reward"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("fuzz_reward", None)
+def fuzz(load_bench):
+    return load_bench("fuzz_reward")
 
 
 def test_a_brief_seeded_run_has_no_violation(fuzz, tmp_path, capsys):

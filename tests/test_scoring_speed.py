@@ -403,11 +403,8 @@ def test_inprocess_reward_options_reach_the_scorer(tiny_decoder, tmp_path, monke
     assert max(abs(a - b) for a, b in zip(scores, plain.score(PARIS_GROUP))) <= 1e-4
 
 
-def test_bench_scoring_eval_times_a_baseline_checkpoint_beside_the_model(tmp_path, capsys):
+def test_bench_scoring_eval_times_a_baseline_checkpoint_beside_the_model(tmp_path, capsys, load_bench):
     """``bench_scoring.py --eval --baseline-model``: both checkpoints' rows, every ratio against the baseline's."""
-    import importlib.util as iu
-    from pathlib import Path
-
     from toolrm_rl.core.calls import ToolCall, ToolCatalog
     from toolrm_rl.data.records import PairRecord, save_pairs
 
@@ -422,10 +419,7 @@ def test_bench_scoring_eval_times_a_baseline_checkpoint_beside_the_model(tmp_pat
         rm = ToolRM.from_pretrained(minilm_dir(), num_layers=blocks)
         rm.model.save_pretrained(tmp_path / name)
         rm.tokenizer.save_pretrained(tmp_path / name)
-    spec = iu.spec_from_file_location("bench_scoring", Path(__file__).resolve().parents[1] / "bench" / "bench_scoring.py")
-    bench = iu.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    bench.main(["--eval", "--sides", "torch", "--repeat", "1", "--eval-pairs", "4", "--data", str(data),
+    load_bench("bench_scoring").main(["--eval", "--sides", "torch", "--repeat", "1", "--eval-pairs", "4", "--data", str(data),
                 "--model", str(tmp_path / "two"), "--baseline-model", str(tmp_path / "six")])
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("base:torch ", "torch "))}

@@ -362,13 +362,8 @@ def test_freeze_layers_trains_only_the_upper_blocks_and_the_head(pair_files, tmp
     assert result.metrics["data"]["frozen_parameters"] > 11_000_000  # the word embeddings alone are 11.7M
 
 
-def test_bench_train_step_prints_a_ratio_per_frozen_setting(capsys):
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "bench_train_step.py"
-    spec = importlib.util.spec_from_file_location("bench_train_step", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_bench_train_step_prints_a_ratio_per_frozen_setting(capsys, load_bench):
+    bench = load_bench("bench_train_step")
     assert bench.parse_settings("none, 0,3") == [None, 0, 3]
     bench.main(["--freeze", "none,2", "--rows", "2", "--tokens", "8", "--rounds", "2", "--threads", "1"])
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
