@@ -315,7 +315,7 @@ def main_eval(args: argparse.Namespace) -> None:
     # checkpoint's float32 (what quantization changed).
     print(f"{'side':15} {'load s':>7} {'eval s':>7} {'first s':>7} {'pairs/s':>8} {'ratio':>6} {'acc dev':>8} "
           f"{'acc all':>8} {'Spearman':>8} {'flips':>6}")
-    for label, path, side in runs:
+    for label in labels:
         sc, ref = scores[label], scores["base:torch" if label.startswith("base:") else "torch"]
         acc_dev = sum(a > b for a, b in sc[:n_dev]) / max(n_dev, 1)
         acc_all = sum(a > b for a, b in sc) / len(sc)
