@@ -41,6 +41,7 @@ def evaluate(model: Path, dev: str) -> dict[str, float]:
     """rm / hybrid accuracy (ties as losses) on the dev file, schema-valid subset, categories, count direction."""
     from toolrm_rl.core.match import error_category
     from toolrm_rl.data.records import load_pairs
+    from toolrm_rl.eval.fc_rewardbench import value_grounding_key
     from toolrm_rl.scoring import build_scorers, score_pairs
 
     pairs, _ = load_pairs(dev)
@@ -65,6 +66,15 @@ def evaluate(model: Path, dev: str) -> dict[str, float]:
     more = [c == "wrong_count" and len(p.rejected) > len(p.chosen) for c, p in zip(cats, pairs)]
     row.update({"rm:count_fewer": acc(win_rm, fewer), "n_count_fewer": sum(fewer),
                 "rm:count_more": acc(win_rm, more), "n_count_more": sum(more)})
+    # Schema-valid value errors split by where the differing values come from (value_grounding_key): the gold
+    # written in the request and the wrong value not ("= vs ?"), or the reverse ("? vs =": the gold converts
+    # what the user wrote, the wrong answer copies it). A model that only prefers verbatim values wins the first
+    # and loses the second.
+    marks = [value_grounding_key(p).split(", ") if c == "wrong_value" and v else [] for p, c, v in zip(pairs, cats, both_valid)]
+    verbatim = [any(k[0] == "=" and k[-1] != "=" for k in m if " vs " in k) for m in marks]
+    copied = [any(k[0] != "=" and k[-1] == "=" for k in m if " vs " in k) for m in marks]
+    row.update({"rm:value_gold_verbatim": acc(win_rm, verbatim), "n_value_gold_verbatim": sum(verbatim),
+                "rm:value_wrong_verbatim": acc(win_rm, copied), "n_value_wrong_verbatim": sum(copied)})
     return row
 
 
