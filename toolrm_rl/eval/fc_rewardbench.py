@@ -22,12 +22,13 @@ top level plus ``scorers: {name: report}`` for every scorer, so one-scorer consu
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+import numpy as np
 
 from toolrm_rl.config import option as _f
 from toolrm_rl.config import wandb_offline_without_credentials
@@ -96,14 +97,22 @@ def summarize(wins: Sequence[bool], ties: Sequence[bool]) -> dict[str, float]:
 
 
 def bootstrap_ci(wins: Sequence[bool], *, samples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the accuracy (``samples`` resamplings of the pairs with
-    ``random.Random(seed)``; the bounds are the sorted statistics at ``(1-level)/2`` and ``(1+level)/2``)."""
+    """Percentile bootstrap interval of the accuracy (``samples`` resamplings of the pairs; the bounds are the
+    sorted statistics at ``(1-level)/2`` and ``(1+level)/2``).
+
+    The wins of one resampling of n pairs (n draws with replacement, each a win with probability k/n) are
+    Binomial(n, k/n), so each resampling is one binomial draw (``numpy.random.default_rng(seed)``): the same
+    distribution as drawing the pairs one by one, without n Python-level draws per sample (for 1,500 pairs: 0.0008 s
+    instead of 0.70 s per scorer on a 2-core EPYC).
+
+    >>> bootstrap_ci([True, True, True]), bootstrap_ci([])
+    ((1.0, 1.0), (nan, nan))
+    """
     n = len(wins)
     if n == 0:
         return (float("nan"), float("nan"))
-    rng = random.Random(seed)
-    values = [int(w) for w in wins]
-    stats = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
+    draws = np.random.default_rng(seed).binomial(n, sum(bool(w) for w in wins) / n, size=samples)
+    stats = sorted(int(d) / n for d in draws)
     lo = stats[int((1 - level) / 2 * samples)]
     hi = stats[min(samples - 1, int((1 + level) / 2 * samples))]
     return (lo, hi)
