@@ -7,8 +7,9 @@ For each seed: ``toolrm train recipes/rm/minilm_cpu.yaml`` on the pair file (``t
 ``data.seed`` set to the seed, ``report_to=none``, the extra ``key=value`` overrides passed through:
 the lever under test), then the trained model on the dev file: rm alone and hybrid (schema gate,
 the RM orders the rest) with ties as losses, rm on the pairs whose both calls pass the schema, by
-error category, and wrong_count split by direction (the rejected answer makes fewer / more calls than
-the chosen one). With ``--biases`` the bias suite (``toolrm eval biases``) runs too. One row per
+error category, wrong_count split by direction (the rejected answer makes fewer / more calls than
+the chosen one), and the schema-valid value errors split by where the differing values come from (the gold in
+the request and the wrong value not, or the reverse: ``value_grounding_key``). With ``--biases`` the bias suite (``toolrm eval biases``) runs too. One row per
 run is printed (and appended as JSON to ``--out``/results.jsonl), then the mean and spread per metric.
 Compare levers with a budget in steps (``--steps``): wall minutes depend on what else the machine runs.
 """
