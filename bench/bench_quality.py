@@ -9,8 +9,9 @@ the lever under test), then the trained model on the dev file: rm alone and hybr
 the RM orders the rest) with ties as losses, rm on the pairs whose both calls pass the schema, by
 error category, wrong_count split by direction (the rejected answer makes fewer / more calls than
 the chosen one), and the schema-valid value errors split by where the differing values come from (the gold in
-the request and the wrong value not, or the reverse: ``value_grounding_key``). With ``--biases`` the bias suite (``toolrm eval biases``) runs too. One row per
-run is printed (and appended as JSON to ``--out``/results.jsonl), then the mean and spread per metric.
+the request and the wrong value not, or the reverse: ``value_grounding_key``). With ``--biases`` the bias
+suite (``toolrm eval biases``) runs too. One row per run is printed (and appended as JSON to
+``--out``/results.jsonl), then the mean and spread per metric.
 Compare levers with a budget in steps (``--steps``): wall minutes depend on what else the machine runs.
 """
 
@@ -71,7 +72,8 @@ def evaluate(model: Path, dev: str) -> dict[str, float]:
     # written in the request and the wrong value not ("= vs ?"), or the reverse ("? vs =": the gold converts
     # what the user wrote, the wrong answer copies it). A model that only prefers verbatim values wins the first
     # and loses the second.
-    marks = [value_grounding_key(p).split(", ") if c == "wrong_value" and v else [] for p, c, v in zip(pairs, cats, both_valid)]
+    marks = [value_grounding_key(p).split(", ") if c == "wrong_value" and v else []
+             for p, c, v in zip(pairs, cats, both_valid)]
     verbatim = [any(k[0] == "=" and k[-1] != "=" for k in m if " vs " in k) for m in marks]
     copied = [any(k[0] != "=" and k[-1] == "=" for k in m if " vs " in k) for m in marks]
     row.update({"rm:value_gold_verbatim": acc(win_rm, verbatim), "n_value_gold_verbatim": sum(verbatim),
