@@ -49,3 +49,24 @@ def test_pool_rows_equal_one_process_rows(group):
     for num_proc in (2, 3):
         pooled, pooled_cut = tokenize_pairs(pairs, tokenizer, spec, 128, margin=0.5, group=group, num_proc=num_proc)
         assert pooled.to_dict() == serial.to_dict() and pooled_cut == serial_cut
+
+
+def test_an_input_past_the_model_length_is_cut_without_the_tokenizers_indexing_warning(caplog):
+    """A context too long to fit is cut to max_length by tokenize_pairs itself (and counted as cut), so the
+    tokenizer's "longer than the specified maximum ... indexing errors" warning must not reach the user."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())  # a fresh one: the warning is sent once per tokenizer
+    conv = [{"role": "user", "content": "please " * 700 + "What's the weather in Paris?"}]
+    pairs = [PairRecord(id="long", tools=TOOLS, conversation=conv, chosen=[ToolCall("get_weather", {"city": "Paris"})],
+                        rejected=[ToolCall("get_time", {"city": "Paris"})])]
+    spec = RenderSpec(mode="plain", max_tokens=128, sep=" [SEP] ")
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            rows, cut = tokenize_pairs(pairs, tokenizer, spec, 128, group=True, num_proc=1)
+    finally:
+        hf_logging.disable_propagation()
+    assert cut == 2 and len(rows[0]["chosen_ids"]) == 128
+    assert not [r for r in caplog.records if "maximum sequence length" in r.getMessage()]

@@ -297,7 +297,10 @@ def _whole_queries(pairs: list[PairRecord], cap: int | None, rng: random.Random,
 def _encode(text: str, tokenizer: Any, max_length: int, mode: str) -> tuple[list[int], bool]:
     from toolrm_rl.model.toolrm import truncate_ids  # the same cut rule as scoring
 
-    return truncate_ids(tokenizer(text, add_special_tokens=mode == "plain")["input_ids"], max_length, mode)
+    # verbose=False: the ids are cut to max_length right here, so the tokenizer's "longer than the maximum ...
+    # will result in indexing errors" warning (a hard-truncated input, reported in the cut count) is wrong here.
+    ids = tokenizer(text, add_special_tokens=mode == "plain", verbose=False)["input_ids"]
+    return truncate_ids(ids, max_length, mode)
 
 
 def tokenize_pairs(pairs: Sequence[PairRecord], tokenizer: Any, spec: RenderSpec, max_length: int,
