@@ -108,7 +108,8 @@ def main_pool(args: argparse.Namespace) -> None:
               f"{rows[1] == rows[args.num_proc]}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The benchmark (``argv``: command-line arguments, default ``sys.argv[1:]``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline-rev", default=BASELINE_REV)
     ap.add_argument("--dev", type=Path, default=DEV_FILE)
@@ -119,7 +120,7 @@ def main() -> None:
     ap.add_argument("--pool", action="store_true", help="tokenize_pairs: one process vs a pool (module doc)")
     ap.add_argument("--num-proc", type=int, default=2, help="--pool: processes")
     ap.add_argument("--pool-sizes", default="500,1000,2000,8000", help="--pool: pair counts, comma-separated")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.pool:
         return main_pool(args)
 
